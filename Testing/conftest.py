@@ -1,0 +1,40 @@
+"""Shared fixtures: a tiny phantom cohort and tiny training settings, so the suite runs on 2 CPU cores."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pgl_engine.config import NetworkConfig, PretrainConfig
+from pgl_engine.phantom import write_cohort
+
+TINY_NETWORK = dict(feature_channels=8, channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
+
+
+@pytest.fixture(scope="session")
+def cohort(tmp_path_factory) -> Path:
+    """Three coarse phantoms (about 12 mm voxels after resampling) in cohort/images."""
+    out = tmp_path_factory.mktemp("cohort")
+    write_cohort(out, 3, labels=True, seed=0, spacing_scale=4.0)
+    return out
+
+
+def tiny_config(images: Path, out: Path, cache: Path, **overrides) -> PretrainConfig:
+    options = dict(images=str(images), out=str(out), cache_dir=str(cache), steps=6, batch_size=2,
+                   patch_size=(16, 16, 16), spacing=(8.0, 8.0, 8.0), grid_size=6, workers=0,
+                   checkpoint_every=100, projector_hidden=16, predictor_hidden=16, projector_dim=8,
+                   network=NetworkConfig(**TINY_NETWORK), seed=0, device="cpu")
+    options.update(overrides)
+    return PretrainConfig(**options)
+
+
+def smooth_volume(shape=(48, 44, 40), seed=0) -> np.ndarray:
+    """A smooth random field (sum of low-frequency waves), float32."""
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij")
+    out = np.zeros(shape, np.float32)
+    for _ in range(6):
+        k = rng.normal(size=3) * 2 * np.pi / 40
+        out += np.sin(sum(k[i] * grids[i] for i in range(3)) + rng.uniform(0, 6.3)).astype(np.float32)
+    return out

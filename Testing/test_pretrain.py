@@ -1,0 +1,114 @@
+"""Pretraining on a tiny phantom cohort: learning, EMA, exact resume, NaN handling, output folders."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from pgl_engine import load_model, pretrain
+from pgl_engine.checkpoint import checkpoint_path, load_checkpoint
+from pgl_engine.errors import PGLError
+from pgl_engine.methods import PGL
+from pgl_engine.pretrain import Pretrainer
+
+
+def run(cohort, tmp_path, name, **overrides):
+    events = []
+    config = tiny_config(cohort / "images", tmp_path / name, tmp_path / "cache", **overrides)
+    pretrain(config, progress=events.append)
+    return events
+
+
+def losses(events):
+    return [e["loss"] for e in events if e["event"] == "progress" and e["stage"] == "pretrain"]
+
+
+@pytest.mark.parametrize("method", ["pgl", "byol"])
+def test_loss_decreases_and_model_is_written(cohort, tmp_path, method):
+    events = run(cohort, tmp_path, method, method=method, steps=40, lr=3e-3)
+    curve = losses(events)
+    assert len(curve) == 40
+    assert np.mean(curve[-8:]) < 0.8 * np.mean(curve[:8]), curve
+    done = events[-1]
+    assert done["event"] == "done" and done["steps"] == 40
+    model = load_model(tmp_path / method)
+    assert model.metadata["kind"] == "pretrained" and model.metadata["method"] == method
+    assert 0 < model.metadata["effective_rank"] <= 8
+    assert model.metadata["num_scans"] == 3 and len(model.metadata["data_fingerprint"]) == 64
+    log = [json.loads(line) for line in (tmp_path / method / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 41))
+
+
+def test_ema_target_differs_from_online_and_moves(cohort, tmp_path):
+    config = tiny_config(cohort / "images", tmp_path / "ema", tmp_path / "cache", steps=10, checkpoint_every=5)
+    trainer = Pretrainer(config)
+    trainer.run()
+    final = load_checkpoint(tmp_path / "ema")["model"]
+    online = {k[len("online_backbone."):]: v for k, v in final.items() if k.startswith("online_backbone.")}
+    target = {k[len("target_backbone."):]: v for k, v in final.items() if k.startswith("target_backbone.")}
+    torch.manual_seed(config.seed)
+    initial = PGL(config).target_backbone.state_dict()
+    weight = next(k for k in online if k.endswith("weight") and online[k].ndim == 5)
+    assert not torch.allclose(online[weight], target[weight])  # target lags behind
+    assert not torch.allclose(initial[weight], target[weight])  # and it moved
+
+
+def test_resume_from_a_mid_run_checkpoint_matches_a_straight_run(cohort, tmp_path):
+    run(cohort, tmp_path, "straight", steps=8)
+    straight = load_checkpoint(tmp_path / "straight")["model"]
+
+    class StopAfter4(Pretrainer):
+        def train_step(self, batch):
+            if self.step == 4:
+                raise KeyboardInterrupt
+            return super().train_step(batch)
+
+    config = tiny_config(cohort / "images", tmp_path / "resumed", tmp_path / "cache", steps=8, checkpoint_every=4)
+    with pytest.raises(KeyboardInterrupt):
+        StopAfter4(config).run()
+    assert load_checkpoint(tmp_path / "resumed")["step"] == 4
+    run(cohort, tmp_path, "resumed", steps=8, checkpoint_every=4, resume=True)
+    resumed = load_checkpoint(tmp_path / "resumed")["model"]
+    assert load_checkpoint(tmp_path / "resumed")["step"] == 8
+    for name in straight:
+        assert torch.allclose(straight[name], resumed[name], atol=1e-6), name
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cohort, tmp_path, monkeypatch):
+    original = PGL.forward
+
+    def nan_at_step_4(self, batch):
+        loss, stats = original(self, batch)
+        nan_at_step_4.calls += 1
+        return (loss * float("nan") if nan_at_step_4.calls == 4 else loss), stats
+
+    nan_at_step_4.calls = 0
+    monkeypatch.setattr(PGL, "forward", nan_at_step_4)
+    with pytest.raises(PGLError, match="loss became nan at step 4"):
+        run(cohort, tmp_path, "nan", steps=8, checkpoint_every=3)
+    state = load_checkpoint(tmp_path / "nan")
+    assert state["step"] == 3
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_output_folders_are_never_clobbered(cohort, tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.docx").write_text("precious")
+    with pytest.raises(PGLError, match="already holds other files"):
+        run(cohort, tmp_path, "foreign")
+    assert (foreign / "thesis.docx").read_text() == "precious"
+    run(cohort, tmp_path, "mine", steps=2)
+    before = (tmp_path / "mine" / "model.safetensors").read_bytes()
+    with pytest.raises(PGLError, match="--resume"):
+        run(cohort, tmp_path, "mine", steps=2)
+    assert (tmp_path / "mine" / "model.safetensors").read_bytes() == before
+    run(cohort, tmp_path, "mine", steps=2, overwrite=True, seed=5)
+    assert (tmp_path / "mine" / "model.safetensors").read_bytes() != before
+
+
+def test_scans_smaller_than_the_patch_are_padded(cohort, tmp_path):
+    events = run(cohort, tmp_path, "big_patch", steps=2, patch_size=(48, 48, 32), spacing=(12.0, 12.0, 12.0))
+    assert events[-1]["event"] == "done"
+    assert checkpoint_path(tmp_path / "big_patch").is_file()

@@ -1,0 +1,51 @@
+"""Per-view intensity augmentation (values in [0, 1]); spatial transforms live in views.py."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable 3D Gaussian blur of a (C, X, Y, Z) tensor, sigma in voxels."""
+    radius = max(1, int(np.ceil(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    out = x[None]
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = -1
+        pad = [0] * 6
+        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = radius
+        out = F.conv3d(F.pad(out.reshape(-1, 1, *out.shape[2:]), pad, mode="replicate"),
+                       kernel.reshape(shape)).reshape(out.shape)
+    return out[0]
+
+
+def random_remap(x: torch.Tensor, rng: np.random.Generator, knots: int = 6) -> torch.Tensor:
+    """A random piecewise-linear, generally non-monotone, intensity curve on [0, 1]."""
+    ys = np.sort(rng.random(knots)) if rng.random() < 0.3 else rng.random(knots)
+    idx = torch.clamp(x, 0, 1) * (knots - 1)
+    i0 = torch.clamp(idx.floor().long(), 0, knots - 2)
+    w = idx - i0
+    ys_t = torch.as_tensor(ys, dtype=x.dtype)
+    return ys_t[i0] * (1 - w) + ys_t[i0 + 1] * w
+
+
+def augment_intensity(x: torch.Tensor, rng: np.random.Generator, nonmonotone_p: float = 0.0) -> torch.Tensor:
+    """Brightness/contrast, gamma, noise and blur with the probabilities of PGL_METHOD.md."""
+    if nonmonotone_p > 0 and rng.random() < nonmonotone_p:
+        x = random_remap(x, rng)
+    if rng.random() < 0.5:  # brightness
+        x = x * rng.uniform(0.75, 1.25)
+    if rng.random() < 0.5:  # contrast about the mean
+        mean = x.mean()
+        x = (x - mean) * rng.uniform(0.75, 1.25) + mean
+    if rng.random() < 0.5:
+        x = torch.clamp(x, 0, None) ** rng.uniform(0.7, 1.5)
+    if rng.random() < 0.1:
+        x = x + torch.from_numpy(rng.normal(0, rng.uniform(0, 0.1), x.shape).astype(np.float32))
+    if rng.random() < 0.2:
+        x = gaussian_blur(x, rng.uniform(0.5, 1.0))
+    return x

@@ -1,0 +1,137 @@
+"""On-disk cache of preprocessed scans: each scan is decoded and resampled once.
+
+Entries are keyed by the file's content (SHA-256) and the preprocessing settings, stored as float16 .npy
+files and opened memory-mapped, so memory does not grow with the number of scans. Every file is written
+under a unique temporary name and renamed into place, so several processes may fill one cache at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import PGLError
+from .imaging import load_ras, normalise_hu
+
+PREPROCESS_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "pgl_engine"
+
+
+def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
+    """Call write(tmp) on a unique temporary name beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # some writers create private temp files; results are ordinary files
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedScan:
+    """A preprocessed scan in the cache: values in [0, 1], indexed (x, y, z) on a RAS grid."""
+
+    array_path: Path
+    source: Path
+    shape: tuple[int, int, int]
+    affine: tuple[tuple[float, ...], ...]
+    digest: str
+
+    def load(self) -> np.ndarray:
+        """Memory-mapped, read-only view of the array (float16)."""
+        return np.load(self.array_path, mmap_mode="r")
+
+
+class ScanCache:
+    """Preprocess scans once per (content, settings) and hand back memory-mapped arrays."""
+
+    def __init__(self, root: str | Path | None, spacing: tuple[float, float, float],
+                 hu_window: tuple[float, float]):
+        self.root = Path(root) if root else default_cache_dir()
+        self.settings = {"spacing": [float(s) for s in spacing], "hu_window": [float(v) for v in hu_window],
+                         "version": PREPROCESS_VERSION}
+        self.hits = 0
+        self.misses = 0
+
+    def _digest(self, path: Path) -> str:
+        """Content hash, remembered per (path, size, mtime) so unchanged files are not re-read."""
+        st = path.stat()
+        stat_key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+        memo = self.root / "digests" / stat_key[:2] / stat_key
+        if memo.is_file():
+            digest = memo.read_text().strip()
+            if len(digest) == 64:
+                return digest
+        digest = file_digest(path)
+        atomic_write_bytes(memo, lambda tmp: tmp.write_text(digest))
+        return digest
+
+    def get(self, path: str | Path) -> CachedScan:
+        """The cached, preprocessed scan for `path`; decodes and stores it on the first call."""
+        path = Path(path)
+        digest = self._digest(path)
+        key = hashlib.sha256((digest + json.dumps(self.settings, sort_keys=True)).encode()).hexdigest()
+        entry = self.root / "scans" / key[:2]
+        array_path, meta_path = entry / f"{key}.npy", entry / f"{key}.json"
+        if array_path.is_file() and meta_path.is_file():
+            try:
+                meta = json.loads(meta_path.read_text())
+                self.hits += 1
+                return CachedScan(array_path, path, tuple(meta["shape"]),
+                                  tuple(tuple(r) for r in meta["affine"]), digest)
+            except (ValueError, KeyError):
+                pass  # a damaged entry is rebuilt below
+        self.misses += 1
+        volume = load_ras(path, tuple(self.settings["spacing"]), fill=self.settings["hu_window"][0])
+        array = normalise_hu(volume.array, tuple(self.settings["hu_window"])).astype(np.float16)
+        atomic_write_bytes(array_path, lambda tmp: _save_npy(tmp, array))
+        meta = {"shape": list(array.shape), "affine": volume.affine.tolist(), "source": str(path),
+                "settings": self.settings}
+        atomic_write_bytes(meta_path, lambda tmp: tmp.write_text(json.dumps(meta)))
+        return CachedScan(array_path, path, tuple(array.shape), tuple(tuple(r) for r in volume.affine.tolist()),
+                          digest)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array)
+
+
+def cache_scans(paths: list[Path], cache: ScanCache,
+                on_scan: Callable[[int, int, Path], None] | None = None) -> tuple[list[CachedScan], list[str]]:
+    """Cache every readable scan; return (cached scans, messages for the files that were skipped)."""
+    cached, skipped = [], []
+    for i, path in enumerate(paths):
+        try:
+            cached.append(cache.get(path))
+        except PGLError as e:
+            skipped.append(str(e))
+        if on_scan:
+            on_scan(i + 1, len(paths), path)
+    return cached, skipped
+
+
+def data_fingerprint(scans: list[CachedScan]) -> str:
+    """One hash for the set of scans a model was trained on (order-independent)."""
+    return hashlib.sha256("\n".join(sorted(s.digest for s in scans)).encode()).hexdigest()

@@ -1,0 +1,43 @@
+"""Command-line options generated from the config dataclasses, so the CLI and the API cannot drift."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One option per field: --field-name, typed from the annotation, help and default from the field."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or "help" not in f.metadata or dataclasses.is_dataclass(hints[f.name]):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f.metadata["help"]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if hint is bool:
+            if default:
+                parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
+                                    help=help_text)
+            else:
+                parser.add_argument(flag, dest=f.name, action="store_true", help=help_text)
+        elif origin is typing.Literal:
+            parser.add_argument(flag, dest=f.name, choices=args, default=default,
+                                help=f"{help_text} (default: {default})")
+        elif origin is tuple:
+            kind = args[0]
+            nargs = "+" if len(args) == 3 or Ellipsis in args else len(args)
+            parser.add_argument(flag, dest=f.name, type=kind, nargs=nargs, default=default,
+                                required=f.metadata.get("required", False),
+                                help=f"{help_text} (default: {' '.join(map(str, default))})")
+        else:
+            parser.add_argument(flag, dest=f.name, type=hint, default=default,
+                                required=f.metadata.get("required", False),
+                                help=help_text + ("" if f.metadata.get("required") else f" (default: {default})"))
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace, **extra):
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in vars(args).items() if k in names}, **extra)

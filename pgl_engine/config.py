@@ -1,0 +1,168 @@
+"""Typed, validated configurations shared by the CLI, the Python API and the Slicer modules."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import PGLError
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    """A dataclass field carrying its command-line help text."""
+    meta = {"help": help, **extra}
+    if isinstance(default, (list, dict, tuple)):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _triple(value: Any, name: str, kind: type) -> tuple:
+    """Accept one value for all three axes or one per axis."""
+    if isinstance(value, (int, float)):
+        value = (value,)
+    value = tuple(kind(v) for v in value)
+    if len(value) == 1:
+        value = value * 3
+    if len(value) != 3:
+        raise PGLError(f"{name} takes 1 or 3 values (x y z), got {len(value)}: {value}.")
+    return value
+
+
+@dataclass
+class NetworkConfig:
+    """The backbone shared by pretraining and fine-tuning (a MONAI residual UNet)."""
+
+    feature_channels: int = _opt(32, "channels of the backbone's output feature map")
+    channels: tuple[int, ...] = _opt((16, 32, 64, 128), "channels per UNet level")
+    strides: tuple[int, ...] = _opt((2, 2, 2), "downsampling stride between levels")
+    num_res_units: int = _opt(1, "residual units per UNet block")
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        self.strides = tuple(int(s) for s in self.strides)
+        if len(self.channels) < 2 or len(self.strides) != len(self.channels) - 1:
+            raise PGLError(
+                f"network needs >= 2 channel levels and one stride fewer, got channels={self.channels}, "
+                f"strides={self.strides}."
+            )
+        if self.feature_channels < 1 or min(self.channels) < 1 or min(self.strides) < 1:
+            raise PGLError("network channels and strides must be positive integers.")
+
+    @property
+    def divisor(self) -> int:
+        """Patch sizes must be multiples of this so the UNet's skips line up."""
+        return math.prod(self.strides)
+
+    def to_dict(self) -> dict:
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NetworkConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise PGLError(f"unknown network settings {sorted(unknown)}; this model needs a newer pgl_engine.")
+        return cls(**data)
+
+
+@dataclass
+class PretrainConfig:
+    """Everything `pgl pretrain` needs; field names are the CLI option names."""
+
+    images: str = _opt("", "folder of unlabeled scans (.nii, .nii.gz, .nrrd, .mha)", required=True)
+    out: str = _opt("", "output folder: the pretrained model, checkpoints and the training log", required=True)
+    steps: int = _opt(300, "optimisation steps")
+    batch_size: int = _opt(2, "view pairs per step (per process)")
+    patch_size: tuple[int, int, int] = _opt((64, 64, 32), "network input size in voxels (1 or 3 values)")
+    spacing: tuple[float, float, float] = _opt((1.5, 1.5, 3.0), "resampling spacing in mm (1 or 3 values)")
+    hu_window: tuple[float, float] = _opt((-1024.0, 325.0), "HU clip window LO HI, mapped to [0, 1]")
+    method: Literal["pgl", "byol"] = _opt("pgl", "pgl (local, prior-guided) or byol (global baseline)")
+    device: Literal["auto", "cpu", "cuda", "mps"] = _opt("auto", "where to train")
+    seed: int = _opt(0, "random seed (runs are deterministic on CPU for a given seed)")
+    workers: int = _opt(2, "data loader worker processes (0 = load in the main process)")
+    checkpoint_every: int = _opt(100, "write a resumable checkpoint every N steps")
+    resume: bool = _opt(False, "continue the run in --out from its last checkpoint")
+    overwrite: bool = _opt(False, "replace a PGL model already in --out (never other files)")
+    cache_dir: str = _opt("", "preprocessed-scan cache (default: ~/.cache/pgl_engine)")
+    lr: float = _opt(1e-3, "peak learning rate (AdamW, warm-up then cosine decay)")
+    weight_decay: float = _opt(1e-5, "AdamW weight decay")
+    warmup_steps: int = _opt(-1, "linear warm-up steps (-1: 5%% of --steps)")
+    ema_start: float = _opt(0.996, "EMA momentum of the target at step 0; rises to 1 on a cosine")
+    projector_dim: int = _opt(64, "output size of the projector and predictor")
+    projector_hidden: int = _opt(128, "hidden size of the projector")
+    predictor_hidden: int = _opt(128, "hidden size of the predictor (wider resists collapse)")
+    grid_size: int = _opt(16, "aligned overlap grid edge (the RoIAlign output is grid^3)")
+    scale_range: tuple[float, float] = _opt((1.1, 1.4), "crop size / patch size range per view")
+    min_overlap: float = _opt(0.1, "minimum overlap of the two crops, as a fraction of a crop's volume")
+    flip_prior: bool = _opt(True, "undo flips when aligning (ablation: --no-flip-prior)")
+    crop_prior: bool = _opt(True, "align the overlap boxes (ablation: --no-crop-prior)")
+    anti_collapse_weight: float = _opt(
+        1.0, "weight of the variance/covariance regulariser on aligned features (0 = paper's plain PGL)")
+    nonmonotone_p: float = _opt(0.0, "probability of a random non-monotone intensity remap per view")
+    rank_warning: float = _opt(0.25, "warn when effective rank / feature channels falls below this")
+    network: NetworkConfig = field(default_factory=NetworkConfig, metadata={"help": "backbone"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.network, dict):
+            self.network = NetworkConfig.from_dict(self.network)
+        self.patch_size = _triple(self.patch_size, "--patch-size", int)
+        self.spacing = _triple(self.spacing, "--spacing", float)
+        self.hu_window = tuple(float(v) for v in self.hu_window)
+        self.scale_range = tuple(float(v) for v in self.scale_range)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise PGLError naming the option that is wrong and what it must be."""
+        checks = [
+            (self.steps >= 1, f"--steps must be >= 1, got {self.steps}."),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}."),
+            (min(self.spacing) > 0, f"--spacing must be positive, got {self.spacing}."),
+            (len(self.hu_window) == 2 and self.hu_window[0] < self.hu_window[1],
+             f"--hu-window must be LO HI with LO < HI, got {self.hu_window}."),
+            (self.method in ("pgl", "byol"), f"--method must be pgl or byol, got {self.method!r}."),
+            (self.device in ("auto", "cpu", "cuda", "mps"),
+             f"--device must be auto, cpu, cuda or mps, got {self.device!r}."),
+            (self.workers >= 0, f"--workers must be >= 0, got {self.workers}."),
+            (self.checkpoint_every >= 1, f"--checkpoint-every must be >= 1, got {self.checkpoint_every}."),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}."),
+            (0.0 <= self.ema_start < 1.0, f"--ema-start must be in [0, 1), got {self.ema_start}."),
+            (self.grid_size >= 2, f"--grid-size must be >= 2, got {self.grid_size}."),
+            (len(self.scale_range) == 2 and 1.0 <= self.scale_range[0] <= self.scale_range[1],
+             f"--scale-range must be LO HI with 1 <= LO <= HI, got {self.scale_range}."),
+            (0.0 < self.min_overlap < 1.0, f"--min-overlap must be in (0, 1), got {self.min_overlap}."),
+            (self.anti_collapse_weight >= 0, "--anti-collapse-weight must be >= 0."),
+            (0.0 <= self.nonmonotone_p <= 1.0, "--nonmonotone-p must be in [0, 1]."),
+            (min(self.projector_dim, self.projector_hidden, self.predictor_hidden) >= 1,
+             "projector and predictor sizes must be >= 1."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise PGLError(message)
+        d = self.network.divisor
+        if any(p < d or p % d for p in self.patch_size):
+            raise PGLError(
+                f"--patch-size must be a multiple of {d} on every axis (the network downsamples by {d}), "
+                f"got {self.patch_size}."
+            )
+
+    @property
+    def effective_warmup(self) -> int:
+        return max(1, round(0.05 * self.steps)) if self.warmup_steps < 0 else self.warmup_steps
+
+    def to_dict(self) -> dict:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, NetworkConfig):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PretrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,70 @@
+"""Pairs of views from cached scans, reproducible from (seed, sample index) alone.
+
+Because every random draw of sample i comes from a generator seeded with (seed, stream, i), a resumed
+run, a run with more workers or a run on another number of processes sees exactly the same samples,
+and no random state has to be checkpointed.
+"""
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .augment import augment_intensity
+from .cache import CachedScan
+from .views import cut_view, pad_to, padded_shape_needed, sample_view_pair
+
+
+class ViewPairDataset(Dataset):
+    """Item i: two augmented views of one scan and their priors (crop boxes and flips)."""
+
+    def __init__(self, scans: list[CachedScan], patch_size: tuple[int, int, int],
+                 scale_range: tuple[float, float], min_overlap: float, seed: int, length: int,
+                 nonmonotone_p: float = 0.0, stream: int = 0):
+        self.scans = scans
+        self.patch_size = tuple(patch_size)
+        self.scale_range = tuple(scale_range)
+        self.min_overlap = min_overlap
+        self.seed = seed
+        self.length = length
+        self.nonmonotone_p = nonmonotone_p
+        self.stream = stream
+
+    def __len__(self) -> int:
+        return self.length
+
+    def scan_index(self, index: int) -> int:
+        """Scans are visited in a fresh random order each epoch."""
+        n = len(self.scans)
+        epoch, position = divmod(index, n)
+        return int(np.random.default_rng([self.seed, 1, self.stream, epoch]).permutation(n)[position])
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, 2, self.stream, index])
+        volume = pad_to(self.scans[self.scan_index(index)].load(),
+                        padded_shape_needed(self.patch_size, self.scale_range[1]))
+        a, b = sample_view_pair(volume.shape, self.patch_size, self.scale_range, self.min_overlap, rng)
+        item = {}
+        for name, prior in (("a", a), ("b", b)):
+            item[f"view_{name}"] = augment_intensity(cut_view(volume, prior, self.patch_size), rng,
+                                                     self.nonmonotone_p)
+            item[f"lo_{name}"] = torch.tensor(prior.lo, dtype=torch.float32)
+            item[f"hi_{name}"] = torch.tensor(prior.hi, dtype=torch.float32)
+            item[f"flip_{name}"] = torch.tensor(prior.flips, dtype=torch.bool)
+        return item
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    # Ctrl-C goes to the whole process group; the main process saves a checkpoint and stops the workers
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def make_loader(dataset: ViewPairDataset, batch_size: int, start_step: int, total_steps: int,
+                workers: int) -> DataLoader:
+    """Batches for steps start_step .. total_steps-1 (sample index = step * batch_size + i)."""
+    indices = range(start_step * batch_size, total_steps * batch_size)
+    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers,
+                      worker_init_fn=_ignore_sigint if workers else None,
+                      persistent_workers=False, prefetch_factor=4 if workers else None, drop_last=False)

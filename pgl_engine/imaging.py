@@ -1,0 +1,157 @@
+"""Reading scans in any orientation and resampling them onto an axis-aligned RAS grid.
+
+Arrays are indexed (x, y, z) along increasing RAS x (towards the patient's Right), y (Anterior) and
+z (Superior): the grid's voxel-to-RAS affine is diagonal and positive.
+Geometry is handled by SimpleITK (LPS internally); the conversion to RAS happens here and only here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import PGLError
+
+SCAN_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass
+class Volume:
+    """A 3D array indexed (x, y, z) on an axis-aligned RAS grid, with its voxel-to-RAS affine."""
+
+    array: np.ndarray
+    affine: np.ndarray
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in np.abs(np.diag(self.affine)[:3]))
+
+
+def is_scan_file(path: Path) -> bool:
+    name = path.name.lower()
+    return path.is_file() and not name.startswith(".") and name.endswith(SCAN_SUFFIXES)
+
+
+def list_scans(folder: str | Path) -> list[Path]:
+    """The scan files of a folder, sorted; a clear error when there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PGLError(f"{folder}: no such folder. Give a folder that holds CT scans ({', '.join(SCAN_SUFFIXES)}).")
+    scans = sorted(p for p in folder.iterdir() if is_scan_file(p))
+    if not scans:
+        raise PGLError(
+            f"{folder}: holds no scans. Put 3D CT files ({', '.join(SCAN_SUFFIXES)}) in it, "
+            f"or generate a test cohort with `pgl phantom --out {folder.parent / 'phantoms'}`."
+        )
+    return scans
+
+
+def read_image(path: str | Path) -> sitk.Image:
+    """Read one 3D scalar image; PGLError naming the file if it is corrupt, truncated, 2D or 4D."""
+    path = Path(path)
+    try:
+        image = _read_nifti(path) if path.name.lower().endswith((".nii", ".nii.gz")) else sitk.ReadImage(str(path))
+    except PGLError:
+        raise
+    except Exception as e:  # each reader has its own exception types; all mean "unreadable file"
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        raise PGLError(
+            f"{path}: cannot be read as a medical image ({detail[:200]}). The file may be corrupt or truncated; "
+            f"re-export it or remove it from the folder."
+        ) from e
+    size = image.GetSize()
+    components = image.GetNumberOfComponentsPerPixel()
+    if image.GetDimension() != 3 or components != 1:
+        what = f"{image.GetDimension()}D" + (f" with {components} components" if components > 1 else "")
+        raise PGLError(f"{path}: is a {what} image of size {size}; PGL needs single-channel 3D scans.")
+    if min(size) < 2:
+        raise PGLError(f"{path}: has size {size}, i.e. a single slice; PGL needs 3D scans.")
+    return image
+
+
+def _read_nifti(path: Path) -> sitk.Image:
+    """NIfTI through nibabel: ITK's reader silently accepts truncated .nii/.nii.gz files, nibabel does not."""
+    nifti = nib.load(str(path))
+    data = np.asarray(nifti.dataobj, dtype=np.float32)
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise PGLError(f"{path}: is a {data.ndim}D image of size {data.shape}; PGL needs single-channel 3D scans.")
+    affine = nifti.affine
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(data.transpose(2, 1, 0)))
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    image.SetOrigin(tuple(float(v) for v in _LPS_TO_RAS @ affine[:3, 3]))
+    image.SetDirection(tuple(float(v) for v in (_LPS_TO_RAS @ affine[:3, :3] / spacing).ravel()))
+    return image
+
+
+def image_ras_corners(image: sitk.Image) -> np.ndarray:
+    """RAS coordinates of the 8 outer corners of the image's voxel extent (8, 3)."""
+    size = np.array(image.GetSize(), dtype=float)
+    corners_index = np.array([[a, b, c] for a in (-0.5, size[0] - 0.5)
+                              for b in (-0.5, size[1] - 0.5) for c in (-0.5, size[2] - 0.5)])
+    corners_lps = np.array([image.TransformContinuousIndexToPhysicalPoint(tuple(c)) for c in corners_index])
+    return corners_lps @ _LPS_TO_RAS.T
+
+
+def ras_grid_covering(image: sitk.Image, spacing: tuple[float, float, float]) -> tuple[np.ndarray, tuple]:
+    """(affine, size) of the axis-aligned RAS grid with `spacing` that covers the image's extent."""
+    corners = image_ras_corners(image)
+    lo, hi = corners.min(0), corners.max(0)
+    spacing = np.asarray(spacing, dtype=float)
+    size = np.maximum(np.ceil((hi - lo) / spacing - 1e-6), 1).astype(int)
+    affine = np.eye(4)
+    affine[:3, :3] = np.diag(spacing)
+    # centre the grid on the image extent so rounding is shared equally by both ends
+    affine[:3, 3] = (lo + hi) / 2 - (size - 1) / 2 * spacing
+    return affine, tuple(int(s) for s in size)
+
+
+def resample(image: sitk.Image, affine: np.ndarray, size: tuple[int, int, int], *, fill: float,
+             interpolator: int = sitk.sitkLinear, antialias: bool = True) -> np.ndarray:
+    """Sample `image` on the RAS grid (affine diagonal, size) and return an (x, y, z) float32 array."""
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    target_spacing = np.abs(np.diag(affine)[:3])
+    if antialias and interpolator == sitk.sitkLinear:
+        image = _smooth_before_downsampling(image, target_spacing)
+    origin_lps = _LPS_TO_RAS @ affine[:3, 3]
+    direction_lps = _LPS_TO_RAS @ np.diag(np.sign(np.diag(affine)[:3]))
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetOutputOrigin(tuple(float(v) for v in origin_lps))
+    resampler.SetOutputSpacing(tuple(float(v) for v in target_spacing))
+    resampler.SetOutputDirection(tuple(float(v) for v in direction_lps.ravel()))
+    resampler.SetSize(tuple(int(s) for s in size))
+    resampler.SetInterpolator(interpolator)
+    resampler.SetDefaultPixelValue(float(fill))
+    out = resampler.Execute(image)
+    return np.ascontiguousarray(sitk.GetArrayFromImage(out).transpose(2, 1, 0))
+
+
+def _smooth_before_downsampling(image: sitk.Image, target_spacing: np.ndarray) -> sitk.Image:
+    """Gaussian pre-filter on axes that shrink by > 1.5x, so noise averages out as on a real coarse scan."""
+    source = np.array(image.GetSpacing())
+    direction = np.abs(np.array(image.GetDirection()).reshape(3, 3))
+    target = target_spacing[direction.argmax(axis=0)]  # the RAS axis each image axis runs along
+    # a box average over `target` has std target/sqrt(12); remove what the source voxels already average
+    sigma = np.where(target > 1.5 * source, np.sqrt(np.maximum(target ** 2 - source ** 2, 0.0) / 12.0), 0.0)
+    if not np.any(sigma > 0):
+        return image
+    return sitk.SmoothingRecursiveGaussian(image, [float(max(s, 1e-3 * sp)) for s, sp in zip(sigma, source)])
+
+
+def load_ras(path: str | Path, spacing: tuple[float, float, float], fill: float = -1024.0) -> Volume:
+    """Read a scan and resample it onto the axis-aligned RAS grid with `spacing` covering it."""
+    image = read_image(path)
+    affine, size = ras_grid_covering(image, spacing)
+    return Volume(resample(image, affine, size, fill=fill), affine)
+
+
+def normalise_hu(array: np.ndarray, hu_window: tuple[float, float]) -> np.ndarray:
+    """Clip to the HU window and map it linearly to [0, 1] (float32)."""
+    lo, hi = hu_window
+    return ((np.clip(array, lo, hi) - lo) / (hi - lo)).astype(np.float32)

@@ -1,0 +1,115 @@
+"""PGL and the BYOL baseline as small modules whose forward returns the loss.
+
+Both share one pipeline: the online backbone sees both views in one batch, the EMA target backbone
+sees them without gradients, and the online backbone features of the views' overlap are aligned on a
+fixed grid (for PGL's loss, for the anti-collapse regulariser and for the effective-rank diagnostic).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .aligner import align_pair
+from .config import PretrainConfig
+from .losses import (effective_rank, global_consistency_loss, grid_to_samples, local_consistency_loss,
+                     variance_covariance_penalty)
+from .networks import build_backbone, global_head, local_head
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """The EMA target: an eager deep copy with gradients off."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+class SelfSupervisedMethod(nn.Module):
+    """Online backbone + projector + predictor, EMA target backbone + projector."""
+
+    head = staticmethod(local_head)
+
+    def __init__(self, config: PretrainConfig):
+        super().__init__()
+        self.config = config
+        c = config.network.feature_channels
+        self.online_backbone = build_backbone(config.network)
+        self.online_projector = self.head(c, config.projector_hidden, config.projector_dim)
+        self.predictor = self.head(config.projector_dim, config.predictor_hidden, config.projector_dim)
+        self.target_backbone = frozen_copy(self.online_backbone)
+        self.target_projector = frozen_copy(self.online_projector)
+
+    def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(online, target) pairs the EMA updates after each optimiser step."""
+        return [(self.online_backbone, self.target_backbone), (self.online_projector, self.target_projector)]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for m in (self.online_backbone, self.online_projector, self.predictor) for p in m.parameters()]
+
+    def train(self, mode: bool = True) -> "SelfSupervisedMethod":
+        super().train(mode)
+        # the target's BatchNorm layers use their EMA running statistics, as in BYOL implementations
+        self.target_backbone.eval()
+        self.target_projector.eval()
+        return self
+
+    def align(self, fa: torch.Tensor, fb: torch.Tensor, batch: dict) -> tuple[torch.Tensor, ...]:
+        return align_pair(fa, fb, batch, self.config.grid_size, self.config.crop_prior, self.config.flip_prior)
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        views = torch.cat([batch["view_a"], batch["view_b"]])
+        online = self.online_backbone(views)
+        with torch.no_grad():
+            target = self.target_backbone(views)
+        online_a, online_b = online.chunk(2)
+        target_a, target_b = target.chunk(2)
+        aligned_a, aligned_b, valid = self.align(online_a, online_b, batch)
+        loss = self.consistency(online_a, online_b, target_a, target_b, aligned_a, aligned_b, valid, batch)
+        stats = {"consistency": float(loss.detach())}
+        samples = grid_to_samples(torch.cat([aligned_a[valid], aligned_b[valid]]) if bool(valid.any())
+                                  else torch.cat([aligned_a, aligned_b]))
+        if self.config.anti_collapse_weight > 0:
+            penalty = variance_covariance_penalty(samples)
+            loss = loss + self.config.anti_collapse_weight * penalty
+            stats["anti_collapse"] = float(penalty.detach())
+        stats["effective_rank"] = effective_rank(samples.detach())
+        return loss, stats
+
+    def consistency(self, online_a, online_b, target_a, target_b, aligned_a, aligned_b, valid, batch):
+        raise NotImplementedError
+
+
+class PGL(SelfSupervisedMethod):
+    """Prior-guided local consistency of the aligned overlap, voxel by voxel (Xie et al. 2020)."""
+
+    def consistency(self, online_a, online_b, target_a, target_b, aligned_a, aligned_b, valid, batch):
+        with torch.no_grad():
+            target_aligned_a, target_aligned_b, _ = self.align(target_a, target_b, batch)
+            z_a = self.target_projector(target_aligned_a)
+            z_b = self.target_projector(target_aligned_b)
+        # the pointwise heads run on the aligned grid: same maths, far cheaper than on full-size maps
+        p = self.predictor(self.online_projector(torch.cat([aligned_a, aligned_b])))
+        p_a, p_b = p.chunk(2)
+        return local_consistency_loss(p_a, z_b, p_b, z_a, valid)
+
+
+class BYOL(SelfSupervisedMethod):
+    """Global baseline: one pooled embedding per view (Grill et al. 2020)."""
+
+    head = staticmethod(global_head)
+
+    def consistency(self, online_a, online_b, target_a, target_b, aligned_a, aligned_b, valid, batch):
+        pooled = torch.cat([online_a, online_b]).mean(dim=(2, 3, 4))
+        p_a, p_b = self.predictor(self.online_projector(pooled)).chunk(2)
+        with torch.no_grad():
+            z_a, z_b = self.target_projector(torch.cat([target_a, target_b]).mean(dim=(2, 3, 4))).chunk(2)
+        return global_consistency_loss(p_a, z_b, p_b, z_a)
+
+
+METHODS = {"pgl": PGL, "byol": BYOL}
+
+
+def build_method(config: PretrainConfig) -> SelfSupervisedMethod:
+    return METHODS[config.method](config)

@@ -1,0 +1,135 @@
+"""Model folders: weights in safetensors (loading cannot run code) plus JSON metadata."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .cache import atomic_write_bytes, file_digest
+from .config import NetworkConfig
+from .errors import PGLError
+from .networks import build_backbone
+
+WEIGHTS_FILE = "model.safetensors"
+METADATA_FILE = "pgl_model.json"
+MODEL_FORMAT = "pgl-model"
+FORMAT_VERSION = 1
+KINDS = ("pretrained", "segmentation")
+
+
+@dataclass
+class LoadedModel:
+    """A model folder read back: its metadata and the backbone with the stored weights."""
+
+    path: Path
+    metadata: dict
+    backbone: nn.Module
+
+    @property
+    def kind(self) -> str:
+        return self.metadata["kind"]
+
+    @property
+    def network_config(self) -> NetworkConfig:
+        return NetworkConfig.from_dict(self.metadata["network"])
+
+
+def save_model(out_dir: str | Path, tensors: dict[str, torch.Tensor], metadata: dict) -> Path:
+    """Write weights, then metadata (which records the weights' hash), each atomically."""
+    out_dir = Path(out_dir)
+    weights = out_dir / WEIGHTS_FILE
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    atomic_write_bytes(weights, lambda tmp: save_file(tensors, str(tmp)))
+    metadata = {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, **metadata,
+                "weights_sha256": file_digest(weights)}
+    atomic_write_bytes(out_dir / METADATA_FILE, lambda tmp: tmp.write_text(json.dumps(metadata, indent=2)))
+    return out_dir
+
+
+def is_model_dir(path: Path) -> bool:
+    return (path / METADATA_FILE).is_file()
+
+
+def read_metadata(model_dir: str | Path) -> dict:
+    """The metadata of a PGL model folder; PGLError saying what is wrong otherwise."""
+    path = Path(model_dir)
+    if path.is_file():
+        raise PGLError(
+            f"{path}: is a file. A PGL model is a folder holding {METADATA_FILE} and {WEIGHTS_FILE}; "
+            f"pickled files (.pt, .pth, .ckpt) are never loaded because loading them can run code."
+        )
+    if not path.is_dir():
+        raise PGLError(f"{path}: no such model folder.")
+    meta_path = path / METADATA_FILE
+    if not meta_path.is_file():
+        raise PGLError(f"{path}: is not a PGL model folder (no {METADATA_FILE}). Choose the folder that "
+                       f"`pgl pretrain` or `pgl finetune` wrote.")
+    try:
+        metadata = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise PGLError(f"{meta_path}: is not valid JSON ({e}); the model folder is damaged.") from e
+    if not isinstance(metadata, dict) or metadata.get("format") != MODEL_FORMAT:
+        raise PGLError(f"{meta_path}: is not PGL model metadata (format must be {MODEL_FORMAT!r}).")
+    if metadata.get("format_version", 0) > FORMAT_VERSION:
+        raise PGLError(f"{path}: was written by a newer pgl_engine (format {metadata['format_version']}); "
+                       f"update the engine.")
+    if metadata.get("kind") not in KINDS or "network" not in metadata:
+        raise PGLError(f"{meta_path}: has no valid 'kind' ({'/'.join(KINDS)}) or 'network' entry.")
+    return metadata
+
+
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a PGL model folder without executing anything from its files."""
+    path = Path(model_dir)
+    metadata = read_metadata(path)
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise PGLError(f"{path}: has no {WEIGHTS_FILE}; the model folder is incomplete.")
+    if metadata.get("weights_sha256") and file_digest(weights) != metadata["weights_sha256"]:
+        raise PGLError(f"{weights}: does not match {METADATA_FILE} (hash differs); the folder is incomplete "
+                       f"or was modified. Re-run the training or restore the folder.")
+    try:
+        tensors = load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise PGLError(f"{weights}: is not a safetensors file ({e}). PGL loads only safetensors weights.") from e
+    backbone = build_backbone(NetworkConfig.from_dict(metadata["network"]))
+    state = {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")}
+    try:
+        backbone.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise PGLError(f"{weights}: weights do not fit the network described in {METADATA_FILE}.") from e
+    return LoadedModel(path, metadata, backbone.to(device))
+
+
+def prepare_output_dir(out: str | Path, resume: bool, overwrite: bool) -> Path:
+    """Refuse an output folder that holds something other than our own run, so nothing is lost."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise PGLError(f"{out}: exists and is a file; give a folder for --out.")
+    if resume:
+        return out
+    if out.is_dir() and any(out.iterdir()):
+        ours = is_model_dir(out) or (out / "checkpoints").is_dir()
+        if not ours:
+            raise PGLError(f"{out}: already holds other files; choose an empty or new folder for --out "
+                           f"(nothing was changed).")
+        if not overwrite:
+            raise PGLError(f"{out}: already holds a PGL run; use --resume to continue it, --overwrite to "
+                           f"replace it, or another --out folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """Hash of weight values (used to tell models apart in tests and reports)."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensors[k].detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,25 @@
+"""Networks: the MONAI backbone shared with fine-tuning, and the projection heads of pretraining."""
+from __future__ import annotations
+
+from monai.networks.nets import UNet
+from torch import nn
+
+from .config import NetworkConfig
+
+
+def build_backbone(config: NetworkConfig) -> nn.Module:
+    """Residual MONAI UNet mapping a 1-channel patch to a feature map of the same size."""
+    return UNet(spatial_dims=3, in_channels=1, out_channels=config.feature_channels,
+                channels=config.channels, strides=config.strides, num_res_units=config.num_res_units)
+
+
+def local_head(in_channels: int, hidden: int, out_channels: int) -> nn.Module:
+    """PGL's local projector / predictor: pointwise MLP that keeps the spatial grid."""
+    return nn.Sequential(nn.Conv3d(in_channels, hidden, 1), nn.BatchNorm3d(hidden), nn.ReLU(inplace=True),
+                         nn.Conv3d(hidden, out_channels, 1))
+
+
+def global_head(in_channels: int, hidden: int, out_channels: int) -> nn.Module:
+    """BYOL's projector / predictor on pooled embeddings."""
+    return nn.Sequential(nn.Linear(in_channels, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, out_channels))

@@ -1,0 +1,301 @@
+"""Synthetic abdominal CT phantoms: the embedded data of the demo and the tests.
+
+Each subject (one seed) has its own body size, fat thickness, organ shapes, positions and enhancement,
+scanner spacing (0.7-0.9 mm in-plane, 2-5 mm slices), texture, partial volume and noise. Organ intensities
+overlap as in portal-venous CT (liver ~ spleen ~ pancreas, kidney cortex ~ aorta ~ oral contrast), so a
+segmentation needs shape and context. Coordinates are RAS millimetres (+x Right, +y Anterior, +z Superior)
+with the origin at the body centre.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from .progress import ProgressCallback, emit
+
+LABELS = {1: "liver", 2: "spleen", 3: "right kidney", 4: "left kidney", 5: "tumour"}
+COLOURS = {1: (221, 130, 101), 2: (157, 108, 162), 3: (185, 102, 83), 4: (185, 102, 83), 5: (144, 238, 144)}
+FIELD_OF_VIEW_MM = (360.0, 300.0, 200.0)
+
+
+@dataclass
+class PhantomCase:
+    image: np.ndarray  # int16 HU, (x, y, z)
+    labels: np.ndarray  # uint8, same grid
+    affine: np.ndarray  # voxel -> RAS mm
+
+
+def _rotation(rng: np.random.Generator, max_deg: float, about_z: float = 0.0) -> np.ndarray:
+    """Small random rotation plus a chosen rotation about z (degrees)."""
+    angles = np.deg2rad(rng.uniform(-max_deg, max_deg, 3) + np.array([0.0, 0.0, about_z]))
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+@dataclass
+class Blob:
+    """A rotated ellipsoid whose surface is bumped by a smooth random field."""
+
+    center: np.ndarray
+    radii: np.ndarray
+    rotation: np.ndarray = field(default_factory=lambda: np.eye(3))
+    bump: float = 0.0
+    waves: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    phases: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @classmethod
+    def random(cls, rng, center, radii, max_rot=10.0, about_z=0.0, bump=0.12) -> "Blob":
+        waves = rng.normal(size=(3, 3))
+        waves *= (2 * np.pi / rng.uniform(40, 90, (3, 1))) / np.linalg.norm(waves, axis=1, keepdims=True)
+        return cls(np.asarray(center, float), np.asarray(radii, float), _rotation(rng, max_rot, about_z), bump,
+                   waves, rng.uniform(0, 2 * np.pi, 3))
+
+    def scaled(self, factor: float) -> "Blob":
+        return Blob(self.center, self.radii * factor, self.rotation, self.bump, self.waves, self.phases)
+
+    def mask(self, grid: "Grid") -> tuple[tuple[slice, ...], np.ndarray]:
+        """(slices of the bounding box, boolean mask inside it)."""
+        reach = self.radii.max() * (1 + self.bump)
+        sl = grid.box(self.center - reach, self.center + reach)
+        d = [c[s] - self.center[i] for i, (c, s) in enumerate(zip(grid.axes(), sl))]
+        d = [d[0][:, None, None], d[1][None, :, None], d[2][None, None, :]]
+        q = sum((sum(self.rotation[j, k] * d[j] for j in range(3)) / self.radii[k]) ** 2 for k in range(3))
+        if self.bump:
+            wobble = sum(np.sin(sum(w[j] * d[j] for j in range(3)) + ph) for w, ph in zip(self.waves, self.phases))
+            q = np.sqrt(q) * (1.0 + self.bump * wobble / len(self.phases))
+        return sl, q <= 1.0
+
+
+@dataclass
+class Grid:
+    shape: tuple[int, int, int]
+    spacing: np.ndarray
+    origin: np.ndarray  # RAS of voxel (0, 0, 0)
+
+    def axes(self) -> list[np.ndarray]:
+        return [self.origin[i] + np.arange(self.shape[i]) * self.spacing[i] for i in range(3)]
+
+    def box(self, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, ...]:
+        i0 = np.clip(np.floor((lo - self.origin) / self.spacing).astype(int), 0, self.shape)
+        i1 = np.clip(np.ceil((hi - self.origin) / self.spacing).astype(int) + 1, 0, self.shape)
+        return tuple(slice(int(a), int(b)) for a, b in zip(i0, i1))
+
+
+class Canvas:
+    """HU and label volumes painted structure by structure (later structures win)."""
+
+    KEEP = -1
+
+    def __init__(self, grid: Grid, background: float):
+        self.grid = grid
+        self.hu = np.full(grid.shape, background, dtype=np.float32)
+        self.labels = np.zeros(grid.shape, dtype=np.uint8)
+
+    def paint(self, blob: Blob, hu: float, label: int = 0, within: np.ndarray | None = None) -> np.ndarray:
+        sl, m = blob.mask(self.grid)
+        if within is not None:
+            m = m & within[sl]
+        self.hu[sl][m] = hu
+        if label != self.KEEP:
+            self.labels[sl][m] = label
+        return (sl, m)
+
+
+def make_phantom(seed: int, spacing_scale: float = 1.0) -> PhantomCase:
+    """One synthetic abdominal CT (portal-venous phase) and its label map."""
+    rng = np.random.default_rng([seed, 7321])
+    in_plane, thickness = rng.uniform(0.7, 0.9), rng.uniform(2.0, 5.0)
+    spacing = np.array([in_plane, in_plane, thickness]) * spacing_scale
+    shape = tuple(int(round(f / s)) for f, s in zip(FIELD_OF_VIEW_MM, spacing))
+    origin = -(np.array(shape) - 1) / 2 * spacing
+    grid = Grid(shape, spacing, origin)
+    canvas = Canvas(grid, background=-1000.0)
+    x, y, z = grid.axes()
+    X, Y, Z = x[:, None, None], y[None, :, None], z[None, None, :]
+
+    # body: elliptic cylinder slowly varying along z; subcutaneous fat, muscle wall, abdominal cavity
+    a, b = rng.uniform(135, 170), rng.uniform(100, 125)
+    sx, sy = a / 150.0, b / 112.0
+    taper = 1.0 + 0.04 * np.sin(Z / 60.0 + rng.uniform(0, 6))
+    fat, wall = rng.uniform(8, 30), rng.uniform(6, 12)
+    ring = (X / (a * taper)) ** 2 + (Y / (b * taper)) ** 2
+    body = ring <= 1.0
+    canvas.hu[np.broadcast_to(body, shape)] = rng.uniform(-115, -85)
+    muscle = (X / (a * taper - fat)) ** 2 + (Y / (b * taper - fat)) ** 2 <= 1.0
+    canvas.hu[np.broadcast_to(muscle, shape)] = rng.uniform(40, 60)
+    cavity = np.broadcast_to((X / (a * taper - fat - wall)) ** 2 + (Y / (b * taper - fat - wall)) ** 2 <= 1.0,
+                             shape)
+    canvas.hu[cavity] = rng.uniform(-95, -65)  # visceral fat
+
+    # spine and paraspinal muscles (posterior = -y)
+    rv = rng.uniform(17, 22)
+    yv = -0.45 * b
+    for side in (-1, 1):
+        canvas.paint(Blob.random(rng, (side * 38, yv - rv - 12, 0), (24, 20, 150), 3, bump=0.05), rng.uniform(45, 60))
+    bowel_hu = []
+    # bowel loops, some with gas, some with oral contrast (overlaps kidney / vessel intensity)
+    for _ in range(int(rng.integers(12, 26))):
+        c = (rng.uniform(-100, 100) * sx, rng.uniform(-20, 70) * sy, rng.uniform(-100, 20))
+        blob = Blob.random(rng, c, rng.uniform(10, 25, 3), 40, bump=0.15)
+        kind = rng.random()
+        hu = rng.uniform(150, 260) if kind < 0.2 else rng.uniform(20, 70)
+        canvas.paint(blob, hu, within=cavity)
+        if kind > 0.75:
+            canvas.paint(blob.scaled(0.7), -900.0, within=cavity)
+        bowel_hu.append(hu)
+
+    # organs
+    liver_hu, spleen_hu = rng.uniform(95, 135), rng.uniform(100, 140)
+    kidney_hu, pancreas_hu = rng.uniform(140, 200), rng.uniform(80, 115)
+    jitter = lambda: rng.normal(0, 6, 3)  # noqa: E731
+    canvas.paint(Blob.random(rng, np.array((-10, yv + rv + 35, 5)) + jitter(), (65 * sx, 13, 12), 8, 15),
+                 pancreas_hu, within=cavity)
+    stomach = Blob.random(rng, np.array((-45 * sx, 35 * sy, 55)) + jitter(), rng.uniform(35, 48, 3), 20)
+    canvas.paint(stomach, rng.uniform(5, 30), within=cavity)
+    sl, m = stomach.mask(grid)
+    gas_level = stomach.center[1] + rng.uniform(10, 25)  # supine: gas rises anteriorly
+    canvas.hu[sl][m & cavity[sl] & (y[sl[1]][None, :, None] > gas_level)] = -900.0
+
+    size = rng.uniform(0.85, 1.15)
+    right_lobe = Blob.random(rng, np.array((60 * sx, 5 * sy, 35)) + jitter(), np.array((70 * sx, 80 * sy, 65)) * size)
+    left_lobe = Blob.random(rng, np.array((5, 40 * sy, 45)) + jitter(), np.array((50, 40 * sy, 40)) * size, 15)
+    liver_masks = [canvas.paint(lobe, liver_hu, 1, within=cavity) for lobe in (right_lobe, left_lobe)]
+    canvas.paint(Blob.random(rng, np.array((40 * sx, 55 * sy, -5)) + jitter(), rng.uniform(12, 20, 3), 20),
+                 rng.uniform(0, 20), 0, within=cavity)  # gallbladder
+    spleen = Blob.random(rng, np.array((-75 * sx, -35 * sy, 45)) + jitter(),
+                         np.array((28, 55 * sy, 50)) * rng.uniform(0.8, 1.2), 10, -30)
+    canvas.paint(spleen, spleen_hu, 2, within=cavity)
+
+    kidneys = []
+    for label, side, dz in ((3, 1, -25), (4, -1, -15)):
+        center = np.array((side * (rv + 48), yv + 8, dz)) + jitter()
+        kidney = Blob.random(rng, center, np.array((28, 30, 55)) * rng.uniform(0.85, 1.15), 15, side * 20, 0.06)
+        canvas.paint(kidney, kidney_hu, label, within=cavity)
+        canvas.paint(kidney.scaled(0.55), kidney_hu - rng.uniform(30, 60), Canvas.KEEP, within=cavity)  # medulla
+        pelvis = Blob(center - np.array((side * 14, 0, 0)), np.array((8, 10, 18)))
+        canvas.paint(pelvis, rng.uniform(0, 25), Canvas.KEEP, within=cavity)
+        notch = Blob(center - np.array((side * 30, 0, 0)), np.array((12, 12, 22)))
+        canvas.paint(notch, rng.uniform(-95, -65), 0, within=cavity)  # renal hilum fat
+        kidneys.append((label, kidney))
+
+    # vessels: aorta, IVC, hepatic veins (kept inside the liver label)
+    canvas.paint(Blob(np.array((-12, yv + rv + 12, 0)), np.array((12, 12, 300)) * rng.uniform(0.85, 1.1)),
+                 rng.uniform(150, 220))
+    canvas.paint(Blob(np.array((22, yv + rv + 15, 0)), np.array((14, 10, 300)) * rng.uniform(0.85, 1.1)),
+                 rng.uniform(110, 160))
+    for _ in range(int(rng.integers(2, 5))):
+        c = right_lobe.center + rng.normal(0, 20, 3)
+        vessel = Blob(c, np.array((3.5, 3.5, 40)) * rng.uniform(0.8, 1.3), _rotation(rng, 60))
+        canvas.paint(vessel, liver_hu + rng.uniform(35, 70), Canvas.KEEP, within=canvas.labels == 1)
+
+    _paint_bones(canvas, rng, X, Y, Z, a, b, fat, rv, yv)
+
+    # tumours: hypodense liver lesions, sometimes an exophytic kidney lesion
+    liver_voxels = np.argwhere(canvas.labels == 1)
+    for _ in range(int(rng.integers(0, 4)) if len(liver_voxels) else 0):
+        c = grid.origin + liver_voxels[rng.integers(len(liver_voxels))] * spacing
+        canvas.paint(Blob.random(rng, c, np.full(3, rng.uniform(5, 18)), 0, bump=0.1),
+                     liver_hu - rng.uniform(25, 60), 5, within=canvas.labels == 1)
+    if rng.random() < 0.3:
+        label, kidney = kidneys[int(rng.integers(2))]
+        c = kidney.center + kidney.rotation @ (kidney.radii * np.array((0.8, 0.3, 0.2)))
+        canvas.paint(Blob.random(rng, c, np.full(3, rng.uniform(8, 16)), 0, bump=0.1),
+                     kidney_hu - rng.uniform(40, 90), 5, within=cavity)
+
+    image = _texture_and_noise(canvas.hu, np.broadcast_to(body, shape), spacing, rng)
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = origin
+    return PhantomCase(image, canvas.labels, affine)
+
+
+def _paint_bones(canvas, rng, X, Y, Z, a, b, fat, rv, yv) -> None:
+    """Vertebrae with discs and canal, and ribs as rings in the muscle wall of the upper abdomen."""
+    shape = canvas.hu.shape
+    r2 = (X ** 2 + (Y - yv) ** 2)
+    period, offset = rng.uniform(26, 32), rng.uniform(0, 30)
+    disc = np.abs(((Z - offset) % period) - period / 2) < 3.0
+    body_mask = np.broadcast_to(r2 <= rv ** 2, shape)
+    cortex = np.broadcast_to((r2 <= rv ** 2) & (r2 >= (rv - 2.5) ** 2), shape)
+    canvas.hu[body_mask] = rng.uniform(200, 320)
+    canvas.hu[cortex] = rng.uniform(600, 900)
+    canvas.hu[body_mask & np.broadcast_to(disc, shape)] = rng.uniform(70, 100)
+    canvas.labels[body_mask] = 0
+    canal = np.broadcast_to(X ** 2 + (Y - yv + rv + 10) ** 2 <= 8.0 ** 2, shape)
+    arch = np.broadcast_to((X ** 2 + (Y - yv + rv + 10) ** 2 <= 13.0 ** 2) | (
+        (np.abs(X) < 5) & (Y < yv - rv - 18) & (Y > yv - rv - 40)), shape) & ~np.broadcast_to(disc, shape)
+    canvas.hu[arch] = rng.uniform(400, 700)
+    canvas.hu[canal] = rng.uniform(5, 20)
+    canvas.labels[arch | canal] = 0
+    angle = np.degrees(np.arctan2(Y, X))
+    sector = (np.abs(angle - 90) > 35) & (np.abs(angle + 90) > 25)
+    ring = (X / (a - fat - 4)) ** 2 + (Y / (b - fat - 4)) ** 2
+    inner = (X / (a - fat - 11)) ** 2 + (Y / (b - fat - 11)) ** 2
+    rib_plane = (ring <= 1.0) & (inner >= 1.0) & sector
+    rib_period = rng.uniform(22, 28)
+    ribs = (((Z + rng.uniform(0, 20)) % rib_period) < 10.0) & (Z > rng.uniform(-40, -10))
+    bone = np.broadcast_to(rib_plane, shape) & np.broadcast_to(ribs, shape)
+    canvas.hu[bone] = rng.uniform(500, 800)
+    canvas.labels[bone] = 0
+
+
+def _texture_and_noise(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, rng) -> np.ndarray:
+    """Tissue texture, partial volume (slice profile blur) and correlated quantum noise -> int16 HU."""
+    texture = ndimage.gaussian_filter(rng.standard_normal(hu.shape, dtype=np.float32), sigma=3.0 / spacing)
+    texture *= rng.uniform(5, 9) / max(float(texture.std()), 1e-6)
+    out = hu + np.where(body, texture, 0.0).astype(np.float32)
+    out = ndimage.gaussian_filter(out, sigma=(0.5, 0.5, 0.45))  # partial volume across voxel edges
+    noise = ndimage.gaussian_filter(rng.standard_normal(hu.shape, dtype=np.float32), sigma=(0.8, 0.8, 0.0))
+    noise *= rng.uniform(8, 20) / max(float(noise.std()), 1e-6)
+    out += noise
+    return np.clip(np.round(out), -1024, 3071).astype(np.int16)
+
+
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """Write NIfTI atomically (temporary name with the same suffix, then rename)."""
+    image = nib.Nifti1Image(array, affine)
+    image.header.set_xyzt_units("mm")
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    tmp = path.with_name(f".{uuid.uuid4().hex[:8]}.{os.getpid()}.tmp{suffix}")
+    try:
+        nib.save(image, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_cohort(out: str | Path, count: int, labels: bool = False, seed: int = 0, spacing_scale: float = 1.0,
+                 progress: ProgressCallback | None = None) -> list[Path]:
+    """Write `count` phantoms to out/images (and out/labels); returns the image paths."""
+    from .errors import PGLError
+
+    if count < 1:
+        raise PGLError(f"--count must be >= 1, got {count}.")
+    if spacing_scale <= 0:
+        raise PGLError(f"--spacing-scale must be > 0, got {spacing_scale}.")
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    if labels:
+        (out / "labels").mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        case = make_phantom(seed + i, spacing_scale)
+        name = f"phantom_{seed + i:03d}.nii.gz"
+        save_nifti(case.image, case.affine, out / "images" / name)
+        if labels:
+            save_nifti(case.labels, case.affine, out / "labels" / name)
+        paths.append(out / "images" / name)
+        emit(progress, "progress", stage="phantom", step=i + 1, total=count, file=name)
+    return paths
