@@ -112,3 +112,21 @@ def test_scans_smaller_than_the_patch_are_padded(cohort, tmp_path):
     events = run(cohort, tmp_path, "big_patch", steps=2, patch_size=(48, 48, 32), spacing=(12.0, 12.0, 12.0))
     assert events[-1]["event"] == "done"
     assert checkpoint_path(tmp_path / "big_patch").is_file()
+
+
+def test_collapse_is_reported(cohort, tmp_path):
+    # a threshold above any reachable rank forces the warning; the paper's plain variant has no regulariser
+    events = run(cohort, tmp_path, "plain", steps=4, anti_collapse_weight=0.0, rank_warning=1.01)
+    warnings = [e for e in events if e["event"] == "warning"]
+    assert len(warnings) == 1 and "feature collapse" in warnings[0]["message"]
+    ranks = [e["effective_rank"] for e in events if e.get("stage") == "pretrain"]
+    assert all(0 < r <= 8 for r in ranks)
+
+
+@pytest.mark.parametrize("ablation", [{"flip_prior": False}, {"crop_prior": False},
+                                      {"flip_prior": False, "crop_prior": False}, {"nonmonotone_p": 1.0}])
+def test_ablations_train(cohort, tmp_path, ablation):
+    events = run(cohort, tmp_path, "ablation", steps=2, **ablation)
+    assert events[-1]["event"] == "done"
+    training = load_model(tmp_path / "ablation").metadata["training"]
+    assert all(training[k] == v for k, v in ablation.items())
