@@ -72,13 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args, reporter)
     except TrainingInterrupted as e:
-        _report_failure(reporter, args.progress, str(e), "cancelled")
+        _report_failure(reporter, str(e), "cancelled")
         return EXIT_INTERRUPTED
     except PGLError as e:
-        _report_failure(reporter, args.progress, str(e), "error")
+        _report_failure(reporter, str(e), "error")
         return EXIT_ERROR
     except KeyboardInterrupt:
-        _report_failure(reporter, args.progress, "interrupted", "cancelled")
+        _report_failure(reporter, "interrupted", "cancelled")
         return EXIT_INTERRUPTED
     finally:
         if isinstance(reporter, TerminalReporter):
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _report_failure(reporter, mode: str, message: str, kind: str) -> None:
+def _report_failure(reporter, message: str, kind: str) -> None:
     if isinstance(reporter, TerminalReporter):
         reporter.close()
     if isinstance(reporter, JsonLinesReporter):

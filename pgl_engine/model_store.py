@@ -1,7 +1,6 @@
 """Model folders: weights in safetensors (loading cannot run code) plus JSON metadata."""
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,12 +123,3 @@ def prepare_output_dir(out: str | Path, resume: bool, overwrite: bool) -> Path:
                            f"replace it, or another --out folder.")
     out.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def weights_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """Hash of weight values (used to tell models apart in tests and reports)."""
-    h = hashlib.sha256()
-    for k in sorted(tensors):
-        h.update(k.encode())
-        h.update(tensors[k].detach().cpu().float().numpy().tobytes())
-    return h.hexdigest()

@@ -76,8 +76,10 @@ def prepare_scans(config: PretrainConfig, progress: ProgressCallback | None) -> 
 class Pretrainer:
     """Owns one pretraining run: model, optimiser, schedule, checkpoints and the step loop."""
 
-    def __init__(self, config: PretrainConfig, progress: ProgressCallback | None = None):
+    def __init__(self, config: PretrainConfig, progress: ProgressCallback | None = None,
+                 resume_state: dict | None = None):
         self.config = config
+        self.resume_state = resume_state
         self.progress = progress
         self.out = Path(config.out)
         self.device = resolve_device(config.device)
@@ -152,7 +154,8 @@ class Pretrainer:
         scans = prepare_scans(config, self.progress)
         self.build()
         if config.resume:
-            self.restore(load_checkpoint(self.out))
+            self.restore(self.resume_state or load_checkpoint(self.out))
+            self.resume_state = None
             emit(self.progress, "info", message=f"resuming at step {self.step} of {config.steps}")
         dataset = ViewPairDataset(scans, config.patch_size, config.scale_range, config.min_overlap, config.seed,
                                   length=config.steps * config.batch_size, nonmonotone_p=config.nonmonotone_p)
@@ -212,9 +215,8 @@ class Pretrainer:
         save_model(self.out, tensors, metadata)
 
 
-def merge_resume_config(config: PretrainConfig, progress: ProgressCallback | None) -> PretrainConfig:
-    """On --resume, keep the checkpoint's training settings; only runtime options may change."""
-    saved = load_checkpoint(config.out)["config"]
+def merge_resume_config(config: PretrainConfig, saved: dict, progress: ProgressCallback | None) -> PretrainConfig:
+    """On --resume, keep the checkpoint's training settings (`saved`); only runtime options may change."""
     current = config.to_dict()
     changed = sorted(k for k in saved if k not in RUNTIME_OPTIONS and current.get(k) != saved[k])
     if changed:
@@ -231,6 +233,8 @@ def pretrain(config: PretrainConfig | None = None, progress: ProgressCallback | 
     `progress` receives one dict per event (see progress.py).
     """
     config = replace(config, **options) if config is not None else PretrainConfig(**options)
+    state = None
     if config.resume:
-        config = merge_resume_config(config, progress)
-    return Pretrainer(config, progress).run()
+        state = load_checkpoint(config.out)
+        config = merge_resume_config(config, state["config"], progress)
+    return Pretrainer(config, progress, state).run()

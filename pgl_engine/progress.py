@@ -54,7 +54,7 @@ class TerminalReporter:
             shown = {k: f"{event[k]:.3g}" for k in ("loss", "effective_rank") if isinstance(event.get(k), float)}
             self.bar.set_postfix(shown, refresh=False)
             self.bar.refresh()
-        elif kind in ("warning", "done", "cancelled"):
+        elif kind in ("info", "warning", "done", "cancelled"):
             self.close()
             text = event.get("message") or ", ".join(f"{k}={v}" for k, v in event.items() if k != "event")
             self.stream.write(f"{kind}: {text}\n")
