@@ -18,7 +18,6 @@ from monai.losses import DiceCELoss
 from torch import nn
 
 from pgl_engine.config import PretrainConfig
-from pgl_engine.dataset import ViewPairDataset, make_loader
 from pgl_engine.networks import build_backbone
 from pgl_engine.phantom import write_cohort
 from pgl_engine.pretrain import Pretrainer, prepare_scans
@@ -89,12 +88,11 @@ def main() -> None:
                             steps=args.warmup + args.steps, batch_size=args.batch_size,
                             patch_size=tuple(args.patch_size), spacing=(3.2, 3.2, 6.0), device=args.device,
                             workers=args.workers, overwrite=True)
-    scans = prepare_scans(config, None)  # warm cache: the loader reads memory-mapped arrays only
+    prepare_scans(config, None)  # warm the cache: the loader then reads memory-mapped arrays only
     trainer = Pretrainer(config)
-    trainer.build()
-    dataset = ViewPairDataset(scans, config.patch_size, config.scale_range, config.min_overlap, config.seed,
-                              length=config.steps * config.batch_size)
-    loader = make_loader(dataset, config.batch_size, 0, config.steps, config.workers)
+    trainer.model = trainer.prepare().to(trainer.device)
+    trainer.build_optimizer()
+    loader = trainer.batches(0)
     pgl = time_pgl(trainer, loader, args.steps, args.warmup)
     views = 2 * config.batch_size
     supervised_s = time_supervised(config, trainer.device, views, args.steps, args.warmup)

@@ -68,17 +68,16 @@ class NetworkConfig:
 
 
 @dataclass
-class PretrainConfig:
-    """Everything `pgl pretrain` needs; field names are the CLI option names."""
+class TrainConfig:
+    """Options every training command shares (same names in `pgl pretrain` and `pgl finetune`)."""
 
-    images: str = _opt("", "folder of unlabeled scans (.nii, .nii.gz, .nrrd, .mha)", required=True)
-    out: str = _opt("", "output folder: the pretrained model, checkpoints and the training log", required=True)
+    images: str = _opt("", "folder of scans (.nii, .nii.gz, .nrrd, .mha)", required=True)
+    out: str = _opt("", "output folder: the model, checkpoints and the training log", required=True)
     steps: int = _opt(300, "optimisation steps")
-    batch_size: int = _opt(2, "view pairs per step (per process)")
+    batch_size: int = _opt(2, "samples per step (per process)")
     patch_size: tuple[int, int, int] = _opt((64, 64, 32), "network input size in voxels (1 or 3 values)")
     spacing: tuple[float, float, float] = _opt((1.5, 1.5, 3.0), "resampling spacing in mm (1 or 3 values)")
     hu_window: tuple[float, float] = _opt((-1024.0, 325.0), "HU clip window LO HI, mapped to [0, 1]")
-    method: Literal["pgl", "byol"] = _opt("pgl", "pgl (local, prior-guided) or byol (global baseline)")
     device: Literal["auto", "cpu", "cuda", "mps"] = _opt("auto", "where to train")
     seed: int = _opt(0, "random seed (runs are deterministic on CPU for a given seed)")
     workers: int = _opt(2, "data loader worker processes (0 = load in the main process)")
@@ -89,19 +88,6 @@ class PretrainConfig:
     lr: float = _opt(1e-3, "peak learning rate (AdamW, warm-up then cosine decay)")
     weight_decay: float = _opt(1e-5, "AdamW weight decay")
     warmup_steps: int = _opt(-1, "linear warm-up steps (-1: 5%% of --steps)")
-    ema_start: float = _opt(0.996, "EMA momentum of the target at step 0; rises to 1 on a cosine")
-    projector_dim: int = _opt(64, "output size of the projector and predictor")
-    projector_hidden: int = _opt(128, "hidden size of the projector")
-    predictor_hidden: int = _opt(128, "hidden size of the predictor (wider resists collapse)")
-    grid_size: int = _opt(16, "aligned overlap grid edge (the RoIAlign output is grid^3)")
-    scale_range: tuple[float, float] = _opt((1.1, 1.4), "crop size / patch size range per view")
-    min_overlap: float = _opt(0.1, "minimum overlap of the two crops, as a fraction of a crop's volume")
-    flip_prior: bool = _opt(True, "undo flips when aligning (ablation: --no-flip-prior)")
-    crop_prior: bool = _opt(True, "align the overlap boxes (ablation: --no-crop-prior)")
-    anti_collapse_weight: float = _opt(
-        1.0, "weight of the variance/covariance regulariser on aligned features (0 = paper's plain PGL)")
-    nonmonotone_p: float = _opt(0.0, "probability of a random non-monotone intensity remap per view")
-    rank_warning: float = _opt(0.25, "warn when effective rank / feature channels falls below this")
     network: NetworkConfig = field(default_factory=NetworkConfig, metadata={"help": "backbone"})
 
     def __post_init__(self) -> None:
@@ -110,34 +96,26 @@ class PretrainConfig:
         self.patch_size = _triple(self.patch_size, "--patch-size", int)
         self.spacing = _triple(self.spacing, "--spacing", float)
         self.hu_window = tuple(float(v) for v in self.hu_window)
-        self.scale_range = tuple(float(v) for v in self.scale_range)
         self.validate()
 
-    def validate(self) -> None:
-        """Raise PGLError naming the option that is wrong and what it must be."""
-        checks = [
+    def checks(self) -> list[tuple[bool, str]]:
+        """(condition, message if it fails) for every option; subclasses add theirs."""
+        return [
             (self.steps >= 1, f"--steps must be >= 1, got {self.steps}."),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}."),
             (min(self.spacing) > 0, f"--spacing must be positive, got {self.spacing}."),
             (len(self.hu_window) == 2 and self.hu_window[0] < self.hu_window[1],
              f"--hu-window must be LO HI with LO < HI, got {self.hu_window}."),
-            (self.method in ("pgl", "byol"), f"--method must be pgl or byol, got {self.method!r}."),
             (self.device in ("auto", "cpu", "cuda", "mps"),
              f"--device must be auto, cpu, cuda or mps, got {self.device!r}."),
             (self.workers >= 0, f"--workers must be >= 0, got {self.workers}."),
             (self.checkpoint_every >= 1, f"--checkpoint-every must be >= 1, got {self.checkpoint_every}."),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}."),
-            (0.0 <= self.ema_start < 1.0, f"--ema-start must be in [0, 1), got {self.ema_start}."),
-            (self.grid_size >= 2, f"--grid-size must be >= 2, got {self.grid_size}."),
-            (len(self.scale_range) == 2 and 1.0 <= self.scale_range[0] <= self.scale_range[1],
-             f"--scale-range must be LO HI with 1 <= LO <= HI, got {self.scale_range}."),
-            (0.0 < self.min_overlap < 1.0, f"--min-overlap must be in (0, 1), got {self.min_overlap}."),
-            (self.anti_collapse_weight >= 0, "--anti-collapse-weight must be >= 0."),
-            (0.0 <= self.nonmonotone_p <= 1.0, "--nonmonotone-p must be in [0, 1]."),
-            (min(self.projector_dim, self.projector_hidden, self.predictor_hidden) >= 1,
-             "projector and predictor sizes must be >= 1."),
         ]
-        for ok, message in checks:
+
+    def validate(self) -> None:
+        """Raise PGLError naming the option that is wrong and what it must be."""
+        for ok, message in self.checks():
             if not ok:
                 raise PGLError(message)
         d = self.network.divisor
@@ -163,6 +141,44 @@ class PretrainConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PretrainConfig":
+    def from_dict(cls, data: dict):
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    """Everything `pgl pretrain` needs; field names are the CLI option names."""
+
+    method: Literal["pgl", "byol"] = _opt("pgl", "pgl (local, prior-guided) or byol (global baseline)")
+    ema_start: float = _opt(0.996, "EMA momentum of the target at step 0; rises to 1 on a cosine")
+    projector_dim: int = _opt(64, "output size of the projector and predictor")
+    projector_hidden: int = _opt(128, "hidden size of the projector")
+    predictor_hidden: int = _opt(128, "hidden size of the predictor (wider resists collapse)")
+    grid_size: int = _opt(16, "aligned overlap grid edge (the RoIAlign output is grid^3)")
+    scale_range: tuple[float, float] = _opt((1.1, 1.4), "crop size / patch size range per view")
+    min_overlap: float = _opt(0.1, "minimum overlap of the two crops, as a fraction of a crop's volume")
+    flip_prior: bool = _opt(True, "undo flips when aligning (ablation: --no-flip-prior)")
+    crop_prior: bool = _opt(True, "align the overlap boxes (ablation: --no-crop-prior)")
+    anti_collapse_weight: float = _opt(
+        1.0, "weight of the variance/covariance regulariser on aligned features (0 = paper's plain PGL)")
+    nonmonotone_p: float = _opt(0.0, "probability of a random non-monotone intensity remap per view")
+    rank_warning: float = _opt(0.25, "warn when effective rank / feature channels falls below this")
+
+    def __post_init__(self) -> None:
+        self.scale_range = tuple(float(v) for v in self.scale_range)
+        super().__post_init__()
+
+    def checks(self) -> list[tuple[bool, str]]:
+        return super().checks() + [
+            (self.method in ("pgl", "byol"), f"--method must be pgl or byol, got {self.method!r}."),
+            (0.0 <= self.ema_start < 1.0, f"--ema-start must be in [0, 1), got {self.ema_start}."),
+            (self.grid_size >= 2, f"--grid-size must be >= 2, got {self.grid_size}."),
+            (len(self.scale_range) == 2 and 1.0 <= self.scale_range[0] <= self.scale_range[1],
+             f"--scale-range must be LO HI with 1 <= LO <= HI, got {self.scale_range}."),
+            (0.0 < self.min_overlap < 1.0, f"--min-overlap must be in (0, 1), got {self.min_overlap}."),
+            (self.anti_collapse_weight >= 0, "--anti-collapse-weight must be >= 0."),
+            (0.0 <= self.nonmonotone_p <= 1.0, "--nonmonotone-p must be in [0, 1]."),
+            (min(self.projector_dim, self.projector_hidden, self.predictor_hidden) >= 1,
+             "projector and predictor sizes must be >= 1."),
+        ]

@@ -1,0 +1,200 @@
+"""The generic training loop shared by pretraining and fine-tuning.
+
+A run owns its model, optimiser, schedule, checkpoints and log; subclasses provide the data, the loss and
+what to save. The loop: next batch -> loss -> finite check -> optimiser step -> hooks -> log and events ->
+checkpoint. Ctrl-C / SIGTERM save a checkpoint between steps; a non-finite loss keeps the last good one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from . import __version__
+from .checkpoint import save_checkpoint
+from .config import TrainConfig
+from .errors import PGLError, TrainingInterrupted
+from .interrupt import StopRequest
+from .model_store import prepare_output_dir
+from .progress import EtaClock, ProgressCallback, emit
+
+# options that may differ when resuming; all others are taken from the checkpoint
+RUNTIME_OPTIONS = {"steps", "device", "workers", "checkpoint_every", "cache_dir", "resume", "overwrite", "images",
+                   "out", "labels", "dataset", "init"}
+LOG_FILE = "train_log.jsonl"
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda, then mps, then cpu; a clear error if the requested one is absent."""
+    mps = getattr(torch.backends, "mps", None)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps and mps.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PGLError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu or auto.")
+    if name == "mps" and not (mps and mps.is_available()):
+        raise PGLError("--device mps: Apple MPS is not available here; use --device cpu or auto.")
+    return torch.device(name)
+
+
+def warmup_cosine(warmup: int, total: int):
+    """Learning-rate factor: linear warm-up, then cosine decay to 0 at `total`."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return factor
+
+
+def merge_resume_config(config: TrainConfig, saved: dict, progress: ProgressCallback | None) -> TrainConfig:
+    """On --resume keep the checkpoint's training settings (`saved`); only runtime options may change."""
+    current = config.to_dict()
+    changed = sorted(k for k in saved if k not in RUNTIME_OPTIONS and k in current and current[k] != saved[k])
+    if changed:
+        emit(progress, "warning", message="resuming with the checkpoint's settings; ignored: "
+             + ", ".join(f"{k}={current[k]} (checkpoint: {saved[k]})" for k in changed))
+    return type(config).from_dict({**saved, **{k: current[k] for k in RUNTIME_OPTIONS if k in current}})
+
+
+class TrainingRun:
+    """One training run; subclasses fill in the hooks below."""
+
+    stage = "train"
+
+    def __init__(self, config: TrainConfig, progress: ProgressCallback | None = None,
+                 resume_state: dict | None = None):
+        self.config = config
+        self.progress = progress
+        self.resume_state = resume_state
+        self.out = Path(config.out)
+        self.device = resolve_device(config.device)
+        self.step = 0
+
+    # --- hooks -------------------------------------------------------------------------------------------
+    def prepare(self) -> nn.Module:
+        """Read the data and build the model; return the module holding every trained weight."""
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> Iterable[nn.Parameter]:
+        return self.model.parameters()
+
+    def batches(self, start_step: int) -> Iterable[dict]:
+        raise NotImplementedError
+
+    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    def after_update(self) -> dict:
+        """Called after each optimiser step (e.g. the EMA target update); returns extra statistics."""
+        return {}
+
+    def after_step(self, record: dict) -> None:
+        """Called with each step's record (e.g. validation, collapse warning)."""
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    def save_model(self) -> None:
+        raise NotImplementedError
+
+    def summary(self) -> dict:
+        return {}
+
+    # --- machinery ---------------------------------------------------------------------------------------
+    def build_optimizer(self) -> None:
+        self.optimizer = torch.optim.AdamW(list(self.trainable_parameters()), lr=self.config.lr,
+                                           weight_decay=self.config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(self.config.effective_warmup, self.config.steps))
+        self.amp = self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+    def checkpoint_state(self) -> dict:
+        return {"step": self.step, "kind": self.stage, "config": self.config.to_dict(),
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "engine_version": __version__, **self.extra_state()}
+
+    def restore(self, state: dict) -> None:
+        if state.get("kind", self.stage) != self.stage:
+            raise PGLError(f"{self.out}: holds a {state.get('kind')} checkpoint, not a {self.stage} one; "
+                           f"resume it with the matching command.")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.load_extra_state(state)
+
+    def train_step(self, batch: dict) -> tuple[float, dict]:
+        batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        self.model.train()
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        with autocast:
+            loss, stats = self.compute_loss(batch)
+        if not torch.isfinite(loss):
+            raise PGLError(
+                f"the loss became {float(loss.detach())} at step {self.step + 1}; training stopped. The last good "
+                f"checkpoint in {self.out / 'checkpoints'} is kept. Resume with a lower --lr, or check the scans "
+                f"for extreme values (--hu-window).")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        extra = self.after_update()
+        self.step += 1
+        return float(loss.detach()), {**stats, **extra}
+
+    def run(self) -> Path:
+        config = self.config
+        prepare_output_dir(self.out, config.resume, config.overwrite)
+        torch.manual_seed(config.seed)
+        self.model = self.prepare().to(self.device)
+        self.build_optimizer()
+        if config.resume:
+            from .checkpoint import load_checkpoint
+
+            self.restore(self.resume_state or load_checkpoint(self.out))
+            self.resume_state = None
+            emit(self.progress, "info", message=f"resuming at step {self.step} of {config.steps}")
+        clock, wait_total, started = EtaClock(self.step), 0.0, time.perf_counter()
+        with open(self.out / LOG_FILE, "a") as log, StopRequest() as stop:
+            batches = iter(self.batches(self.step))
+            while self.step < config.steps:
+                t0 = time.perf_counter()
+                batch = next(batches)
+                wait = time.perf_counter() - t0
+                wait_total += wait
+                loss, stats = self.train_step(batch)
+                record = {"step": self.step, "total": config.steps, "loss": loss,
+                          "lr": self.scheduler.get_last_lr()[0], **stats,
+                          "data_wait_s": wait, "step_s": time.perf_counter() - t0}
+                self.after_step(record)
+                log.write(json.dumps(record) + "\n")
+                emit(self.progress, "progress", stage=self.stage, eta_s=clock.eta(self.step, config.steps), **record)
+                if stop.requested:
+                    path = save_checkpoint(self.out, self.checkpoint_state())
+                    emit(self.progress, "cancelled", step=self.step, checkpoint=str(path))
+                    raise TrainingInterrupted(f"stopped at step {self.step}; checkpoint saved to {path}. "
+                                              f"Continue with --resume.", str(path), self.step)
+                if self.step % config.checkpoint_every == 0 and self.step < config.steps:
+                    save_checkpoint(self.out, self.checkpoint_state())
+        save_checkpoint(self.out, self.checkpoint_state())
+        elapsed = time.perf_counter() - started
+        self.save_model()
+        emit(self.progress, "done", model_dir=str(self.out), steps=self.step, seconds=elapsed,
+             data_wait_fraction=wait_total / max(elapsed, 1e-9), **self.summary())
+        return self.out
