@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import PGLError
 from .imaging import load_ras, normalise_hu
 
@@ -25,19 +25,6 @@ PREPROCESS_VERSION = 1
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "pgl_engine"
-
-
-def atomic_write_bytes(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a unique temporary name beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # some writers create private temp files; results are ordinary files
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def file_digest(path: Path) -> str:
@@ -84,7 +71,7 @@ class ScanCache:
             if len(digest) == 64:
                 return digest
         digest = file_digest(path)
-        atomic_write_bytes(memo, lambda tmp: tmp.write_text(digest))
+        atomic_write(memo, lambda tmp: tmp.write_text(digest))
         return digest
 
     def get(self, path: str | Path) -> CachedScan:
@@ -105,10 +92,10 @@ class ScanCache:
         self.misses += 1
         volume = load_ras(path, tuple(self.settings["spacing"]), fill=self.settings["hu_window"][0])
         array = normalise_hu(volume.array, tuple(self.settings["hu_window"])).astype(np.float16)
-        atomic_write_bytes(array_path, lambda tmp: _save_npy(tmp, array))
+        atomic_write(array_path, lambda tmp: _save_npy(tmp, array))
         meta = {"shape": list(array.shape), "affine": volume.affine.tolist(), "source": str(path),
                 "settings": self.settings}
-        atomic_write_bytes(meta_path, lambda tmp: tmp.write_text(json.dumps(meta)))
+        atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta)))
         return CachedScan(array_path, path, tuple(array.shape), tuple(tuple(r) for r in volume.affine.tolist()),
                           digest)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .cache import atomic_write_bytes
+from .atomic import atomic_write
 from .errors import PGLError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -20,7 +20,7 @@ def checkpoint_path(out_dir: str | Path) -> Path:
 def save_checkpoint(out_dir: str | Path, state: dict) -> Path:
     """Write atomically: the previous checkpoint stays intact until the new one is complete."""
     path = checkpoint_path(out_dir)
-    atomic_write_bytes(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
     return path
 
 

@@ -1,13 +1,14 @@
-"""`pgl` command line: phantom | pretrain (more commands join as the engine grows)."""
+"""`pgl` command line: phantom | pretrain | finetune | segment | evaluate."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from . import __version__
 from .cli_options import add_dataclass_options, dataclass_from_args
-from .config import NetworkConfig, PretrainConfig
+from .config import FinetuneConfig, NetworkConfig, PretrainConfig
 from .errors import PGLError, TrainingInterrupted
 from .progress import JsonLinesReporter, TerminalReporter, emit
 
@@ -45,6 +46,28 @@ def build_parser() -> argparse.ArgumentParser:
     net = pt.add_argument_group("network")
     add_dataclass_options(net, NetworkConfig)
     add_progress_option(pt)
+
+    ft = sub.add_parser("finetune", help="fine-tune a segmentation model from a few labelled scans")
+    add_dataclass_options(ft, FinetuneConfig)
+    add_dataclass_options(ft.add_argument_group("network (default: from --init)"), NetworkConfig)
+    add_progress_option(ft)
+
+    sg = sub.add_parser("segment", help="segment a scan or a folder of scans with a fine-tuned model")
+    sg.add_argument("--model", required=True, help="segmentation model folder (from pgl finetune)")
+    sg.add_argument("--input", required=True, help="scan file or folder of scans")
+    sg.add_argument("--output", required=True, help="label map file, or folder for a folder of scans")
+    sg.add_argument("--tta", action="store_true", help="average flipped predictions (axes the model trained with)")
+    sg.add_argument("--largest-component", action="store_true", help="keep each label's largest component")
+    sg.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    sg.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default: 0.5)")
+    sg.add_argument("--sw-batch-size", type=int, default=4, help="windows per forward pass (default: 4)")
+    add_progress_option(sg)
+
+    ev = sub.add_parser("evaluate", help="Dice and 95%% Hausdorff distance of label maps against references")
+    ev.add_argument("--pred", required=True, help="folder of predicted label maps")
+    ev.add_argument("--labels", required=True, help="folder of reference label maps (same file names)")
+    ev.add_argument("--csv", default="", help="also write per-case, per-label rows to this CSV file")
+    add_progress_option(ev)
     return parser
 
 
@@ -63,7 +86,49 @@ def run_pretrain(args, progress) -> None:
     pretrain(dataclass_from_args(PretrainConfig, args, network=network), progress=progress)
 
 
-COMMANDS = {"phantom": run_phantom, "pretrain": run_pretrain}
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def explicit_options(cls: type, args: argparse.Namespace) -> dict:
+    """The options of `cls` whose value differs from its default (so --init can supply the others)."""
+    options = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in vars(args):
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if _plain(getattr(args, f.name)) != _plain(default):
+            options[f.name] = getattr(args, f.name)
+    return options
+
+
+def run_finetune(args, progress) -> None:
+    from .finetune import finetune
+
+    options = explicit_options(FinetuneConfig, args)
+    network = explicit_options(NetworkConfig, args)
+    if network or args.init in ("", "none"):
+        options["network"] = dataclass_from_args(NetworkConfig, args)
+    finetune(progress=progress, **options)
+
+
+def run_segment(args, progress) -> None:
+    from .segment import segment
+
+    segment(args.model, args.input, args.output, tta=args.tta, largest_component=args.largest_component,
+            device=args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=progress)
+
+
+def run_evaluate(args, progress) -> None:
+    from .evaluate import evaluate, format_table
+
+    result = evaluate(args.pred, args.labels, args.csv or None, progress=progress)
+    print(format_table(result))
+    emit(progress, "done", mean=result["mean"], csv=args.csv or None)
+
+
+COMMANDS = {"phantom": run_phantom, "pretrain": run_pretrain, "finetune": run_finetune, "segment": run_segment,
+            "evaluate": run_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

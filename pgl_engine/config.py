@@ -182,3 +182,38 @@ class PretrainConfig(TrainConfig):
             (min(self.projector_dim, self.projector_hidden, self.predictor_hidden) >= 1,
              "projector and predictor sizes must be >= 1."),
         ]
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    """Everything `pgl finetune` needs; shared options have the names of `pgl pretrain`."""
+
+    images: str = _opt("", "folder of scans to fine-tune on (or give --dataset)")
+    labels: str = _opt("", "folder of label maps with the scans' file names")
+    dataset: str = _opt("", "Medical Segmentation Decathlon dataset.json (imagesTr/labelsTr, label names)")
+    init: str = _opt("none", "pretrained model folder to start from, or none (random initialisation)")
+    label_names: tuple[str, ...] = _opt((), "names of labels 1, 2, ... when no dataset.json gives them")
+    label_fraction: float = _opt(1.0, "use this fraction of the labelled scans (the paper's few-label settings)")
+    max_labeled: int = _opt(0, "use at most N labelled scans (0 = all)")
+    val_count: int = _opt(0, "hold out N labelled scans for validation and keep the best model")
+    val_every: int = _opt(50, "validate every N steps (with --val-count)")
+    foreground_p: float = _opt(0.67, "probability that a patch is centred on a labelled structure")
+    flip_axes: tuple[int, ...] = _opt((), "augment with random flips on these axes (0=x 1=y 2=z); --tta uses them")
+    steps: int = _opt(300, "optimisation steps")
+
+    def checks(self) -> list[tuple[bool, str]]:
+        return super().checks() + [
+            (bool(self.dataset) or (bool(self.images) and bool(self.labels)),
+             "give --images and --labels, or --dataset path/dataset.json."),
+            (0.0 < self.label_fraction <= 1.0, f"--label-fraction must be in (0, 1], got {self.label_fraction}."),
+            (self.max_labeled >= 0, f"--max-labeled must be >= 0, got {self.max_labeled}."),
+            (self.val_count >= 0, f"--val-count must be >= 0, got {self.val_count}."),
+            (self.val_every >= 1, f"--val-every must be >= 1, got {self.val_every}."),
+            (0.0 <= self.foreground_p <= 1.0, f"--foreground-p must be in [0, 1], got {self.foreground_p}."),
+            (all(a in (0, 1, 2) for a in self.flip_axes), f"--flip-axes takes 0, 1, 2, got {self.flip_axes}."),
+        ]
+
+    def __post_init__(self) -> None:
+        self.label_names = tuple(str(n) for n in self.label_names)
+        self.flip_axes = tuple(int(a) for a in self.flip_axes)
+        super().__post_init__()

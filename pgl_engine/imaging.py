@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
+from .atomic import atomic_write
 from .errors import PGLError
 
 SCAN_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
@@ -90,6 +91,33 @@ def _read_nifti(path: Path) -> sitk.Image:
     return image
 
 
+def _affine_ras(direction: tuple, spacing: tuple, origin: tuple) -> np.ndarray:
+    """Voxel index (i, j, k) -> RAS mm affine from ITK's LPS geometry."""
+    affine = np.eye(4)
+    affine[:3, :3] = _LPS_TO_RAS @ np.array(direction).reshape(3, 3) @ np.diag(spacing)
+    affine[:3, 3] = _LPS_TO_RAS @ np.array(origin)
+    return affine
+
+
+def image_affine_ras(image: sitk.Image) -> np.ndarray:
+    return _affine_ras(image.GetDirection(), image.GetSpacing(), image.GetOrigin())
+
+
+def read_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """(size, voxel-to-RAS affine) from the header only, without reading the voxels."""
+    path = Path(path)
+    try:
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            nifti = nib.load(str(path))
+            return tuple(int(s) for s in nifti.shape[:3]), nifti.affine
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        return tuple(reader.GetSize()), _affine_ras(reader.GetDirection(), reader.GetSpacing(), reader.GetOrigin())
+    except Exception as e:  # any reader failure means an unreadable header
+        raise PGLError(f"{path}: cannot read its header ({str(e).strip()[:200]}).") from e
+
+
 def image_ras_corners(image: sitk.Image) -> np.ndarray:
     """RAS coordinates of the 8 outer corners of the image's voxel extent (8, 3)."""
     size = np.array(image.GetSize(), dtype=float)
@@ -155,3 +183,32 @@ def normalise_hu(array: np.ndarray, hu_window: tuple[float, float]) -> np.ndarra
     """Clip to the HU window and map it linearly to [0, 1] (float32)."""
     lo, hi = hu_window
     return ((np.clip(array, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
+def write_nifti(array: np.ndarray, affine: np.ndarray, path: Path, like: nib.Nifti1Image | None = None) -> None:
+    """Write an (x, y, z) array as NIfTI atomically; with `like`, copy its qform/sform codes."""
+    image = nib.Nifti1Image(array, affine)
+    image.header.set_xyzt_units("mm")
+    if like is not None:
+        image.set_qform(affine, int(like.header["qform_code"]) or 1)
+        image.set_sform(affine, int(like.header["sform_code"]) or 1)
+    else:
+        image.set_qform(affine, code=1)
+        image.set_sform(affine, code=1)
+    atomic_write(path, lambda tmp: nib.save(image, str(tmp)))
+
+
+def write_image_like(array_zyx: np.ndarray, reference: sitk.Image, path: Path) -> None:
+    """Write an ITK-ordered (z, y, x) array with the reference's geometry (NRRD, MHA, ...) atomically."""
+    image = sitk.GetImageFromArray(array_zyx)
+    image.CopyInformation(reference)
+    atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True))
+
+
+def ras_image(array_xyz: np.ndarray, affine: np.ndarray) -> sitk.Image:
+    """A SimpleITK image of an (x, y, z) array on an axis-aligned RAS grid (diagonal affine)."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array_xyz.transpose(2, 1, 0)))
+    image.SetSpacing(tuple(float(v) for v in np.abs(np.diag(affine)[:3])))
+    image.SetOrigin(tuple(float(v) for v in _LPS_TO_RAS @ affine[:3, 3]))
+    image.SetDirection(tuple(float(v) for v in (_LPS_TO_RAS @ np.diag(np.sign(np.diag(affine)[:3]))).ravel()))
+    return image

@@ -10,10 +10,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .cache import atomic_write_bytes, file_digest
+from .atomic import atomic_write
+from .cache import file_digest
 from .config import NetworkConfig
 from .errors import PGLError
-from .networks import build_backbone
+from .networks import SegmentationNet, build_backbone, build_segmentation_net
 
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "pgl_model.json"
@@ -24,15 +25,26 @@ KINDS = ("pretrained", "segmentation")
 
 @dataclass
 class LoadedModel:
-    """A model folder read back: its metadata and the backbone with the stored weights."""
+    """A model folder read back: its metadata and its network with the stored weights.
+
+    `network` is the backbone for a pretrained model and the whole SegmentationNet for a segmentation model.
+    """
 
     path: Path
     metadata: dict
-    backbone: nn.Module
+    network: nn.Module
 
     @property
     def kind(self) -> str:
         return self.metadata["kind"]
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.network.backbone if isinstance(self.network, SegmentationNet) else self.network
+
+    @property
+    def label_table(self) -> dict[str, dict]:
+        return self.metadata.get("labels", {})
 
     @property
     def network_config(self) -> NetworkConfig:
@@ -44,10 +56,10 @@ def save_model(out_dir: str | Path, tensors: dict[str, torch.Tensor], metadata: 
     out_dir = Path(out_dir)
     weights = out_dir / WEIGHTS_FILE
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write_bytes(weights, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write(weights, lambda tmp: save_file(tensors, str(tmp)))
     metadata = {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, **metadata,
                 "weights_sha256": file_digest(weights)}
-    atomic_write_bytes(out_dir / METADATA_FILE, lambda tmp: tmp.write_text(json.dumps(metadata, indent=2)))
+    atomic_write(out_dir / METADATA_FILE, lambda tmp: tmp.write_text(json.dumps(metadata, indent=2)))
     return out_dir
 
 
@@ -97,13 +109,23 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Loa
         tensors = load_file(str(weights), device=str(device))
     except (SafetensorError, OSError, ValueError) as e:
         raise PGLError(f"{weights}: is not a safetensors file ({e}). PGL loads only safetensors weights.") from e
-    backbone = build_backbone(NetworkConfig.from_dict(metadata["network"]))
-    state = {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")}
+    network_config = NetworkConfig.from_dict(metadata["network"])
+    if metadata["kind"] == "segmentation":
+        network = build_segmentation_net(network_config, len(metadata.get("labels", {})) + 1)
+    else:
+        network = build_backbone(network_config)
+        tensors = {k.removeprefix("backbone."): v for k, v in tensors.items() if k.startswith("backbone.")}
     try:
-        backbone.load_state_dict(state, strict=True)
+        network.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         raise PGLError(f"{weights}: weights do not fit the network described in {METADATA_FILE}.") from e
-    return LoadedModel(path, metadata, backbone.to(device))
+    return LoadedModel(path, metadata, network.to(device))
+
+
+def require_kind(model: LoadedModel, kind: str, hint: str) -> None:
+    """Refuse a model folder of the wrong kind with a message that says what to do."""
+    if model.kind != kind:
+        raise PGLError(f"{model.path}: is a {model.kind} model, not a {kind} model; {hint}")
 
 
 def prepare_output_dir(out: str | Path, resume: bool, overwrite: bool) -> Path:

@@ -23,3 +23,20 @@ def global_head(in_channels: int, hidden: int, out_channels: int) -> nn.Module:
     """BYOL's projector / predictor on pooled embeddings."""
     return nn.Sequential(nn.Linear(in_channels, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
                          nn.Linear(hidden, out_channels))
+
+
+class SegmentationNet(nn.Module):
+    """The pretrained backbone plus a pointwise head giving one logit per class (background included)."""
+
+    def __init__(self, backbone: nn.Module, feature_channels: int, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Sequential(nn.InstanceNorm3d(feature_channels, affine=True), nn.PReLU(),
+                                  nn.Conv3d(feature_channels, num_classes, 1))
+
+    def forward(self, x):
+        return self.head(self.backbone(x))
+
+
+def build_segmentation_net(config: NetworkConfig, num_classes: int) -> SegmentationNet:
+    return SegmentationNet(build_backbone(config), config.feature_channels, num_classes)

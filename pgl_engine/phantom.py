@@ -8,15 +8,13 @@ with the origin at the body centre.
 """
 from __future__ import annotations
 
-import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from .imaging import write_nifti
 from .progress import ProgressCallback, emit
 
 LABELS = {1: "liver", 2: "spleen", 3: "right kidney", 4: "left kidney", 5: "tumour"}
@@ -260,22 +258,6 @@ def _texture_and_noise(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, rn
     return np.clip(np.round(out), -1024, 3071).astype(np.int16)
 
 
-def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    """Write NIfTI atomically (temporary name with the same suffix, then rename)."""
-    image = nib.Nifti1Image(array, affine)
-    image.header.set_xyzt_units("mm")
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    tmp = path.with_name(f".{uuid.uuid4().hex[:8]}.{os.getpid()}.tmp{suffix}")
-    try:
-        nib.save(image, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_cohort(out: str | Path, count: int, labels: bool = False, seed: int = 0, spacing_scale: float = 1.0,
                  progress: ProgressCallback | None = None) -> list[Path]:
     """Write `count` phantoms to out/images (and out/labels); returns the image paths."""
@@ -293,9 +275,9 @@ def write_cohort(out: str | Path, count: int, labels: bool = False, seed: int = 
     for i in range(count):
         case = make_phantom(seed + i, spacing_scale)
         name = f"phantom_{seed + i:03d}.nii.gz"
-        save_nifti(case.image, case.affine, out / "images" / name)
+        write_nifti(case.image, case.affine, out / "images" / name)
         if labels:
-            save_nifti(case.labels, case.affine, out / "labels" / name)
+            write_nifti(case.labels, case.affine, out / "labels" / name)
         paths.append(out / "images" / name)
         emit(progress, "progress", stage="phantom", step=i + 1, total=count, file=name)
     return paths

@@ -1,0 +1,246 @@
+"""`pgl finetune`: a segmentation network initialised from a pretrained backbone, trained on a few labels."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+from torch.utils.data import DataLoader, Dataset
+
+from . import __version__
+from .augment import augment_intensity
+from .cache import CachedScan, ScanCache, data_fingerprint
+from .config import FinetuneConfig, NetworkConfig
+from .dataset import _ignore_sigint
+from .errors import PGLError
+from .evaluate import dice_per_label
+from .inference import predict_logits
+from .labels import LabelledPair, label_table, label_values, load_label_on_grid, pair_folders, read_dataset_json
+from .model_store import load_model, save_model
+from .networks import SegmentationNet, build_segmentation_net
+from .pretrain import start_run
+from .progress import ProgressCallback, emit
+from .training import RUNTIME_OPTIONS, TrainingRun
+from .views import pad_to
+
+FOREGROUND_SAMPLES = 20000  # remembered voxel positions per label and case, to centre patches on structures
+PREPROCESSING_FROM_INIT = ("network", "spacing", "hu_window")
+
+
+@dataclass
+class LabelledCase:
+    scan: CachedScan
+    labels: np.ndarray  # uint8 on the scan's cached grid
+    foreground: dict[int, np.ndarray]  # label -> (n, 3) voxel positions
+
+    @classmethod
+    def build(cls, scan: CachedScan, labels: np.ndarray, seed: int) -> "LabelledCase":
+        rng = np.random.default_rng([seed, 5])
+        foreground = {}
+        for value in np.unique(labels):
+            if value == 0:
+                continue
+            positions = np.argwhere(labels == value)
+            if len(positions) > FOREGROUND_SAMPLES:
+                positions = positions[rng.choice(len(positions), FOREGROUND_SAMPLES, replace=False)]
+            foreground[int(value)] = positions
+        return cls(scan, labels, foreground)
+
+
+class PatchDataset(Dataset):
+    """Item i: one patch and its labels, centred on a labelled structure with probability foreground_p."""
+
+    def __init__(self, cases: list[LabelledCase], patch_size: tuple[int, int, int], foreground_p: float,
+                 seed: int, length: int, flip_axes: tuple[int, ...] = ()):
+        self.cases, self.patch_size, self.foreground_p = cases, np.array(patch_size), foreground_p
+        self.seed, self.length, self.flip_axes = seed, length, flip_axes
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, 3, index])
+        case = self.cases[int(rng.integers(len(self.cases)))]
+        image = pad_to(case.scan.load(), tuple(self.patch_size))
+        labels = pad_to(case.labels, tuple(self.patch_size))
+        offset = (np.array(image.shape) - np.array(case.labels.shape)) // 2
+        shape = np.array(image.shape)
+        if case.foreground and rng.random() < self.foreground_p:
+            value = list(case.foreground)[int(rng.integers(len(case.foreground)))]
+            points = case.foreground[value]
+            centre = points[int(rng.integers(len(points)))] + offset
+            centre = centre + rng.integers(-self.patch_size // 4, self.patch_size // 4 + 1)
+        else:
+            centre = np.array([rng.integers(0, s) for s in shape])
+        lo = np.clip(centre - self.patch_size // 2, 0, shape - self.patch_size)
+        box = tuple(slice(int(a), int(a + p)) for a, p in zip(lo, self.patch_size))
+        patch = torch.from_numpy(np.asarray(image[box], dtype=np.float32))[None]
+        target = torch.from_numpy(np.asarray(labels[box], dtype=np.int64))[None]
+        flips = [1 + a for a in self.flip_axes if rng.random() < 0.5]
+        if flips:
+            patch, target = patch.flip(flips), target.flip(flips)
+        return {"image": augment_intensity(patch, rng), "label": target}
+
+
+def labelled_pairs(config: FinetuneConfig, progress: ProgressCallback | None
+                   ) -> tuple[list[LabelledPair], dict[int, str]]:
+    """The labelled pairs to use (after --label-fraction / --max-labeled) and the label names."""
+    if config.dataset:
+        pairs, names = read_dataset_json(config.dataset)
+    else:
+        pairs, notes = pair_folders(config.images, config.labels)
+        for note in notes:
+            emit(progress, "warning", message=note)
+        names = {}
+    if config.label_names:
+        names = {i + 1: n for i, n in enumerate(config.label_names)}
+    count = max(1, int(round(config.label_fraction * len(pairs))))
+    if config.max_labeled:
+        count = min(count, config.max_labeled)
+    return pairs[:count + config.val_count] if config.val_count else pairs[:count], names
+
+
+def resolve_init(options: dict, progress: ProgressCallback | None = None) -> dict:
+    """Take network, spacing and HU window from the --init model; refuse explicit options that contradict it."""
+    init = options.get("init", "none")
+    if not init or init == "none":
+        return options
+    metadata = load_model(init).metadata
+    from_model = {"network": NetworkConfig.from_dict(metadata["network"]), "spacing": tuple(metadata["spacing"]),
+                  "hu_window": tuple(metadata["hu_window"])}
+    resolved = dict(options)
+    for key, value in from_model.items():
+        given = options.get(key)
+        if given is None:
+            resolved[key] = value
+            continue
+        given = NetworkConfig.from_dict(given) if isinstance(given, dict) else given
+        if key == "network" and given != value:
+            raise PGLError(f"{init}: was pretrained with another network configuration ({value.to_dict()}) than "
+                           f"the one asked for ({given.to_dict()}); drop the network options or use --init none.")
+        if key != "network" and tuple(float(v) for v in np.atleast_1d(given)) != tuple(float(v) for v in value):
+            emit(progress, "warning", message=f"--{key.replace('_', '-')} {given} differs from the pretrained "
+                                              f"model's {value}; the model's preprocessing is used.")
+            resolved[key] = value
+    return resolved
+
+
+class Finetuner(TrainingRun):
+    """Supervised fine-tuning with Dice + cross-entropy, optional validation with best-model keeping."""
+
+    stage = "finetune"
+    config: FinetuneConfig
+
+    def prepare(self) -> SegmentationNet:
+        config = self.config
+        pairs, names = labelled_pairs(config, self.progress)
+        cache = ScanCache(config.cache_dir or None, config.spacing, config.hu_window)
+        cases = []
+        for i, pair in enumerate(pairs):
+            scan = cache.get(pair.image)
+            cases.append((pair, scan))
+            emit(self.progress, "progress", stage="preprocess", step=i + 1, total=len(pairs), file=pair.image.name)
+        present = set()
+        if not names:
+            # no names given: every value found becomes a label named after its number
+            for pair, _ in cases:
+                present |= set(label_values(pair.label)) - {0}
+            names = {v: f"label {v}" for v in sorted(present)}
+        self.names = names
+        labelled = [LabelledCase.build(scan, load_label_on_grid(pair, scan, names), config.seed)
+                    for pair, scan in cases]
+        found = set().union(*(c.foreground for c in labelled))
+        absent = [f"{names[v]} ({v})" for v in sorted(names) if v not in found]
+        if absent:
+            raise PGLError(f"label(s) {', '.join(absent)} appear in none of the label maps; remove them from the "
+                           f"label names or label them in at least one scan.")
+        self.val_cases = labelled[len(labelled) - config.val_count:] if config.val_count else []
+        self.train_cases = labelled[: len(labelled) - config.val_count]
+        if not self.train_cases:
+            raise PGLError(f"--val-count {config.val_count} leaves no scan to train on ({len(labelled)} labelled).")
+        self.scans = [scan for _, scan in cases]
+        self.best_dice, self.best_step = -1.0, 0
+        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        torch.manual_seed(config.seed)
+        network = build_segmentation_net(config.network, len(names) + 1)
+        self.init_info = {"path": "none"}
+        if config.init and config.init != "none":
+            pretrained = load_model(config.init)
+            network.backbone.load_state_dict(pretrained.backbone.state_dict())
+            self.init_info = {"path": str(Path(config.init).resolve()), "kind": pretrained.kind,
+                              "method": pretrained.metadata.get("method"),
+                              "weights_sha256": pretrained.metadata.get("weights_sha256")}
+        emit(self.progress, "info", message=f"fine-tuning on {len(self.train_cases)} labelled scan(s), "
+                                           f"{len(self.val_cases)} for validation, labels: {names}")
+        return network
+
+    def batches(self, start_step: int):
+        c = self.config
+        dataset = PatchDataset(self.train_cases, c.patch_size, c.foreground_p, c.seed, c.steps * c.batch_size,
+                               c.flip_axes)
+        indices = range(start_step * c.batch_size, c.steps * c.batch_size)
+        return DataLoader(dataset, batch_size=c.batch_size, sampler=indices, num_workers=c.workers,
+                          worker_init_fn=_ignore_sigint if c.workers else None)
+
+    def compute_loss(self, batch: dict):
+        loss = self.loss_fn(self.model(batch["image"]), batch["label"])
+        return loss, {}
+
+    def validate(self) -> float:
+        """Mean Dice over labels and validation scans on the cached grid."""
+        scores = []
+        for case in self.val_cases:
+            logits = predict_logits(self.model, case.scan.load(), self.config.patch_size, self.device)
+            dice = dice_per_label(logits.argmax(0).numpy().astype(np.uint8), case.labels, self.names)
+            scores += [d for d in dice.values() if not np.isnan(d)]
+        return float(np.mean(scores)) if scores else float("nan")
+
+    def after_step(self, record: dict) -> None:
+        c = self.config
+        if not self.val_cases or (self.step % c.val_every and self.step != c.steps):
+            return
+        dice = self.validate()
+        record["val_dice"] = dice
+        if dice > self.best_dice:
+            self.best_dice, self.best_step = dice, self.step
+            self.save_model()
+
+    def extra_state(self) -> dict:
+        return {"best_dice": self.best_dice, "best_step": self.best_step}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.best_dice, self.best_step = float(state.get("best_dice", -1.0)), int(state.get("best_step", 0))
+
+    def summary(self) -> dict:
+        return {"best_val_dice": self.best_dice, "best_step": self.best_step} if self.val_cases else {}
+
+    def save_model(self) -> None:
+        if self.val_cases and self.step != self.best_step:
+            return  # with validation the folder holds the best model, written when it was found
+        config = self.config
+        training = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_OPTIONS | {"network"}}
+        metadata = {
+            "kind": "segmentation", "method": "finetune", "network": config.network.to_dict(),
+            "spacing": list(config.spacing), "hu_window": list(config.hu_window),
+            "patch_size": list(config.patch_size), "labels": label_table(self.names),
+            "init": self.init_info, "training": {**training, "steps": self.step},
+            "validation": {"dice": self.best_dice, "step": self.best_step} if self.val_cases else None,
+            "data_fingerprint": data_fingerprint(self.scans), "num_scans": len(self.train_cases),
+            "engine_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        save_model(self.out, self.model.state_dict(), metadata)
+
+
+def finetune(config: FinetuneConfig | None = None, progress: ProgressCallback | None = None, **options) -> Path:
+    """Fine-tune a segmentation model; returns the model folder.
+
+    Give a FinetuneConfig or its fields as keyword arguments (`finetune(images=..., labels=..., out=...,
+    init="models/pgl")`). With `init`, network, spacing and HU window come from the pretrained model.
+    """
+    if config is None:
+        options = resolve_init(options, progress)
+        config, options = FinetuneConfig(**options), {}
+    return start_run(Finetuner, config, progress, options)

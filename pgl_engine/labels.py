@@ -1,0 +1,157 @@
+"""Labelled data: pairing scans with label maps, label names and colours, labels on the scan's cached grid."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .cache import CachedScan
+from .errors import PGLError
+from .imaging import SCAN_SUFFIXES, image_affine_ras, list_scans, read_geometry, read_image, resample
+
+# colours for structures users commonly label (RGB 0-255); others cycle through PALETTE
+KNOWN_COLOURS = {"liver": (221, 130, 101), "spleen": (157, 108, 162), "kidney": (185, 102, 83),
+                 "tumour": (144, 238, 144), "tumor": (144, 238, 144), "pancreas": (249, 180, 111),
+                 "lung": (197, 165, 145), "heart": (206, 110, 84), "aorta": (224, 97, 76),
+                 "stomach": (216, 132, 105), "bladder": (222, 154, 132), "bone": (241, 214, 145)}
+PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
+
+
+def colour_for(name: str, index: int) -> tuple[int, int, int]:
+    lowered = name.lower()
+    for key, colour in KNOWN_COLOURS.items():
+        if key in lowered:
+            return colour
+    return PALETTE[(index - 1) % len(PALETTE)]
+
+
+def label_table(names: dict[int, str]) -> dict[str, dict]:
+    """{"1": {"name": ..., "color": [r, g, b]}, ...} as stored in model metadata and beside outputs.
+
+    Each label gets its own colour: a second structure of a known kind (left/right kidney) takes a palette one.
+    """
+    table, used = {}, set()
+    for i, name in sorted(names.items()):
+        colour = colour_for(name, i)
+        if colour in used:
+            colour = next((c for c in PALETTE if c not in used), colour)
+        used.add(colour)
+        table[str(i)] = {"name": name, "color": list(colour)}
+    return table
+
+
+def sidecar_path(label_map: Path) -> Path:
+    """Where the names and colours of a written label map go: beside it, `<name>.labels.json`."""
+    return label_map.with_name(strip_suffix(label_map.name) + ".labels.json")
+
+
+def write_sidecar(label_map: Path, table: dict[str, dict]) -> Path:
+    path = sidecar_path(label_map)
+    path.write_text(json.dumps({"labels": table}, indent=2))
+    return path
+
+
+def names_from_sidecar(label_map: Path) -> dict[int, str] | None:
+    path = sidecar_path(label_map)
+    if not path.is_file():
+        return None
+    try:
+        return {int(k): v["name"] for k, v in json.loads(path.read_text())["labels"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+@dataclass
+class LabelledPair:
+    image: Path
+    label: Path
+
+
+def strip_suffix(name: str) -> str:
+    lowered = name.lower()
+    for suffix in SCAN_SUFFIXES:
+        if lowered.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def pair_folders(images: str | Path, labels: str | Path) -> tuple[list[LabelledPair], list[str]]:
+    """Scans and label maps with the same file name (suffix aside); also returns notes on the unpaired."""
+    labels = Path(labels)
+    if not labels.is_dir():
+        raise PGLError(f"{labels}: no such folder of label maps.")
+    scans = {strip_suffix(p.name): p for p in list_scans(images)}
+    label_files = {strip_suffix(p.name): p for p in labels.iterdir() if p.name.lower().endswith(SCAN_SUFFIXES)}
+    pairs = [LabelledPair(scans[k], label_files[k]) for k in sorted(scans) if k in label_files]
+    notes = [f"{label_files[k]}: no scan named like it in {images}" for k in sorted(set(label_files) - set(scans))]
+    if not pairs:
+        raise PGLError(f"{images} and {labels}: no scan has a label map with the same file name. Name each label "
+                       f"map like its scan (e.g. images/case_001.nii.gz and labels/case_001.nii.gz).")
+    return pairs, notes
+
+
+def read_dataset_json(path: str | Path) -> tuple[list[LabelledPair], dict[int, str]]:
+    """Medical Segmentation Decathlon dataset.json: training pairs and label names (both label-map styles)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise PGLError(f"{path}: cannot be read as a dataset.json ({e}).") from e
+    root = path.parent
+    try:
+        entries = data["training"]
+        raw = data["labels"]
+        pairs = [LabelledPair(root / e["image"], root / e["label"]) for e in entries]
+    except (KeyError, TypeError) as e:
+        raise PGLError(f"{path}: needs 'training' (list of image/label entries) and 'labels'.") from e
+    # MSD: {"0": "background", "1": "liver"}; nnU-Net v2: {"background": 0, "liver": 1}
+    items = [(int(k), str(v)) for k, v in raw.items()] if all(str(k).isdigit() for k in raw) else \
+        [(int(v), str(k)) for k, v in raw.items()]
+    names = {i: n for i, n in items if i != 0}
+    missing = [str(p.image) for p in pairs if not p.image.is_file()] + [str(p.label) for p in pairs
+                                                                       if not p.label.is_file()]
+    if missing:
+        raise PGLError(f"{path}: lists files that do not exist: {', '.join(missing[:5])}.")
+    if not pairs:
+        raise PGLError(f"{path}: lists no training cases.")
+    return pairs, names
+
+
+def label_values(path: Path) -> list[int]:
+    """The distinct values of a label map (to name labels when no names are given)."""
+    return [int(v) for v in np.unique(sitk.GetArrayViewFromImage(read_image(path)))]
+
+
+def same_grid(a: tuple, b: tuple, spacing: np.ndarray) -> bool:
+    size_a, affine_a = a
+    size_b, affine_b = b
+    return tuple(size_a) == tuple(size_b) and np.allclose(affine_a, affine_b, atol=1e-3 * float(spacing.min()))
+
+
+def load_label_on_grid(pair: LabelledPair, scan: CachedScan, names: dict[int, str]) -> np.ndarray:
+    """The label map resampled (nearest) onto the scan's cached RAS grid, checked against its scan."""
+    label_image = read_image(pair.label)
+    geometry = (label_image.GetSize(), image_affine_ras(label_image))
+    scan_geometry = read_geometry(pair.image)
+    if not same_grid(geometry, scan_geometry, np.array(label_image.GetSpacing())):
+        raise PGLError(
+            f"{pair.label}: has another grid than its scan {pair.image.name} (size {geometry[0]} vs "
+            f"{tuple(scan_geometry[0])}, or different spacing/origin/orientation). Export the label map on the "
+            f"scan's grid (in Slicer: Segmentations > Export to label map with the scan as reference).")
+    values = np.unique(sitk.GetArrayViewFromImage(label_image))
+    if not np.all(np.equal(np.mod(values, 1), 0)):
+        raise PGLError(f"{pair.label}: holds non-integer values; a label map holds 0 (background) and 1, 2, ...")
+    unknown = sorted(int(v) for v in values if int(v) != 0 and int(v) not in names)
+    if unknown:
+        raise PGLError(f"{pair.label}: holds label values {unknown} that are not among the named labels "
+                       f"{sorted(names)} ({', '.join(names.values())}). Name them (--label-names or dataset.json) "
+                       f"or fix the label map.")
+    if values.max() == 0:
+        raise PGLError(f"{pair.label}: is empty (only background); remove it or draw its labels.")
+    affine = np.asarray(scan.affine)
+    array = resample(label_image, affine, scan.shape, fill=0, interpolator=sitk.sitkNearestNeighbor)
+    return np.rint(array).astype(np.uint8)

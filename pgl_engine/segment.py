@@ -1,0 +1,139 @@
+"""`pgl segment`: apply a segmentation model; the label map comes back on exactly the input's grid.
+
+Memory stays bounded: the input's voxels are dropped after preprocessing; class logits exist only at the
+model's (coarser) spacing; going back to the input grid resamples one class at a time into a running
+maximum (float32) and arg-maximum (uint8).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+
+from .errors import PGLError
+from .imaging import (SCAN_SUFFIXES, image_affine_ras, is_scan_file, list_scans, normalise_hu, ras_grid_covering,
+                      ras_image, read_image, resample, write_image_like, write_nifti)
+from .inference import predict_logits
+from .labels import write_sidecar
+from .model_store import LoadedModel, load_model, require_kind
+from .progress import ProgressCallback, emit
+from .training import resolve_device
+
+
+def geometry_reference(image: sitk.Image) -> sitk.Image:
+    """A uint8 image with the input's geometry, so the input's voxels can be freed."""
+    reference = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    reference.CopyInformation(image)
+    return reference
+
+
+def labels_on_grid(logits: torch.Tensor, affine: np.ndarray, reference: sitk.Image) -> np.ndarray:
+    """Arg-max over classes of the logits resampled (linear) onto the reference grid; (z, y, x) uint8."""
+    best_value = best_label = None
+    for k in range(logits.shape[0]):
+        channel = ras_image(logits[k].numpy(), affine)
+        fill = float(logits[k].min())
+        resampled = sitk.GetArrayViewFromImage(
+            sitk.Resample(channel, reference, sitk.Transform(), sitk.sitkLinear, fill, sitk.sitkFloat32))
+        if best_value is None:
+            best_value = np.array(resampled, dtype=np.float32)
+            best_label = np.zeros(best_value.shape, dtype=np.uint8)
+            continue
+        better = resampled > best_value
+        best_label[better] = k
+        np.maximum(best_value, resampled, out=best_value)
+    return best_label
+
+
+def keep_largest_components(labels: np.ndarray) -> np.ndarray:
+    """Per label, keep only its largest 26-connected component."""
+    for value in np.unique(labels):
+        if value == 0:
+            continue
+        mask = labels == value
+        components, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+        if count > 1:
+            sizes = np.bincount(components.ravel())
+            sizes[0] = 0
+            labels[mask & (components != sizes.argmax())] = 0
+    return labels
+
+
+def write_label_map(labels_zyx: np.ndarray, reference: sitk.Image, source: Path, output: Path) -> None:
+    """NIfTI outputs keep a NIfTI input's exact affine and codes; other formats copy the ITK geometry."""
+    if output.name.lower().endswith((".nii", ".nii.gz")):
+        like = nib.load(str(source)) if source.name.lower().endswith((".nii", ".nii.gz")) else None
+        affine = like.affine if like is not None else image_affine_ras(reference)
+        write_nifti(np.ascontiguousarray(labels_zyx.transpose(2, 1, 0)), affine, output, like)
+    else:
+        write_image_like(labels_zyx, reference, output)
+
+
+def segment_file(model: LoadedModel, source: Path, output: Path, device: torch.device, tta: bool = False,
+                 largest_component: bool = False, overlap: float = 0.5, sw_batch_size: int = 4) -> Path:
+    """Segment one scan and write its label map plus `<name>.labels.json` (names and colours)."""
+    meta = model.metadata
+    image = read_image(source)
+    affine, size = ras_grid_covering(image, tuple(meta["spacing"]))
+    volume = normalise_hu(resample(image, affine, size, fill=meta["hu_window"][0]), tuple(meta["hu_window"]))
+    reference = geometry_reference(image)
+    del image
+    flip_axes = tuple(meta.get("training", {}).get("flip_axes", ())) if tta else ()
+    try:
+        logits = predict_logits(model.network.to(device), volume, tuple(meta["patch_size"]), device, overlap,
+                                sw_batch_size, flip_axes)
+    except torch.OutOfMemoryError as e:
+        raise PGLError(f"{source}: out of memory on {device}; use --device cpu or a smaller --sw-batch-size.") from e
+    del volume
+    labels = labels_on_grid(logits, affine, reference)
+    del logits
+    if largest_component:
+        labels = keep_largest_components(labels)
+    write_label_map(labels, reference, source, output)
+    write_sidecar(output, model.label_table)
+    return output
+
+
+def output_paths(inputs: list[Path], input_arg: Path, output: Path) -> list[Path]:
+    """One output per input: same file names in an output folder, or the given file for a single input."""
+    if input_arg.is_dir() or output.is_dir() or str(output).endswith(("/", "\\")):
+        output.mkdir(parents=True, exist_ok=True)
+        return [output / p.name for p in inputs]
+    if not output.name.lower().endswith(SCAN_SUFFIXES):
+        raise PGLError(f"{output}: give an output file ending in {', '.join(SCAN_SUFFIXES)}, or a folder.")
+    return [output]
+
+
+def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Path, tta: bool = False,
+            largest_component: bool = False, device: str = "auto", overlap: float = 0.5, sw_batch_size: int = 4,
+            progress: ProgressCallback | None = None) -> list[Path]:
+    """Segment a scan or a folder of scans; returns the written label maps."""
+    model = model if isinstance(model, LoadedModel) else load_model(model)
+    require_kind(model, "segmentation", "fine-tune it first (`pgl finetune --init MODEL ...`).")
+    if not 0 <= overlap < 1:
+        raise PGLError(f"--overlap must be >= 0 and < 1, got {overlap}.")
+    if tta and not model.metadata.get("training", {}).get("flip_axes"):
+        emit(progress, "warning", message=f"{model.path}: was trained without flip augmentation, so flipped "
+                                          f"predictions would be wrong; --tta is ignored.")
+    input, output = Path(input), Path(output)
+    if input.is_dir():
+        inputs = list_scans(input)
+    elif is_scan_file(input):
+        inputs = [input]
+    else:
+        raise PGLError(f"{input}: no such scan or folder ({', '.join(SCAN_SUFFIXES)}).")
+    outputs = output_paths(inputs, input, output)
+    clash = [str(o) for i, o in zip(inputs, outputs) if o.resolve() == i.resolve()]
+    if clash:
+        raise PGLError(f"{clash[0]}: the output would overwrite the input scan; choose another --output.")
+    torch_device = resolve_device(device)
+    for i, (source, target) in enumerate(zip(inputs, outputs)):
+        segment_file(model, source, target, torch_device, tta, largest_component, overlap, sw_batch_size)
+        emit(progress, "progress", stage="segment", step=i + 1, total=len(inputs), file=source.name,
+             output=str(target))
+    emit(progress, "done", outputs=[str(o) for o in outputs], labels=model.label_table)
+    return outputs
