@@ -1,4 +1,5 @@
-# Quick start: `make demo` (synthetic cohort -> pretraining) and `make test`.
+# Quick start: `make demo` (phantoms -> PGL/BYOL pretraining -> fine-tuning -> segmentation -> report)
+# and `make test`.
 # Each target creates .venv and installs what it needs on first use.
 PYTHON ?= python3
 VENV := .venv
@@ -17,15 +18,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/pgl phantom --out $(DEMO_OUT)/phantoms --count 12 --spacing-scale 2
-	$(VENV)/bin/pgl pretrain --images $(DEMO_OUT)/phantoms/images --out $(DEMO_OUT)/pgl_model \
-		--cache-dir $(DEMO_OUT)/cache --steps 150 --patch-size 48 48 32 --spacing 3.2 3.2 6 --overwrite
+	$(VENV)/bin/pgl demo --out $(DEMO_OUT) $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/pretrain_throughput.py
+	$(PY) benchmarks/segment_end_to_end.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -68,6 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--labels", required=True, help="folder of reference label maps (same file names)")
     ev.add_argument("--csv", default="", help="also write per-case, per-label rows to this CSV file")
     add_progress_option(ev)
+
+    from .experiment import CompareConfig
+
+    cp = sub.add_parser("compare", help="random vs BYOL vs PGL initialisation, paired over seeds, with a report")
+    add_dataclass_options(cp, CompareConfig)
+    cp.add_argument("--pretrain-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra pretraining option for every pretrained init, e.g. anti_collapse_weight=0.5")
+    add_progress_option(cp)
+
+    dm = sub.add_parser("demo", help="the quick-start job: phantoms -> pretrain -> fine-tune -> segment -> report")
+    dm.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
+    dm.add_argument("--quick", action="store_true", help="a smaller run (about 3 minutes on 2 CPU cores)")
+    dm.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    dm.add_argument("--workers", type=int, default=2, help="data loader workers (default: 2)")
+    add_progress_option(dm)
     return parser
 
 
@@ -127,7 +143,35 @@ def run_evaluate(args, progress) -> None:
     emit(progress, "done", mean=result["mean"], csv=args.csv or None)
 
 
-COMMANDS = {"phantom": run_phantom, "pretrain": run_pretrain, "finetune": run_finetune, "segment": run_segment,
+def parse_key_values(items: list[str]) -> dict:
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise PGLError(f"--pretrain-option takes KEY=VALUE, got {item!r}.")
+        try:
+            options[key.strip().replace("-", "_")] = json.loads(value)
+        except ValueError:
+            options[key.strip().replace("-", "_")] = value
+    return options
+
+
+def run_compare(args, progress) -> None:
+    from .experiment import CompareConfig, compare
+
+    config = dataclass_from_args(CompareConfig, args, pretrain_options=parse_key_values(args.pretrain_option))
+    report = compare(config, progress)
+    print(report.read_text())
+
+
+def run_demo(args, progress) -> None:
+    from .experiment import demo
+
+    report = demo(args.out, quick=args.quick, device=args.device, workers=args.workers, progress=progress)
+    print(report.read_text())
+
+
+COMMANDS = {"compare": run_compare, "demo": run_demo, "phantom": run_phantom, "pretrain": run_pretrain, "finetune": run_finetune, "segment": run_segment,
             "evaluate": run_evaluate}
 
 

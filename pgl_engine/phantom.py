@@ -8,6 +8,7 @@ with the origin at the body centre.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,6 @@ from .imaging import write_nifti
 from .progress import ProgressCallback, emit
 
 LABELS = {1: "liver", 2: "spleen", 3: "right kidney", 4: "left kidney", 5: "tumour"}
-COLOURS = {1: (221, 130, 101), 2: (157, 108, 162), 3: (185, 102, 83), 4: (185, 102, 83), 5: (144, 238, 144)}
 FIELD_OF_VIEW_MM = (360.0, 300.0, 200.0)
 
 
@@ -280,4 +280,19 @@ def write_cohort(out: str | Path, count: int, labels: bool = False, seed: int = 
             write_nifti(case.labels, case.affine, out / "labels" / name)
         paths.append(out / "images" / name)
         emit(progress, "progress", stage="phantom", step=i + 1, total=count, file=name)
+    if labels:
+        write_dataset_json(out, [p.name for p in paths])
     return paths
+
+
+def write_dataset_json(out: Path, names: list[str]) -> Path:
+    """A Medical Segmentation Decathlon style description of the cohort (label names, training pairs)."""
+    description = {
+        "name": "PGL phantoms", "description": "Synthetic abdominal CT (pgl phantom)", "modality": {"0": "CT"},
+        "labels": {"0": "background", **{str(k): v for k, v in LABELS.items()}},
+        "numTraining": len(names),
+        "training": [{"image": f"./images/{n}", "label": f"./labels/{n}"} for n in names],
+    }
+    path = out / "dataset.json"
+    path.write_text(json.dumps(description, indent=2))
+    return path

@@ -1,0 +1,239 @@
+"""`pgl compare` and `pgl demo`: random vs BYOL vs PGL initialisation on a phantom cohort, paired over seeds.
+
+Layout under --out: data/{unlabeled,labeled,test}, models/<init>/ (pretrained), runs/n<N>/seed<S>/<init>/
+(fine-tuned model, predictions, result.json), report.md, results.json and PNG plots. Every finished piece is
+reused when the command runs again, so an interrupted comparison continues where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import NetworkConfig, _opt
+from .errors import PGLError
+from .evaluate import evaluate
+from .finetune import finetune
+from .model_store import is_model_dir, load_model
+from .phantom import LABELS, write_cohort
+from .pretrain import pretrain
+from .progress import ProgressCallback, emit
+
+# pretraining variants: method plus options that differ from the defaults
+INIT_VARIANTS = {
+    "random": None,
+    "byol": {"method": "byol"},
+    "pgl": {"method": "pgl"},
+    "pgl-noflip": {"method": "pgl", "flip_prior": False},
+    "pgl-nocrop": {"method": "pgl", "crop_prior": False},
+    "pgl-noprior": {"method": "pgl", "flip_prior": False, "crop_prior": False},
+    "pgl-plain": {"method": "pgl", "anti_collapse_weight": 0.0},
+    "byol-plain": {"method": "byol", "anti_collapse_weight": 0.0},
+}
+
+
+@dataclass
+class CompareConfig:
+    """Settings of `pgl compare` (CLI options of the same names)."""
+
+    out: str = _opt("compare_output", "output folder (reused pieces let an interrupted comparison continue)")
+    unlabeled: int = _opt(24, "unlabeled phantoms for pretraining")
+    labeled: tuple[int, ...] = _opt((1, 2), "numbers of labelled scans to fine-tune from")
+    test: int = _opt(6, "held-out test phantoms")
+    seeds: int = _opt(5, "paired fine-tuning seeds per setting")
+    inits: tuple[str, ...] = _opt(("random", "byol", "pgl"), "initialisations: " + ", ".join(INIT_VARIANTS))
+    pretrain_steps: int = _opt(300, "pretraining steps per method")
+    finetune_steps: int = _opt(300, "fine-tuning steps per run")
+    batch_size: int = _opt(2, "batch size (pairs for pretraining, patches for fine-tuning)")
+    patch_size: tuple[int, int, int] = _opt((48, 48, 32), "patch size in voxels")
+    spacing: tuple[float, float, float] = _opt((3.2, 3.2, 6.0), "resampling spacing in mm")
+    phantom_spacing_scale: float = _opt(2.0, "phantom scanner spacing multiplier (smaller files)")
+    finetune_lr: float = _opt(1e-3, "fine-tuning learning rate")
+    device: str = _opt("auto", "auto, cpu, cuda or mps")
+    workers: int = _opt(2, "data loader workers")
+    data_seed: int = _opt(1000, "seed of the phantom cohorts")
+    pretrain_options: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        unknown = [i for i in self.inits if i not in INIT_VARIANTS]
+        if unknown:
+            raise PGLError(f"--inits: unknown {unknown}; choose from {', '.join(INIT_VARIANTS)}.")
+        if min(self.labeled) < 1 or self.seeds < 1 or self.test < 1 or self.unlabeled < 1:
+            raise PGLError("--labeled, --seeds, --test and --unlabeled must be >= 1.")
+
+
+def make_data(config: CompareConfig, progress: ProgressCallback | None) -> dict[str, Path]:
+    """Three disjoint phantom cohorts (different seeds): unlabeled, labeled and test."""
+    data = Path(config.out) / "data"
+    sets = {"unlabeled": (config.unlabeled, config.data_seed, False),
+            "labeled": (max(config.labeled), config.data_seed + 500, True),
+            "test": (config.test, config.data_seed + 800, True)}
+    paths = {}
+    for name, (count, seed, labels) in sets.items():
+        folder = data / name
+        done = folder / "images"
+        if not (done.is_dir() and len(list(done.iterdir())) >= count and (not labels or (folder / "dataset.json").is_file())):
+            emit(progress, "info", message=f"writing {count} {name} phantoms")
+            write_cohort(folder, count, labels=labels, seed=seed, spacing_scale=config.phantom_spacing_scale)
+        paths[name] = folder
+    return paths
+
+
+def common_options(config: CompareConfig) -> dict:
+    return {"patch_size": config.patch_size, "spacing": config.spacing, "batch_size": config.batch_size,
+            "device": config.device, "workers": config.workers, "cache_dir": str(Path(config.out) / "cache")}
+
+
+def pretrain_variants(config: CompareConfig, data: dict[str, Path], progress) -> dict[str, str]:
+    models = {}
+    for init in config.inits:
+        variant = INIT_VARIANTS[init]
+        if variant is None:
+            models[init] = "none"
+            continue
+        out = Path(config.out) / "models" / init
+        if not is_model_dir(out):
+            emit(progress, "info", message=f"pretraining {init} ({config.pretrain_steps} steps)")
+            forward = stage_forwarder(progress, f"pretrain {init}")
+            pretrain(images=str(data["unlabeled"] / "images"), out=str(out), steps=config.pretrain_steps,
+                     overwrite=True, **common_options(config), **{**config.pretrain_options, **variant},
+                     progress=forward)
+        models[init] = str(out)
+    return models
+
+
+def stage_forwarder(progress: ProgressCallback | None, stage: str):
+    """Pass inner progress events on under a descriptive stage name (done events become info)."""
+    def forward(event: dict) -> None:
+        if progress is None:
+            return
+        if event.get("event") == "progress":
+            progress({**event, "stage": stage})
+        elif event.get("event") == "warning":
+            progress(event)
+    return forward
+
+
+def run_one(config: CompareConfig, data: dict[str, Path], init: str, model: str, labeled: int, seed: int,
+            progress) -> dict:
+    """Fine-tune one (init, labelled count, seed), segment the test set and evaluate; cached in result.json."""
+    from .segment import segment
+
+    run = Path(config.out) / "runs" / f"n{labeled}" / f"seed{seed}" / init
+    result_file = run / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    started = time.perf_counter()
+    finetune(dataset=str(data["labeled"] / "dataset.json"), out=str(run / "model"), init=model, seed=seed,
+             max_labeled=labeled, steps=config.finetune_steps, lr=config.finetune_lr, overwrite=True,
+             progress=stage_forwarder(progress, f"finetune {init} n={labeled} seed={seed}"),
+             **common_options(config))
+    segment(run / "model", data["test"] / "images", run / "pred", device=config.device)
+    evaluation = evaluate(run / "pred", data["test"] / "labels", run / "evaluation.csv", names=LABELS)
+    curve = [json.loads(line)["loss"] for line in (run / "model" / "train_log.jsonl").read_text().splitlines()]
+    result = {"init": init, "labeled": labeled, "seed": seed, "dice": {k: v["dice"] for k, v in evaluation["mean"].items()},
+              "hd95_mm": {k: v["hd95_mm"] for k, v in evaluation["mean"].items()}, "loss_curve": curve,
+              "seconds": time.perf_counter() - started}
+    result_file.write_text(json.dumps(result))
+    return result
+
+
+def feature_rank(backbone: torch.nn.Module, volumes: list[np.ndarray], patch: tuple[int, int, int]) -> float:
+    """Effective rank of the backbone's voxel features on centre patches of the given volumes."""
+    from .losses import effective_rank, grid_to_samples
+    from .views import pad_to
+
+    backbone.eval()
+    feats = []
+    with torch.inference_mode():
+        for v in volumes:
+            v = pad_to(np.asarray(v, np.float32), patch)
+            lo = [(s - p) // 2 for s, p in zip(v.shape, patch)]
+            crop = v[lo[0]:lo[0] + patch[0], lo[1]:lo[1] + patch[1], lo[2]:lo[2] + patch[2]]
+            f = backbone(torch.from_numpy(np.ascontiguousarray(crop))[None, None])
+            feats.append(grid_to_samples(f[:, :, ::2, ::2, ::2]))
+    return effective_rank(torch.cat(feats))
+
+
+def paired_difference(a: list[float], b: list[float]) -> dict:
+    """Mean of a - b over paired seeds with a 95% t-interval (NaN interval with one seed)."""
+    from scipy import stats
+
+    d = np.asarray(a) - np.asarray(b)
+    if len(d) < 2:
+        return {"mean": float(d.mean()), "ci95": [float("nan"), float("nan")], "n": len(d)}
+    half = float(stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+    return {"mean": float(d.mean()), "ci95": [float(d.mean() - half), float(d.mean() + half)], "n": len(d)}
+
+
+def compare(config: CompareConfig | None = None, progress: ProgressCallback | None = None, **options) -> Path:
+    """Run the comparison; returns the path of report.md."""
+    from .cache import ScanCache
+    from .imaging import list_scans
+    from .networks import build_backbone
+    from .report import write_report
+
+    config = config or CompareConfig(**options)
+    config.validate()
+    started = time.perf_counter()
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    data = make_data(config, progress)
+    models = pretrain_variants(config, data, progress)
+    results = []
+    for labeled in config.labeled:
+        for seed in range(config.seeds):
+            for init in config.inits:
+                results.append(run_one(config, data, init, models[init], labeled, seed, progress))
+                r = results[-1]
+                emit(progress, "info", message=f"n={labeled} seed={seed} {init}: mean Dice {r['dice']['mean']:.3f}")
+    cache = ScanCache(Path(config.out) / "cache", config.spacing, (-1024.0, 325.0))
+    volumes = [cache.get(p).load() for p in list_scans(data["test"] / "images")]
+    ranks = {}
+    for init, model in models.items():
+        torch.manual_seed(0)
+        backbone = build_backbone(NetworkConfig()) if model == "none" else load_model(model).backbone
+        ranks[init] = {"test_features": feature_rank(backbone, volumes, config.patch_size),
+                       "pretraining": None if model == "none" else load_model(model).metadata.get("effective_rank")}
+    summary = summarise(config, results, ranks, time.perf_counter() - started)
+    (Path(config.out) / "results.json").write_text(json.dumps({"config": asdict(config), **summary,
+                                                               "runs": results}, indent=2))
+    report = write_report(Path(config.out), config, summary, results)
+    emit(progress, "done", report=str(report), seconds=time.perf_counter() - started,
+         mean_dice={f"n{n}": {i: summary["table"][str(n)][i]["mean"]["mean"] for i in config.inits}
+                    for n in config.labeled})
+    return report
+
+
+def summarise(config: CompareConfig, results: list[dict], ranks: dict, seconds: float) -> dict:
+    """Per labelled count: Dice per organ per init (mean, SD over seeds) and paired differences."""
+    organs = list(LABELS.values()) + ["mean"]
+    table, differences = {}, {}
+    for n in config.labeled:
+        runs = [r for r in results if r["labeled"] == n]
+        by_init = {i: sorted((r for r in runs if r["init"] == i), key=lambda r: r["seed"]) for i in config.inits}
+        table[str(n)] = {i: {o: {"mean": float(np.nanmean([r["dice"][o] for r in rs])),
+                                 "sd": float(np.nanstd([r["dice"][o] for r in rs], ddof=1)) if len(rs) > 1 else 0.0}
+                             for o in organs} for i, rs in by_init.items()}
+        baselines = [b for b in ("random", "byol") if b in by_init]
+        differences[str(n)] = {
+            f"{a} - {b}": paired_difference([r["dice"]["mean"] for r in by_init[a]],
+                                            [r["dice"]["mean"] for r in by_init[b]])
+            for a in config.inits if a != "random" for b in baselines if a != b}
+    return {"table": table, "differences": differences, "ranks": ranks, "seconds": seconds}
+
+
+DEMO_PRESETS = {
+    "default": dict(unlabeled=16, labeled=(2,), test=4, seeds=2, pretrain_steps=200, finetune_steps=200),
+    "quick": dict(unlabeled=6, labeled=(1,), test=2, seeds=1, pretrain_steps=40, finetune_steps=60),
+}
+
+
+def demo(out: str = "demo_output", quick: bool = False, device: str = "auto", workers: int = 2,
+         progress: ProgressCallback | None = None) -> Path:
+    """The README's main job: phantoms -> PGL and BYOL pretraining -> fine-tuning -> segmentation -> report."""
+    preset = DEMO_PRESETS["quick" if quick else "default"]
+    return compare(CompareConfig(out=out, device=device, workers=workers, **preset), progress)
