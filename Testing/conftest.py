@@ -38,3 +38,25 @@ def smooth_volume(shape=(48, 44, 40), seed=0) -> np.ndarray:
         k = rng.normal(size=3) * 2 * np.pi / 40
         out += np.sin(sum(k[i] * grids[i] for i in range(3)) + rng.uniform(0, 6.3)).astype(np.float32)
     return out
+
+
+ORGANS = (1, 2, 3, 4)  # liver, spleen, right kidney, left kidney (tumours are too small for a tiny model)
+SEG_NETWORK = dict(feature_channels=8, channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
+
+
+def seg_options(cohort: Path, out: Path, cache: Path, **overrides) -> dict:
+    """Fine-tuning options: a small UNet on 6 x 6 x 8 mm voxels, trained on phantoms 0 and 1 of the cohort."""
+    options = dict(dataset=str(cohort / "dataset.json"), out=str(out), cache_dir=str(cache), max_labeled=2,
+                   steps=250, batch_size=2, patch_size=(32, 32, 16), spacing=(6.0, 6.0, 8.0), lr=3e-3, workers=0,
+                   device="cpu", network=NetworkConfig(**SEG_NETWORK))
+    options.update(overrides)
+    return options
+
+
+@pytest.fixture(scope="session")
+def seg_model(cohort, tmp_path_factory) -> Path:
+    """A segmentation model fine-tuned once for the whole session (about 15 s on 2 cores)."""
+    from pgl_engine.finetune import finetune
+
+    work = tmp_path_factory.mktemp("seg_model")
+    return finetune(**seg_options(cohort, work / "model", work / "cache"))

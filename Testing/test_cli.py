@@ -15,9 +15,9 @@ import pytest
 from pgl_engine.checkpoint import load_checkpoint
 from pgl_engine.cli import main
 
-TINY = ["--steps", "3", "--batch-size", "1", "--patch-size", "16", "--spacing", "8", "--grid-size", "4",
-        "--workers", "0", "--feature-channels", "8", "--channels", "4", "8", "16", "--strides", "2", "2",
-        "--projector-hidden", "8", "--predictor-hidden", "8", "--projector-dim", "8", "--device", "cpu"]
+COMMON = ["--steps", "3", "--batch-size", "1", "--patch-size", "16", "--spacing", "8", "--workers", "0",
+          "--feature-channels", "8", "--channels", "4", "8", "16", "--strides", "2", "2", "--device", "cpu"]
+TINY = COMMON + ["--grid-size", "4", "--projector-hidden", "8", "--predictor-hidden", "8", "--projector-dim", "8"]
 
 
 def pgl(capsys, *args):
@@ -128,3 +128,17 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, cohort, sig):
                           text=True, timeout=120)
     assert code.returncode == 0, code.stderr
     assert load_checkpoint(out)["step"] == state["step"] + 2
+
+
+def test_finetune_and_segment_errors_exit_cleanly(capsys, tmp_path, cohort):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    nib.save(nib.Nifti1Image(np.ones((5, 5, 5), np.uint8), np.eye(4)), str(labels / "phantom_000.nii.gz"))
+    code, _, err = pgl(capsys, "finetune", "--images", cohort / "images", "--labels", labels, "--out",
+                       tmp_path / "ft", "--cache-dir", tmp_path / "cache", *COMMON)
+    assert code == 1 and "phantom_000.nii.gz: has another grid than its scan" in err
+    code, _, err = pgl(capsys, "finetune", "--out", tmp_path / "ft2", *COMMON)
+    assert code == 1 and "give --images and --labels, or --dataset" in err
+    code, _, err = pgl(capsys, "segment", "--model", tmp_path, "--input", cohort / "images", "--output",
+                       tmp_path / "pred")
+    assert code == 1 and "is not a PGL model folder" in err

@@ -33,7 +33,7 @@ PREPROCESSING_FROM_INIT = ("network", "spacing", "hu_window")
 @dataclass
 class LabelledCase:
     scan: CachedScan
-    labels: np.ndarray  # uint8 on the scan's cached grid
+    labels: np.ndarray  # uint8 class indices on the scan's cached grid
     foreground: dict[int, np.ndarray]  # label -> (n, 3) voxel positions
 
     @classmethod
@@ -150,10 +150,15 @@ class Finetuner(TrainingRun):
                 present |= set(label_values(pair.label)) - {0}
             names = {v: f"label {v}" for v in sorted(present)}
         self.names = names
-        labelled = [LabelledCase.build(scan, load_label_on_grid(pair, scan, names), config.seed)
+        # the network predicts classes 0..K; class k stands for the k-th smallest label value
+        class_values = [0] + sorted(names)
+        self.class_names = {k: names[v] for k, v in enumerate(class_values) if k}
+        to_class = np.zeros(256, dtype=np.uint8)
+        to_class[class_values] = np.arange(len(class_values))
+        labelled = [LabelledCase.build(scan, to_class[load_label_on_grid(pair, scan, names)], config.seed)
                     for pair, scan in cases]
         found = set().union(*(c.foreground for c in labelled))
-        absent = [f"{names[v]} ({v})" for v in sorted(names) if v not in found]
+        absent = [f"{names[v]} ({v})" for k, v in enumerate(class_values) if k and k not in found]
         if absent:
             raise PGLError(f"label(s) {', '.join(absent)} appear in none of the label maps; remove them from the "
                            f"label names or label them in at least one scan.")
@@ -169,6 +174,10 @@ class Finetuner(TrainingRun):
         self.init_info = {"path": "none"}
         if config.init and config.init != "none":
             pretrained = load_model(config.init)
+            if pretrained.network_config != config.network:
+                raise PGLError(f"{config.init}: was pretrained with another network configuration "
+                               f"({pretrained.network_config.to_dict()}) than this fine-tuning uses "
+                               f"({config.network.to_dict()}); use the model's network or --init none.")
             network.backbone.load_state_dict(pretrained.backbone.state_dict())
             self.init_info = {"path": str(Path(config.init).resolve()), "kind": pretrained.kind,
                               "method": pretrained.metadata.get("method"),
@@ -194,7 +203,7 @@ class Finetuner(TrainingRun):
         scores = []
         for case in self.val_cases:
             logits = predict_logits(self.model, case.scan.load(), self.config.patch_size, self.device)
-            dice = dice_per_label(logits.argmax(0).numpy().astype(np.uint8), case.labels, self.names)
+            dice = dice_per_label(logits.argmax(0).numpy().astype(np.uint8), case.labels, self.class_names)
             scores += [d for d in dice.values() if not np.isnan(d)]
         return float(np.mean(scores)) if scores else float("nan")
 

@@ -123,7 +123,8 @@ def read_dataset_json(path: str | Path) -> tuple[list[LabelledPair], dict[int, s
 
 def label_values(path: Path) -> list[int]:
     """The distinct values of a label map (to name labels when no names are given)."""
-    return [int(v) for v in np.unique(sitk.GetArrayViewFromImage(read_image(path)))]
+    image = read_image(path)  # keep a reference: an array view dies with its image
+    return [int(v) for v in np.unique(sitk.GetArrayViewFromImage(image))]
 
 
 def same_grid(a: tuple, b: tuple, spacing: np.ndarray) -> bool:
@@ -143,8 +144,9 @@ def load_label_on_grid(pair: LabelledPair, scan: CachedScan, names: dict[int, st
             f"{tuple(scan_geometry[0])}, or different spacing/origin/orientation). Export the label map on the "
             f"scan's grid (in Slicer: Segmentations > Export to label map with the scan as reference).")
     values = np.unique(sitk.GetArrayViewFromImage(label_image))
-    if not np.all(np.equal(np.mod(values, 1), 0)):
-        raise PGLError(f"{pair.label}: holds non-integer values; a label map holds 0 (background) and 1, 2, ...")
+    if not np.all(np.equal(np.mod(values, 1), 0)) or values.min() < 0 or values.max() > 255:
+        raise PGLError(f"{pair.label}: holds values other than integers 0-255; a label map holds 0 (background) "
+                       f"and 1, 2, ... for the structures.")
     unknown = sorted(int(v) for v in values if int(v) != 0 and int(v) not in names)
     if unknown:
         raise PGLError(f"{pair.label}: holds label values {unknown} that are not among the named labels "

@@ -37,8 +37,8 @@ def labels_on_grid(logits: torch.Tensor, affine: np.ndarray, reference: sitk.Ima
     for k in range(logits.shape[0]):
         channel = ras_image(logits[k].numpy(), affine)
         fill = float(logits[k].min())
-        resampled = sitk.GetArrayViewFromImage(
-            sitk.Resample(channel, reference, sitk.Transform(), sitk.sitkLinear, fill, sitk.sitkFloat32))
+        resampled_image = sitk.Resample(channel, reference, sitk.Transform(), sitk.sitkLinear, fill, sitk.sitkFloat32)
+        resampled = sitk.GetArrayViewFromImage(resampled_image)  # valid while resampled_image lives
         if best_value is None:
             best_value = np.array(resampled, dtype=np.float32)
             best_label = np.zeros(best_value.shape, dtype=np.uint8)
@@ -89,7 +89,8 @@ def segment_file(model: LoadedModel, source: Path, output: Path, device: torch.d
     except torch.OutOfMemoryError as e:
         raise PGLError(f"{source}: out of memory on {device}; use --device cpu or a smaller --sw-batch-size.") from e
     del volume
-    labels = labels_on_grid(logits, affine, reference)
+    class_values = np.array([0] + sorted(int(k) for k in model.label_table), dtype=np.uint8)
+    labels = class_values[labels_on_grid(logits, affine, reference)]
     del logits
     if largest_component:
         labels = keep_largest_components(labels)

@@ -1,0 +1,39 @@
+"""`pgl compare`: the whole chain on tiny settings, paired statistics, and reuse of finished pieces."""
+import json
+
+import numpy as np
+import pytest
+
+from pgl_engine.experiment import CompareConfig, compare, paired_difference
+
+
+def test_paired_difference_interval():
+    d = paired_difference([0.6, 0.7, 0.8], [0.5, 0.5, 0.7])
+    diffs = np.array([0.1, 0.2, 0.1])
+    half = 4.302653 * diffs.std(ddof=1) / np.sqrt(3)  # t(0.975, 2)
+    assert d["mean"] == pytest.approx(diffs.mean())
+    assert d["ci95"] == pytest.approx([diffs.mean() - half, diffs.mean() + half], rel=1e-5)
+    assert np.isnan(paired_difference([0.5], [0.4])["ci95"][0])
+
+
+def test_compare_runs_end_to_end_and_reuses_finished_runs(tmp_path):
+    config = CompareConfig(out=str(tmp_path / "cmp"), unlabeled=2, labeled=(1,), test=1, seeds=2,
+                           inits=("random", "pgl"), pretrain_steps=2, finetune_steps=2, patch_size=(16, 16, 16),
+                           spacing=(12.0, 12.0, 12.0), phantom_spacing_scale=4.0, device="cpu", workers=0)
+    events = []
+    report = compare(config, progress=events.append)
+    text = report.read_text()
+    assert "| random |" in text and "| pgl |" in text and "pgl - random" in text
+    assert (tmp_path / "cmp" / "dice_n1.png").stat().st_size > 1000
+    assert (tmp_path / "cmp" / "loss_curves.png").stat().st_size > 1000
+    results = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    assert len(results["runs"]) == 4  # 2 seeds x 2 inits
+    assert set(results["table"]["1"]) == {"random", "pgl"}
+    assert 0 < results["ranks"]["pgl"]["test_features"] <= 32
+    assert events[-1]["event"] == "done"
+    # a second call reuses every finished piece: same numbers, no new fine-tuning
+    mtime = (tmp_path / "cmp" / "runs" / "n1" / "seed0" / "pgl" / "result.json").stat().st_mtime
+    compare(config)
+    assert (tmp_path / "cmp" / "runs" / "n1" / "seed0" / "pgl" / "result.json").stat().st_mtime == mtime
+    again = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    assert again["table"] == results["table"]

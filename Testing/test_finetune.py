@@ -1,0 +1,137 @@
+"""Fine-tuning: learns on 2 phantoms, loads pretrained weights, refuses bad labels and wrong models."""
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from conftest import ORGANS, SEG_NETWORK, seg_options, tiny_config
+from pgl_engine import load_model, pretrain
+from pgl_engine.config import FinetuneConfig, NetworkConfig
+from pgl_engine.errors import PGLError
+from pgl_engine.evaluate import dice_per_label
+from pgl_engine.finetune import Finetuner, finetune, resolve_init
+from pgl_engine.segment import segment
+
+
+def test_fine_tuning_reaches_dice_well_above_chance(seg_model, cohort, tmp_path):
+    out = segment(seg_model, cohort / "images" / "phantom_002.nii.gz", tmp_path / "pred.nii.gz")[0]
+    pred = np.asarray(nib.load(out).dataobj)
+    truth = np.asarray(nib.load(cohort / "labels" / "phantom_002.nii.gz").dataobj)
+    dice = dice_per_label(pred, truth, {v: str(v) for v in ORGANS})
+    # chance: the best labelling that ignores the image, i.e. calling every voxel the organ: 2f / (1 + f)
+    chance = {v: 2 * (truth == v).mean() / (1 + (truth == v).mean()) for v in ORGANS}
+    assert all(chance[v] < 0.2 for v in ORGANS), chance
+    assert dice[1] > chance[1] + 0.4, (dice, chance)  # liver
+    assert np.mean([dice[v] - chance[v] for v in ORGANS]) > 0.3, (dice, chance)
+    meta = load_model(seg_model).metadata
+    assert meta["kind"] == "segmentation"
+    assert [meta["labels"][str(v)]["name"] for v in (1, 2, 3, 4, 5)] == [
+        "liver", "spleen", "right kidney", "left kidney", "tumour"]
+    assert len({tuple(meta["labels"][k]["color"]) for k in meta["labels"]}) == 5
+
+
+def test_pretrained_weights_are_loaded(cohort, tmp_path):
+    network = NetworkConfig(**SEG_NETWORK)
+    pre = pretrain(tiny_config(cohort / "images", tmp_path / "pre", tmp_path / "cache", steps=2, network=network,
+                               spacing=(6.0, 6.0, 8.0), patch_size=(32, 32, 16)))
+    pretrained = load_model(pre).backbone.state_dict()
+    options = seg_options(cohort, tmp_path / "ft", tmp_path / "cache", init=str(pre), steps=1)
+    options.pop("network")  # network, spacing and HU window come from the pretrained model
+    run = Finetuner(FinetuneConfig(**resolve_init(options)))
+    model = run.prepare()
+    for name, tensor in model.backbone.state_dict().items():
+        assert torch.equal(tensor, pretrained[name]), name
+    random_init = Finetuner(FinetuneConfig(**seg_options(cohort, tmp_path / "r", tmp_path / "cache"))).prepare()
+    assert not all(torch.equal(t, pretrained[n]) for n, t in random_init.backbone.state_dict().items())
+    finetune(**options)
+    assert load_model(tmp_path / "ft").metadata["init"]["method"] == "pgl"
+
+
+def test_pretrained_model_with_another_network_is_refused(cohort, tmp_path):
+    pre = pretrain(tiny_config(cohort / "images", tmp_path / "pre", tmp_path / "cache", steps=1))
+    with pytest.raises(PGLError, match="another network configuration"):
+        finetune(**seg_options(cohort, tmp_path / "ft", tmp_path / "cache", init=str(pre)))
+    assert not (tmp_path / "ft").exists() or not any((tmp_path / "ft").iterdir())
+
+
+def labelled_folder(tmp_path, cohort, label_transform=None, names=("a.nii.gz",)):
+    """images/ + labels/ with one phantom whose label map is changed by label_transform(array, affine)."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for name in names:
+        shutil.copy(cohort / "images" / "phantom_000.nii.gz", images / name)
+        label = nib.load(cohort / "labels" / "phantom_000.nii.gz")
+        array, affine = np.asarray(label.dataobj).copy(), label.affine.copy()
+        if label_transform:
+            array, affine = label_transform(array, affine)
+        nib.save(nib.Nifti1Image(array.astype(np.uint8), affine), str(labels / name))
+    return images, labels
+
+
+def shifted(array, affine):
+    affine = affine.copy()
+    affine[0, 3] += 25.0
+    return array, affine
+
+
+@pytest.mark.parametrize("transform, names, expected", [
+    (shifted, None, "has another grid than its scan"),
+    (lambda a, f: (a[:-3], f), None, "has another grid than its scan"),
+    (lambda a, f: (np.where(a == 1, 9, a), f), ("liver", "spleen", "right kidney", "left kidney", "tumour"),
+     r"holds label values \[9\]"),
+    (lambda a, f: (np.zeros_like(a), f), None, "is empty"),
+    (lambda a, f: (np.where(a == 2, 0, a), f), ("liver", "spleen", "right kidney", "left kidney", "tumour"),
+     r"spleen \(2\) appear in none"),
+])
+def test_bad_label_maps_are_refused(tmp_path, cohort, transform, names, expected):
+    images, labels = labelled_folder(tmp_path, cohort, transform)
+    out = tmp_path / "out"
+    with pytest.raises(PGLError, match=expected):
+        finetune(images=str(images), labels=str(labels), out=str(out), label_names=names or (), steps=1,
+                 workers=0, spacing=(8.0, 8.0, 8.0), patch_size=(16, 16, 16), cache_dir=str(tmp_path / "c"),
+                 network=NetworkConfig(**SEG_NETWORK), device="cpu")
+    assert not (out / "model.safetensors").exists()
+
+
+def test_scans_and_labels_pair_by_name(tmp_path, cohort):
+    images, labels = labelled_folder(tmp_path, cohort, names=("case_1.nii.gz",))
+    (labels / "case_1.nii.gz").rename(labels / "other.nii.gz")
+    with pytest.raises(PGLError, match="no scan has a label map with the same file name"):
+        finetune(images=str(images), labels=str(labels), out=str(tmp_path / "out"), steps=1, workers=0)
+
+
+def test_model_folders_of_the_wrong_kind_are_refused(tmp_path, cohort, seg_model):
+    pre = pretrain(tiny_config(cohort / "images", tmp_path / "pre", tmp_path / "cache", steps=1))
+    with pytest.raises(PGLError, match="is a pretrained model, not a segmentation model"):
+        segment(pre, cohort / "images" / "phantom_002.nii.gz", tmp_path / "pred.nii.gz")
+    assert not (tmp_path / "pred.nii.gz").exists()
+    with pytest.raises(PGLError, match="not a PGL model folder"):
+        finetune(**seg_options(cohort, tmp_path / "ft", tmp_path / "cache", init=str(tmp_path)))
+
+
+def test_msd_dataset_json_with_nnunet_v2_labels(tmp_path, cohort):
+    dataset = json.loads((cohort / "dataset.json").read_text())
+    dataset["labels"] = {"background": 0, "liver": 1, "spleen": 2, "kidney R": 3, "kidney L": 4, "lesion": 5}
+    for entry in dataset["training"]:
+        entry["image"] = str(cohort / entry["image"])
+        entry["label"] = str(cohort / entry["label"])
+    (tmp_path / "dataset.json").write_text(json.dumps(dataset))
+    out = finetune(**seg_options(cohort, tmp_path / "ft", tmp_path / "cache", steps=2,
+                                 dataset=str(tmp_path / "dataset.json"), max_labeled=1))
+    labels = load_model(out).metadata["labels"]
+    assert [labels[k]["name"] for k in sorted(labels)] == ["liver", "spleen", "kidney R", "kidney L", "lesion"]
+
+
+def test_label_values_with_gaps_come_back_unchanged(tmp_path, cohort):
+    # values 10 and 20 instead of 1 and 2, nothing else: the model predicts classes, the output keeps the values
+    images, labels = labelled_folder(tmp_path, cohort, lambda a, f: (np.select([a == 1, a == 2], [10, 20], 0), f))
+    model = finetune(images=str(images), labels=str(labels), out=str(tmp_path / "m"), steps=2, workers=0,
+                     spacing=(8.0, 8.0, 8.0), patch_size=(16, 16, 16), cache_dir=str(tmp_path / "c"),
+                     network=NetworkConfig(**SEG_NETWORK), device="cpu")
+    assert sorted(load_model(model).metadata["labels"]) == ["10", "20"]
+    out = segment(model, images / "a.nii.gz", tmp_path / "pred.nii.gz")[0]
+    assert set(np.unique(np.asarray(nib.load(out).dataobj))) <= {0, 10, 20}

@@ -1,0 +1,130 @@
+"""Segmentation output: exactly the input's grid in any orientation, labels on the right anatomy."""
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import ORGANS
+from pgl_engine.errors import PGLError
+from pgl_engine.evaluate import dice_per_label
+from pgl_engine.imaging import image_affine_ras, read_geometry
+from pgl_engine.segment import keep_largest_components, segment
+
+NAMES = {v: str(v) for v in ORGANS}
+
+
+def read_zyx(path):
+    image = sitk.ReadImage(str(path))
+    return sitk.GetArrayFromImage(image), image
+
+
+def as_lps_nrrd(src, dst):
+    """The same anatomy stored LPS-first: identity direction in LPS, arrays flipped on x and y."""
+    array, image = read_zyx(src)
+    out = sitk.GetImageFromArray(array[:, ::-1, ::-1].copy())
+    out.SetSpacing(image.GetSpacing())
+    corner = image.TransformIndexToPhysicalPoint((image.GetSize()[0] - 1, image.GetSize()[1] - 1, 0))
+    out.SetOrigin(corner)
+    out.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, 1))
+    sitk.WriteImage(out, str(dst))
+    return dst
+
+
+def as_oblique(src, dst, interpolator):
+    """Resampled onto a grid rotated 20 degrees about z, with other in-plane spacing.
+
+    (The coarse test phantoms have 8-20 mm slices, so a tilt out of the axial plane would blur them beyond
+    recognition; tilted affines are covered with a smooth field in test_imaging.py.)
+    """
+    image = sitk.ReadImage(str(src))
+    rotation = sitk.VersorTransform((0, 0, 1), np.deg2rad(20))
+    direction = np.array(rotation.GetMatrix()).reshape(3, 3) @ np.array(image.GetDirection()).reshape(3, 3)
+    spacing = (4.0, 5.0, image.GetSpacing()[2])
+    centre = np.array(image.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in image.GetSize()]))
+    size = [int(np.ceil(s * sp / nsp)) for s, sp, nsp in zip(image.GetSize(), image.GetSpacing(), spacing)]
+    origin = centre - direction @ (np.array(spacing) * (np.array(size) - 1) / 2)
+    out = sitk.Resample(image, size, sitk.Transform(), interpolator, origin.tolist(), spacing,
+                        direction.ravel().tolist(), -1000 if interpolator == sitk.sitkLinear else 0)
+    sitk.WriteImage(out, str(dst))
+    return dst
+
+
+def as_permuted_nifti(src, dst):
+    """Axes stored in (z, x, y) order with z reversed: a valid but unusual NIfTI affine."""
+    img = nib.load(src)
+    array = np.asarray(img.dataobj).transpose(2, 0, 1)[::-1]
+    affine = img.affine[:, [2, 0, 1, 3]].copy()
+    affine[:3, 3] += affine[:3, 0] * (array.shape[0] - 1)
+    affine[:3, 0] *= -1
+    nib.save(nib.Nifti1Image(array.copy(), affine), str(dst))
+    return dst
+
+
+VARIANTS = {
+    "lps.nrrd": lambda src, dst, labels: as_lps_nrrd(src, dst),
+    "oblique.nii.gz": lambda src, dst, labels: as_oblique(src, dst, sitk.sitkNearestNeighbor if labels
+                                                          else sitk.sitkLinear),
+    "permuted.nii.gz": lambda src, dst, labels: as_permuted_nifti(src, dst),
+    "oblique.mha": lambda src, dst, labels: as_oblique(src, dst, sitk.sitkNearestNeighbor if labels
+                                                       else sitk.sitkLinear),
+}
+
+
+@pytest.fixture(scope="module")
+def reference_dice(seg_model, cohort, tmp_path_factory):
+    out = segment(seg_model, cohort / "images" / "phantom_002.nii.gz", tmp_path_factory.mktemp("ref") / "p.nii.gz")[0]
+    truth = np.asarray(nib.load(cohort / "labels" / "phantom_002.nii.gz").dataobj)
+    return dice_per_label(np.asarray(nib.load(out).dataobj), truth, NAMES)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_output_is_on_the_input_grid_and_on_the_right_anatomy(seg_model, cohort, tmp_path, variant, reference_dice):
+    make = VARIANTS[variant]
+    image = make(cohort / "images" / "phantom_002.nii.gz", tmp_path / f"image_{variant}", False)
+    truth_file = make(cohort / "labels" / "phantom_002.nii.gz", tmp_path / f"truth_{variant}", True)
+    output = tmp_path / f"seg_{variant}"
+    segment(seg_model, image, output)
+    size_in, affine_in = read_geometry(image)
+    size_out, affine_out = read_geometry(output)
+    assert size_out == size_in
+    assert np.allclose(affine_out, affine_in, atol=1e-4)
+    pred, pred_image = read_zyx(output)
+    assert pred.dtype == np.uint8
+    truth, _ = read_zyx(truth_file)
+    dice = dice_per_label(pred, truth, NAMES)
+    # same anatomy, same labels: a shifted result loses overlap, a mirrored one swaps the kidneys
+    assert dice[1] > reference_dice[1] - 0.15, (dice, reference_dice)  # liver
+    for kidney, other in ((3, 4), (4, 3)):
+        assert dice[kidney] > 0.5 * reference_dice[kidney], (dice, reference_dice)
+        swapped = dice_per_label((pred == kidney).astype(np.uint8), (truth == other).astype(np.uint8), {1: ""})[1]
+        assert dice[kidney] > swapped + 0.2, (kidney, dice[kidney], swapped)
+    sidecar = json.loads(output.with_name(output.name.split(".")[0] + ".labels.json").read_text())
+    assert sidecar["labels"]["3"]["name"] == "right kidney"
+
+
+def test_nifti_output_keeps_the_input_affine_exactly(seg_model, cohort, tmp_path):
+    source = cohort / "images" / "phantom_001.nii.gz"
+    out = segment(seg_model, source, tmp_path / "seg.nii.gz", largest_component=True)[0]
+    a, b = nib.load(source), nib.load(out)
+    assert a.shape == b.shape and np.array_equal(a.affine, b.affine)
+    assert b.get_data_dtype() == np.uint8
+
+
+def test_folder_in_folder_out_and_never_over_the_input(seg_model, cohort, tmp_path):
+    outs = segment(seg_model, cohort / "images", tmp_path / "pred")
+    assert sorted(p.name for p in outs) == sorted(p.name for p in (cohort / "images").iterdir())
+    with pytest.raises(PGLError, match="would overwrite the input scan"):
+        segment(seg_model, cohort / "images", cohort / "images")
+    with pytest.raises(PGLError, match="no such scan or folder"):
+        segment(seg_model, tmp_path / "missing.nii.gz", tmp_path / "x.nii.gz")
+
+
+def test_largest_component_keeps_one_blob_per_label():
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[2:8, 2:8, 2:8] = 1
+    labels[15:17, 15:17, 15:17] = 1
+    labels[10:12, 2:4, 2:4] = 2
+    kept = keep_largest_components(labels.copy())
+    assert (kept == 1).sum() == 216 and (kept == 2).sum() == 8
