@@ -77,7 +77,13 @@ def read_image(path: str | Path) -> sitk.Image:
 def _read_nifti(path: Path) -> sitk.Image:
     """NIfTI through nibabel: ITK's reader silently accepts truncated .nii/.nii.gz files, nibabel does not."""
     nifti = nib.load(str(path))
-    data = np.asarray(nifti.dataobj, dtype=np.float32)
+    proxy = nifti.dataobj
+    unscaled = getattr(proxy, "slope", 1.0) == 1.0 and getattr(proxy, "inter", 0.0) == 0.0
+    # keep integer voxels as stored (half the memory of float32 for int16 CT); scaled data becomes float32
+    data = np.asarray(proxy.get_unscaled()) if unscaled and hasattr(proxy, "get_unscaled") else \
+        np.asarray(proxy, dtype=np.float32)
+    if data.dtype.kind not in "iuf" or data.dtype == np.float64:
+        data = data.astype(np.float32)
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -142,8 +148,10 @@ def ras_grid_covering(image: sitk.Image, spacing: tuple[float, float, float]) ->
 
 def resample(image: sitk.Image, affine: np.ndarray, size: tuple[int, int, int], *, fill: float,
              interpolator: int = sitk.sitkLinear, antialias: bool = True) -> np.ndarray:
-    """Sample `image` on the RAS grid (affine diagonal, size) and return an (x, y, z) float32 array."""
-    image = sitk.Cast(image, sitk.sitkFloat32)
+    """Sample `image` on the RAS grid (affine diagonal, size) and return an (x, y, z) float32 array.
+
+    The input keeps its stored pixel type (no full-size float copy); only the output is float32.
+    """
     target_spacing = np.abs(np.diag(affine)[:3])
     if antialias and interpolator == sitk.sitkLinear:
         image = _smooth_before_downsampling(image, target_spacing)
@@ -156,6 +164,7 @@ def resample(image: sitk.Image, affine: np.ndarray, size: tuple[int, int, int], 
     resampler.SetSize(tuple(int(s) for s in size))
     resampler.SetInterpolator(interpolator)
     resampler.SetDefaultPixelValue(float(fill))
+    resampler.SetOutputPixelType(sitk.sitkFloat32)
     out = resampler.Execute(image)
     return np.ascontiguousarray(sitk.GetArrayFromImage(out).transpose(2, 1, 0))
 

@@ -15,8 +15,8 @@ import torch
 from scipy import ndimage
 
 from .errors import PGLError
-from .imaging import (SCAN_SUFFIXES, image_affine_ras, is_scan_file, list_scans, normalise_hu, ras_grid_covering,
-                      ras_image, read_image, resample, write_image_like, write_nifti)
+from .imaging import (SCAN_SUFFIXES, image_affine_ras, image_ras_corners, is_scan_file, list_scans, normalise_hu,
+                      ras_grid_covering, ras_image, read_image, resample, write_image_like, write_nifti)
 from .inference import predict_logits
 from .labels import write_sidecar
 from .model_store import LoadedModel, load_model, require_kind
@@ -31,22 +31,51 @@ def geometry_reference(image: sitk.Image) -> sitk.Image:
     return reference
 
 
-def labels_on_grid(logits: torch.Tensor, affine: np.ndarray, reference: sitk.Image) -> np.ndarray:
-    """Arg-max over classes of the logits resampled (linear) onto the reference grid; (z, y, x) uint8."""
-    best_value = best_label = None
-    for k in range(logits.shape[0]):
-        channel = ras_image(logits[k].numpy(), affine)
-        fill = float(logits[k].min())
-        resampled_image = sitk.Resample(channel, reference, sitk.Transform(), sitk.sitkLinear, fill, sitk.sitkFloat32)
-        resampled = sitk.GetArrayViewFromImage(resampled_image)  # valid while resampled_image lives
-        if best_value is None:
-            best_value = np.array(resampled, dtype=np.float32)
-            best_label = np.zeros(best_value.shape, dtype=np.uint8)
-            continue
-        better = resampled > best_value
-        best_label[better] = k
-        np.maximum(best_value, resampled, out=best_value)
-    return best_label
+def _slab(reference: sitk.Image, z0: int, depth: int) -> sitk.Image:
+    """Slices z0 .. z0+depth-1 of the reference grid, as a geometry-only image."""
+    size = reference.GetSize()
+    part = sitk.Image((size[0], size[1], depth), sitk.sitkUInt8)
+    part.SetSpacing(reference.GetSpacing())
+    part.SetDirection(reference.GetDirection())
+    part.SetOrigin(reference.TransformIndexToPhysicalPoint((0, 0, z0)))
+    return part
+
+
+def _covering_block(part: sitk.Image, affine: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """Index ranges of the RAS grid (affine, shape) that a slab's extent needs, with a one-voxel margin."""
+    corners = image_ras_corners(part)
+    index = (corners - affine[:3, 3]) / np.diag(affine)[:3]
+    lo = np.clip(np.floor(index.min(0)).astype(int) - 1, 0, np.array(shape) - 1)
+    hi = np.clip(np.ceil(index.max(0)).astype(int) + 2, 1, np.array(shape))
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
+def labels_on_grid(logits: torch.Tensor, affine: np.ndarray, reference: sitk.Image, depth: int = 16) -> np.ndarray:
+    """Arg-max over classes of the logits resampled (linear) onto the reference grid; (z, y, x) uint8.
+
+    Works slab by slab (`depth` slices of the reference) and only on the block of logits each slab needs,
+    so no full-size float volume is ever held.
+    """
+    size = reference.GetSize()
+    out = np.empty((size[2], size[1], size[0]), dtype=np.uint8)
+    fills = [float(logits[k].min()) for k in range(logits.shape[0])]
+    for z0 in range(0, size[2], depth):
+        part = _slab(reference, z0, min(depth, size[2] - z0))
+        block = _covering_block(part, affine, tuple(logits.shape[1:]))
+        block_affine = affine.copy()
+        block_affine[:3, 3] += np.diag(affine)[:3] * np.array([b.start for b in block])
+        best_value = best_label = None
+        for k in range(logits.shape[0]):
+            channel = ras_image(logits[k][block].numpy(), block_affine)
+            resampled = sitk.GetArrayFromImage(
+                sitk.Resample(channel, part, sitk.Transform(), sitk.sitkLinear, fills[k], sitk.sitkFloat32))
+            if best_value is None:
+                best_value, best_label = resampled, np.zeros(resampled.shape, dtype=np.uint8)
+                continue
+            best_label[resampled > best_value] = k
+            np.maximum(best_value, resampled, out=best_value)
+        out[z0:z0 + part.GetSize()[2]] = best_label
+    return out
 
 
 def keep_largest_components(labels: np.ndarray) -> np.ndarray:
