@@ -88,6 +88,8 @@ class TrainConfig:
     lr: float = _opt(1e-3, "peak learning rate (AdamW, warm-up then cosine decay)")
     weight_decay: float = _opt(1e-5, "AdamW weight decay")
     warmup_steps: int = _opt(-1, "linear warm-up steps (-1: 5%% of --steps)")
+    lr_scaling: Literal["none", "linear", "sqrt"] = _opt(
+        "none", "scale --lr with the number of processes (torchrun): none, linear or sqrt")
     network: NetworkConfig = field(default_factory=NetworkConfig, metadata={"help": "backbone"})
 
     def __post_init__(self) -> None:
@@ -111,6 +113,7 @@ class TrainConfig:
             (self.workers >= 0, f"--workers must be >= 0, got {self.workers}."),
             (self.checkpoint_every >= 1, f"--checkpoint-every must be >= 1, got {self.checkpoint_every}."),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}."),
+            (self.lr_scaling in ("none", "linear", "sqrt"), f"--lr-scaling must be none, linear or sqrt."),
         ]
 
     def validate(self) -> None:

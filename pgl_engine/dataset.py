@@ -7,10 +7,11 @@ and no random state has to be checkpointed.
 from __future__ import annotations
 
 import signal
+from typing import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .augment import augment_intensity
 from .cache import CachedScan
@@ -61,10 +62,32 @@ def _ignore_sigint(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def make_loader(dataset: ViewPairDataset, batch_size: int, start_step: int, total_steps: int,
-                workers: int) -> DataLoader:
-    """Batches for steps start_step .. total_steps-1 (sample index = step * batch_size + i)."""
-    indices = range(start_step * batch_size, total_steps * batch_size)
-    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers,
-                      worker_init_fn=_ignore_sigint if workers else None,
+class StepSampler(Sampler):
+    """Sample indices of one process for steps start .. total-1.
+
+    Step s uses the global indices s*B*W .. (s+1)*B*W - 1 (B per process, W processes); process r takes
+    its B of them. So W processes with batch B see exactly the samples of one process with batch W*B,
+    and a run resumed with another W continues the same global index sequence from its step.
+    """
+
+    def __init__(self, batch_size: int, start_step: int, total_steps: int, rank: int = 0, world_size: int = 1):
+        self.batch_size, self.start, self.total = batch_size, start_step, total_steps
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self) -> Iterator[int]:
+        b = self.batch_size
+        for step in range(self.start, self.total):
+            first = step * b * self.world_size + self.rank * b
+            yield from range(first, first + b)
+
+    def __len__(self) -> int:
+        return (self.total - self.start) * self.batch_size
+
+
+def make_loader(dataset: Dataset, batch_size: int, start_step: int, total_steps: int, workers: int,
+                rank: int = 0, world_size: int = 1) -> DataLoader:
+    """Batches of this process for steps start_step .. total_steps-1 (see StepSampler)."""
+    return DataLoader(dataset, batch_size=batch_size,
+                      sampler=StepSampler(batch_size, start_step, total_steps, rank, world_size),
+                      num_workers=workers, worker_init_fn=_ignore_sigint if workers else None,
                       persistent_workers=False, prefetch_factor=4 if workers else None, drop_last=False)

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.losses import DiceCELoss
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from . import __version__
 from .augment import augment_intensity
 from .cache import CachedScan, ScanCache, data_fingerprint
 from .config import FinetuneConfig, NetworkConfig
-from .dataset import _ignore_sigint
+from .dataset import make_loader
 from .errors import PGLError
 from .evaluate import dice_per_label
 from .inference import predict_logits
@@ -190,12 +190,10 @@ class Finetuner(TrainingRun):
         c = self.config
         dataset = PatchDataset(self.train_cases, c.patch_size, c.foreground_p, c.seed, c.steps * c.batch_size,
                                c.flip_axes)
-        indices = range(start_step * c.batch_size, c.steps * c.batch_size)
-        return DataLoader(dataset, batch_size=c.batch_size, sampler=indices, num_workers=c.workers,
-                          worker_init_fn=_ignore_sigint if c.workers else None)
+        return make_loader(dataset, c.batch_size, start_step, c.steps, c.workers, self.world.rank, self.world.size)
 
     def compute_loss(self, batch: dict):
-        loss = self.loss_fn(self.model(batch["image"]), batch["label"])
+        loss = self.loss_fn(self.forward_model(batch["image"]), batch["label"])
         return loss, {}
 
     def validate(self) -> float:

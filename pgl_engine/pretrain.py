@@ -13,6 +13,7 @@ from .checkpoint import load_checkpoint
 from .config import PretrainConfig, TrainConfig
 from .dataset import ViewPairDataset, make_loader
 from .ema import ema_momentum, ema_update
+from .distributed import World
 from .errors import PGLError
 from .imaging import list_scans
 from .methods import SelfSupervisedMethod, build_method
@@ -21,10 +22,19 @@ from .progress import ProgressCallback, emit
 from .training import RUNTIME_OPTIONS, TrainingRun, merge_resume_config
 
 
-def prepare_scans(config: TrainConfig, progress: ProgressCallback | None) -> list[CachedScan]:
-    """Decode every scan once into the cache; skip and list unreadable ones."""
+def prepare_scans(config: TrainConfig, progress: ProgressCallback | None, world: World | None = None
+                  ) -> list[CachedScan]:
+    """Decode every scan once into the cache; skip and list unreadable ones.
+
+    With several processes, each first decodes its own share (every W-th scan); after a barrier all of
+    them read the complete, shared cache.
+    """
+    world = world or World()
     paths = list_scans(config.images)
     cache = ScanCache(config.cache_dir or None, config.spacing, config.hu_window)
+    if world.distributed:
+        cache_scans(paths[world.rank::world.size], cache)
+        world.barrier()
     scans, skipped = cache_scans(
         paths, cache, lambda i, n, p: emit(progress, "progress", stage="preprocess", step=i, total=n, file=p.name))
     if skipped:
@@ -45,7 +55,7 @@ class Pretrainer(TrainingRun):
     config: PretrainConfig
 
     def prepare(self) -> SelfSupervisedMethod:
-        self.scans = prepare_scans(self.config, self.progress)
+        self.scans = prepare_scans(self.config, self.progress, self.world)
         self.ranks: list[float] = []
         self.rank_warned = False
         return build_method(self.config)
@@ -56,11 +66,11 @@ class Pretrainer(TrainingRun):
     def batches(self, start_step: int):
         c = self.config
         dataset = ViewPairDataset(self.scans, c.patch_size, c.scale_range, c.min_overlap, c.seed,
-                                  length=c.steps * c.batch_size, nonmonotone_p=c.nonmonotone_p)
-        return make_loader(dataset, c.batch_size, start_step, c.steps, c.workers)
+                                  length=c.steps * c.batch_size * self.world.size, nonmonotone_p=c.nonmonotone_p)
+        return make_loader(dataset, c.batch_size, start_step, c.steps, c.workers, self.world.rank, self.world.size)
 
     def compute_loss(self, batch: dict):
-        return self.model(batch)
+        return self.forward_model(batch)
 
     def after_update(self) -> dict:
         # the target follows only after a real optimiser step
@@ -102,7 +112,9 @@ class Pretrainer(TrainingRun):
             "kind": "pretrained", "method": config.method, "network": config.network.to_dict(),
             "spacing": list(config.spacing), "hu_window": list(config.hu_window),
             "patch_size": list(config.patch_size), "labels": {},
-            "training": {**training, "steps": self.step, "effective_batch_size": config.batch_size},
+            "training": {**training, "steps": self.step, "processes": self.world.size,
+                         "effective_batch_size": config.batch_size * self.world.size,
+                         "effective_lr": self.effective_lr, "lr_scaling": config.lr_scaling},
             "effective_rank": self.final_rank(), "feature_channels": config.network.feature_channels,
             "data_fingerprint": data_fingerprint(self.scans), "num_scans": len(self.scans),
             "engine_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -19,6 +19,7 @@ from torch import nn
 from . import __version__
 from .checkpoint import save_checkpoint
 from .config import TrainConfig
+from .distributed import World
 from .errors import PGLError, TrainingInterrupted
 from .interrupt import StopRequest
 from .model_store import prepare_output_dir
@@ -26,7 +27,7 @@ from .progress import EtaClock, ProgressCallback, emit
 
 # options that may differ when resuming; all others are taken from the checkpoint
 RUNTIME_OPTIONS = {"steps", "device", "workers", "checkpoint_every", "cache_dir", "resume", "overwrite", "images",
-                   "out", "labels", "dataset", "init"}
+                   "out", "labels", "dataset", "init", "lr_scaling"}
 LOG_FILE = "train_log.jsonl"
 
 
@@ -75,8 +76,11 @@ class TrainingRun:
         self.progress = progress
         self.resume_state = resume_state
         self.out = Path(config.out)
-        self.device = resolve_device(config.device)
+        self.world = World.from_environment()
+        self.device = self.world.device(resolve_device(config.device))
+        self.progress = progress if self.world.is_main else None  # only rank 0 reports
         self.step = 0
+        self.stop = StopRequest()
 
     # --- hooks -------------------------------------------------------------------------------------------
     def prepare(self) -> nn.Module:
@@ -112,8 +116,14 @@ class TrainingRun:
         return {}
 
     # --- machinery ---------------------------------------------------------------------------------------
+    @property
+    def effective_lr(self) -> float:
+        """The base learning rate scaled for the total batch over all processes (--lr-scaling)."""
+        factor = {"none": 1.0, "linear": float(self.world.size), "sqrt": float(self.world.size) ** 0.5}
+        return self.config.lr * factor[self.config.lr_scaling]
+
     def build_optimizer(self) -> None:
-        self.optimizer = torch.optim.AdamW(list(self.trainable_parameters()), lr=self.config.lr,
+        self.optimizer = torch.optim.AdamW(list(self.trainable_parameters()), lr=self.effective_lr,
                                            weight_decay=self.config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.config.effective_warmup, self.config.steps))
@@ -144,9 +154,14 @@ class TrainingRun:
         autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
         with autocast:
             loss, stats = self.compute_loss(batch)
-        if not torch.isfinite(loss):
+        # one all-reduce tells every process the mean loss and whether any was asked to stop, so all of them
+        # take the same decisions (a lone process raising or stopping would leave the others waiting)
+        loss_sum, stops = self.world.sum([float(loss.detach()), float(self.stop.requested)], self.device)
+        self.stop.requested = stops > 0
+        mean_loss = loss_sum / self.world.size
+        if not math.isfinite(mean_loss):
             raise PGLError(
-                f"the loss became {float(loss.detach())} at step {self.step + 1}; training stopped. The last good "
+                f"the loss became {mean_loss} at step {self.step + 1}; training stopped. The last good "
                 f"checkpoint in {self.out / 'checkpoints'} is kept. Resume with a lower --lr, or check the scans "
                 f"for extreme values (--hu-window).")
         self.optimizer.zero_grad(set_to_none=True)
@@ -155,14 +170,28 @@ class TrainingRun:
         self.scaler.update()
         self.scheduler.step()
         extra = self.after_update()
+        self.world.average_buffers(self.model)
         self.step += 1
-        return float(loss.detach()), {**stats, **extra}
+        return mean_loss, {**stats, **extra}
+
+    def save_checkpoint(self) -> Path:
+        return save_checkpoint(self.out, self.checkpoint_state()) if self.world.is_main else self.out
 
     def run(self) -> Path:
+        self.world.start(self.device)
+        try:
+            return self._run()
+        finally:
+            self.world.stop()
+
+    def _run(self) -> Path:
         config = self.config
-        prepare_output_dir(self.out, config.resume, config.overwrite)
+        if self.world.is_main:
+            prepare_output_dir(self.out, config.resume, config.overwrite)
+        self.world.barrier()
         torch.manual_seed(config.seed)
         self.model = self.prepare().to(self.device)
+        self.forward_model = self.world.wrap(self.model, self.device)
         self.build_optimizer()
         if config.resume:
             from .checkpoint import load_checkpoint
@@ -171,30 +200,39 @@ class TrainingRun:
             self.resume_state = None
             emit(self.progress, "info", message=f"resuming at step {self.step} of {config.steps}")
         clock, wait_total, started = EtaClock(self.step), 0.0, time.perf_counter()
-        with open(self.out / LOG_FILE, "a") as log, StopRequest() as stop:
-            batches = iter(self.batches(self.step))
-            while self.step < config.steps:
-                t0 = time.perf_counter()
-                batch = next(batches)
-                wait = time.perf_counter() - t0
-                wait_total += wait
-                loss, stats = self.train_step(batch)
-                record = {"step": self.step, "total": config.steps, "loss": loss,
-                          "lr": self.scheduler.get_last_lr()[0], **stats,
-                          "data_wait_s": wait, "step_s": time.perf_counter() - t0}
-                self.after_step(record)
-                log.write(json.dumps(record) + "\n")
-                emit(self.progress, "progress", stage=self.stage, eta_s=clock.eta(self.step, config.steps), **record)
-                if stop.requested:
-                    path = save_checkpoint(self.out, self.checkpoint_state())
-                    emit(self.progress, "cancelled", step=self.step, checkpoint=str(path))
-                    raise TrainingInterrupted(f"stopped at step {self.step}; checkpoint saved to {path}. "
-                                              f"Continue with --resume.", str(path), self.step)
-                if self.step % config.checkpoint_every == 0 and self.step < config.steps:
-                    save_checkpoint(self.out, self.checkpoint_state())
-        save_checkpoint(self.out, self.checkpoint_state())
+        log = open(self.out / LOG_FILE, "a") if self.world.is_main else None
+        try:
+            with self.stop:
+                batches = iter(self.batches(self.step))
+                while self.step < config.steps:
+                    t0 = time.perf_counter()
+                    batch = next(batches)
+                    wait = time.perf_counter() - t0
+                    wait_total += wait
+                    loss, stats = self.train_step(batch)
+                    record = {"step": self.step, "total": config.steps, "loss": loss,
+                              "lr": self.scheduler.get_last_lr()[0], **stats,
+                              "data_wait_s": wait, "step_s": time.perf_counter() - t0}
+                    self.after_step(record)
+                    if log:
+                        log.write(json.dumps(record) + "\n")
+                    emit(self.progress, "progress", stage=self.stage, eta_s=clock.eta(self.step, config.steps),
+                         **record)
+                    if self.stop.requested:
+                        path = self.save_checkpoint()
+                        emit(self.progress, "cancelled", step=self.step, checkpoint=str(path))
+                        raise TrainingInterrupted(f"stopped at step {self.step}; checkpoint saved to {path}. "
+                                                  f"Continue with --resume.", str(path), self.step)
+                    if self.step % config.checkpoint_every == 0 and self.step < config.steps:
+                        self.save_checkpoint()
+        finally:
+            if log:
+                log.close()
+        self.save_checkpoint()
         elapsed = time.perf_counter() - started
-        self.save_model()
+        if self.world.is_main:
+            self.save_model()
+        self.world.barrier()
         emit(self.progress, "done", model_dir=str(self.out), steps=self.step, seconds=elapsed,
              data_wait_fraction=wait_total / max(elapsed, 1e-9), **self.summary())
         return self.out

@@ -1,0 +1,26 @@
+"""Run by the distributed tests under torchrun: pretrain, then save this rank's weights for comparison.
+
+Usage: torchrun --nproc_per_node=N Testing/helpers/ddp_probe.py CONFIG_JSON DUMP_DIR
+"""
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from pgl_engine.config import PretrainConfig
+from pgl_engine.pretrain import Pretrainer
+
+
+class ProbedPretrainer(Pretrainer):
+    def _run(self):
+        out = super()._run()
+        dump = Path(sys.argv[2])
+        dump.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), dump / f"rank{self.world.rank}.pt")
+        return out
+
+
+if __name__ == "__main__":
+    config = PretrainConfig.from_dict(json.loads(Path(sys.argv[1]).read_text()))
+    ProbedPretrainer(config).run()
