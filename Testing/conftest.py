@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny phantom cohort and tiny training settings, so the suite runs on 2 CPU cores."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,11 @@ import pytest
 
 from pgl_engine.config import NetworkConfig, PretrainConfig
 from pgl_engine.phantom import write_cohort
+
+ROOT = Path(__file__).resolve().parents[1]
+for folder in (ROOT, ROOT / "PGLPretrain", ROOT / "PGLSegmentation"):  # Slicer-side packages, as Slicer sees them
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 TINY_NETWORK = dict(feature_channels=8, channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
 
@@ -60,3 +66,13 @@ def seg_model(cohort, tmp_path_factory) -> Path:
 
     work = tmp_path_factory.mktemp("seg_model")
     return finetune(**seg_options(cohort, work / "model", work / "cache"))
+
+
+@pytest.fixture
+def mrml():
+    """A fresh real MRML scene with the volumes and segmentations logics (slicer-core)."""
+    from mrml_harness import MRMLHarness
+
+    harness = MRMLHarness()
+    yield harness
+    harness.close()

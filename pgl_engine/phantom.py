@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from .imaging import write_nifti
+from .labels import label_table, write_sidecar
 from .progress import ProgressCallback, emit
 
 LABELS = {1: "liver", 2: "spleen", 3: "right kidney", 4: "left kidney", 5: "tumour"}
@@ -278,6 +279,7 @@ def write_cohort(out: str | Path, count: int, labels: bool = False, seed: int = 
         write_nifti(case.image, case.affine, out / "images" / name)
         if labels:
             write_nifti(case.labels, case.affine, out / "labels" / name)
+            write_sidecar(out / "labels" / name, label_table(LABELS))
         paths.append(out / "images" / name)
         emit(progress, "progress", stage="phantom", step=i + 1, total=count, file=name)
     if labels:

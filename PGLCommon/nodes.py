@@ -1,0 +1,116 @@
+"""MRML <-> files for the engine: volumes and label maps written on the volume's exact grid, results read back.
+
+Needs only MRML (slicer-core is enough): storage nodes do the RAS/LPS conversions, the segmentations logic
+exports segments onto a reference volume's grid whatever grid they were drawn on.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import slicer
+import vtk
+
+
+class NodeError(ValueError):
+    """A node the user picked cannot be used; the message names it and says what to do."""
+
+
+def segmentations_logic():
+    return slicer.modules.segmentations.logic()
+
+
+def write_volume(node, path: Path) -> Path:
+    """Write a scalar or label-map volume node (NIfTI/NRRD by suffix) with its geometry."""
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    storage.SetUseCompression(True)
+    if not storage.WriteData(node):
+        raise NodeError(f"{node.GetName()}: could not be written to {path}.")
+    return path
+
+
+def segment_ids_by_name(segmentation_node, names: list[str]) -> list[str]:
+    """The segment IDs of `names` in that order; NodeError naming the node and the missing segment."""
+    segmentation = segmentation_node.GetSegmentation()
+    if segmentation.GetNumberOfSegments() == 0:
+        raise NodeError(f"{segmentation_node.GetName()}: has no segments; draw them in the Segment Editor first.")
+    by_name = {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegmentID(i)
+               for i in range(segmentation.GetNumberOfSegments())}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise NodeError(f"{segmentation_node.GetName()}: has no segment named {', '.join(missing)} "
+                        f"(it has {', '.join(by_name)}).")
+    return [by_name[n] for n in names]
+
+
+def export_labels(segmentation_node, names: list[str], reference_volume, path: Path) -> tuple[Path, list[str]]:
+    """Label map of the named segments on the reference volume's grid: value i+1 for names[i].
+
+    Overlaps: where segments overlap, the later name in the list wins. Returns the path and the names of
+    segments that are empty on this volume (they are simply absent from this case).
+    """
+    ids = segment_ids_by_name(segmentation_node, names)
+    scene = segmentation_node.GetScene()
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__pgl_export__")
+    try:
+        id_array = vtk.vtkStringArray()
+        for segment_id in ids:
+            id_array.InsertNextValue(segment_id)
+        if not segmentations_logic().ExportSegmentsToLabelmapNode(segmentation_node, id_array, labelmap,
+                                                                   reference_volume):
+            raise NodeError(f"{segmentation_node.GetName()}: its segments could not be exported onto "
+                            f"{reference_volume.GetName()}'s grid.")
+        values = slicer.util.arrayFromVolume(labelmap)
+        present = set(np.unique(values).tolist())
+        empty = [n for i, n in enumerate(names) if i + 1 not in present]
+        if len(empty) == len(names):
+            raise NodeError(f"{segmentation_node.GetName()}: every chosen segment is empty on "
+                            f"{reference_volume.GetName()}; draw them on this volume or leave the pair out.")
+        write_volume(labelmap, path)
+        return path, empty
+    finally:
+        scene.RemoveNode(labelmap)
+
+
+def load_segmentation(path: Path, label_table: dict[str, dict], name: str, reference_volume):
+    """A new segmentation node from an engine label map: segments named and coloured from the model."""
+    scene = reference_volume.GetScene()
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__pgl_result__")
+    try:
+        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+        storage.SetFileName(str(path))
+        if not storage.ReadData(labelmap):
+            raise NodeError(f"{path}: the engine's result could not be read.")
+        segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+        if not segmentations_logic().ImportLabelmapToSegmentationNode(labelmap, segmentation_node):
+            scene.RemoveNode(segmentation_node)
+            raise NodeError(f"{path}: could not be turned into segments.")
+    finally:
+        scene.RemoveNode(labelmap)
+    segmentation = segmentation_node.GetSegmentation()
+    for i in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(i)
+        entry = label_table.get(str(segment.GetLabelValue()))
+        if entry:
+            segment.SetName(entry["name"])
+            segment.SetColor(*[c / 255.0 for c in entry["color"]])
+    place_beside(segmentation_node, reference_volume)
+    return segmentation_node
+
+
+def place_beside(node, reference) -> None:
+    """Put `node` in the subject hierarchy folder (study) that holds `reference`."""
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(reference.GetScene())
+    if sh is None:
+        return
+    parent = sh.GetItemParent(sh.GetItemByDataNode(reference))
+    item = sh.GetItemByDataNode(node)
+    if parent and item:
+        sh.SetItemParent(item, parent)
+
+
+def read_label_table(sidecar: Path) -> dict[str, dict]:
+    return json.loads(Path(sidecar).read_text())["labels"]

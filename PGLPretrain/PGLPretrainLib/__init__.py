@@ -1,0 +1,1 @@
+from .logic import PGLPretrainLogic  # noqa: F401

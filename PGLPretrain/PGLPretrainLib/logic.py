@@ -1,0 +1,43 @@
+"""PGL Pretrain logic: start self-supervised pretraining on a folder of scans (no GUI, no Qt)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+from PGLCommon.engine_runs import start_engine, wait_for
+from PGLCommon.jobs import EngineJob
+
+
+class PGLPretrainLogic:
+    """Console use: `PGLPretrainLogic().pretrain("/data/ct", "/models/pgl", steps=300, wait=True)`."""
+
+    def __init__(self, job_class: type = EngineJob):
+        self.job_class = job_class
+
+    @staticmethod
+    def arguments(folder: str, outputDir: str, method: str = "pgl", steps: int = 300,
+                  patchSize: Sequence[int] = (64, 64, 32), spacing: Sequence[float] = (1.5, 1.5, 3.0),
+                  device: str = "auto", resume: bool = False, batchSize: int = 2,
+                  extraArgs: Sequence[str] = ()) -> list[str]:
+        if not folder or not Path(folder).is_dir():
+            raise ValueError(f"Choose the folder of scans to pretrain on (got {folder!r}).")
+        if not outputDir:
+            raise ValueError("Choose an output model folder.")
+        args = ["--images", folder, "--out", outputDir, "--method", method, "--steps", steps,
+                "--batch-size", batchSize, "--patch-size", *patchSize, "--spacing", *spacing, "--device", device]
+        if resume:
+            args.append("--resume")
+        return [str(a) for a in [*args, *extraArgs]]
+
+    def pretrain(self, folder: str, outputDir: str, method: str = "pgl", steps: int = 300,
+                 patchSize: Sequence[int] = (64, 64, 32), spacing: Sequence[float] = (1.5, 1.5, 3.0),
+                 device: str = "auto", resume: bool = False, batchSize: int = 2, extraArgs: Sequence[str] = (),
+                 wait: bool = False, onEvent: Callable[[dict], None] | None = None):
+        """Start pretraining. wait=True blocks and returns the model folder (EngineError on failure);
+        wait=False returns the running EngineJob (poll() its events, cancel() it)."""
+        args = self.arguments(folder, outputDir, method, steps, patchSize, spacing, device, resume, batchSize,
+                              extraArgs)
+        job = start_engine("pretrain", args, device, self.job_class)
+        if not wait:
+            return job
+        return wait_for(job, onEvent).get("model_dir", outputDir)

@@ -1,0 +1,1 @@
+from .logic import PGLSegmentationLogic  # noqa: F401

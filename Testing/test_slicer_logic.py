@@ -1,0 +1,130 @@
+"""Module logics on a real MRML scene (slicer-core): fine-tune through the logic, segment, check the node."""
+import numpy as np
+import pytest
+import vtk
+
+from conftest import ORGANS
+from PGLCommon.engine_runs import EngineError
+from PGLCommon.nodes import NodeError, load_segmentation, read_label_table
+from PGLSegmentationLib import PGLSegmentationLogic
+from pgl_engine.evaluate import dice_per_label
+
+TINY = ["--feature-channels", "8", "--channels", "8", "16", "32", "--strides", "2", "2", "--workers", "0",
+        "--lr", "3e-3", "--batch-size", "2"]
+
+
+def phantom_pair(mrml, cohort, index):
+    volume = mrml.load_volume(cohort / "images" / f"phantom_{index:03d}.nii.gz", f"CT {index}")
+    table = read_label_table(cohort / "labels" / f"phantom_{index:03d}.labels.json")
+    segmentation = load_segmentation(cohort / "labels" / f"phantom_{index:03d}.nii.gz", table, f"Seg {index}", volume)
+    return volume, segmentation
+
+
+def labels_on_volume(mrml, segmentation, volume, names):
+    """The segmentation as a label array on the volume's grid (value i+1 = names[i])."""
+    import slicer
+
+    ids = vtk.vtkStringArray()
+    seg = segmentation.GetSegmentation()
+    by_name = {seg.GetNthSegment(i).GetName(): seg.GetNthSegmentID(i) for i in range(seg.GetNumberOfSegments())}
+    for name in names:
+        ids.InsertNextValue(by_name[name])
+    labelmap = mrml.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    assert mrml.segmentations_logic.ExportSegmentsToLabelmapNode(segmentation, ids, labelmap, volume)
+    array = slicer.util.arrayFromVolume(labelmap).copy()
+    mrml.scene.RemoveNode(labelmap)
+    return array
+
+
+def matrix(node):
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    return np.array([[m.GetElement(i, j) for j in range(4)] for i in range(4)])
+
+
+def test_finetune_and_segment_through_the_logic(mrml, cohort, tmp_path):
+    pairs = [phantom_pair(mrml, cohort, i) for i in (0, 1)]
+    test_volume, test_truth = phantom_pair(mrml, cohort, 2)
+    names = ["liver", "spleen", "right kidney", "left kidney"]
+    logic = PGLSegmentationLogic()
+    model = logic.finetune([v for v, _ in pairs], [s for _, s in pairs], str(tmp_path / "model"), segmentNames=names,
+                           steps=250, device="cpu", patchSize=(32, 32, 16), spacing=(6.0, 6.0, 8.0),
+                           extraArgs=[*TINY, "--cache-dir", str(tmp_path / "cache")], wait=True)
+    assert logic.models == [model]
+    nodes_before = mrml.scene.GetNumberOfNodes()
+    result = logic.segment(test_volume, model, device="cpu")
+    assert mrml.scene.GetNumberOfNodes() == nodes_before + 2  # the segmentation node and its display node
+    assert result.IsA("vtkMRMLSegmentationNode") and result.GetName() == "CT 2 PGL"
+    segmentation = result.GetSegmentation()
+    got = {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegment(i).GetColor()
+           for i in range(segmentation.GetNumberOfSegments())}
+    assert set(got) <= set(names) and {"liver", "right kidney", "left kidney"} <= set(got)
+    assert got["liver"] == pytest.approx((221 / 255, 130 / 255, 101 / 255))
+    # the reference geometry is the input volume's grid
+    expected = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    expected.SetReferenceImageGeometryParameterFromVolumeNode(test_volume)
+    key = "Reference image geometry"
+    assert segmentation.GetConversionParameter(key) == expected.GetSegmentation().GetConversionParameter(key)
+    mrml.scene.RemoveNode(expected)
+    predicted = labels_on_volume(mrml, result, test_volume, [n for n in names if n in got])
+    truth = labels_on_volume(mrml, test_truth, test_volume, names)
+    value_of = {n: i + 1 for i, n in enumerate(n for n in names if n in got)}
+    dice = dice_per_label(np.select([predicted == value_of[n] for n in value_of], [names.index(n) + 1 for n in value_of], 0),
+                          truth, {v: str(v) for v in ORGANS})
+    assert dice[1] > 0.5 and dice[3] > 0.3 and dice[4] > 0.3, dice
+
+
+def test_segmentation_drawn_on_another_grid_is_exported_on_the_volume(mrml, cohort, tmp_path):
+    import nibabel as nib
+    import SimpleITK as sitk
+
+    volume = mrml.load_volume(cohort / "images" / "phantom_000.nii.gz", "CT")
+    # the labels drawn on a grid twice as coarse and shifted by half a voxel
+    labels = sitk.ReadImage(str(cohort / "labels" / "phantom_000.nii.gz"))
+    coarse = sitk.Resample(labels, [s // 2 for s in labels.GetSize()], sitk.Transform(), sitk.sitkNearestNeighbor,
+                           [o + sp / 2 for o, sp in zip(labels.GetOrigin(), labels.GetSpacing())],
+                           [2 * s for s in labels.GetSpacing()], labels.GetDirection(), 0)
+    sitk.WriteImage(coarse, str(tmp_path / "coarse.nii.gz"))
+    table = read_label_table(cohort / "labels" / "phantom_000.labels.json")
+    segmentation = load_segmentation(tmp_path / "coarse.nii.gz", table, "coarse seg", volume)
+    names, warnings = PGLSegmentationLogic().export_training_data([volume], [segmentation], ["liver", "spleen"],
+                                                                  tmp_path / "data")
+    image, label = nib.load(tmp_path / "data/images/case_000.nii.gz"), nib.load(tmp_path / "data/labels/case_000.nii.gz")
+    assert image.shape == label.shape and np.allclose(image.affine, label.affine, atol=1e-4)
+    assert names == ["liver", "spleen"] and set(np.unique(np.asarray(label.dataobj))) == {0, 1, 2}
+    truth = np.asarray(nib.load(cohort / "labels" / "phantom_000.nii.gz").dataobj)
+    exported = np.asarray(label.dataobj)
+    assert dice_per_label(exported, np.where(truth <= 2, truth, 0), {1: "liver"})[1] > 0.8
+
+
+def test_bad_selections_give_clear_messages(mrml, cohort, tmp_path):
+    volume, segmentation = phantom_pair(mrml, cohort, 0)
+    logic = PGLSegmentationLogic()
+    empty = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Empty seg")
+    with pytest.raises(NodeError, match="Empty seg: has no segments"):
+        logic.finetune([volume], [empty], str(tmp_path / "m"), wait=True)
+    with pytest.raises(NodeError, match="has no segment named pancreas"):
+        logic.finetune([volume], [segmentation], str(tmp_path / "m"), segmentNames=["pancreas"], wait=True)
+    blank = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Blank seg")
+    blank.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    blank.GetSegmentation().AddEmptySegment("liver")
+    with pytest.raises(NodeError, match="every chosen segment is empty on CT 0"):
+        logic.finetune([volume], [blank], str(tmp_path / "m"), wait=True)
+    with pytest.raises(NodeError, match="Select one or more"):
+        logic.finetune([], [], str(tmp_path / "m"), wait=True)
+    with pytest.raises(NodeError, match="is not a PGL model folder"):
+        logic.segment(volume, str(tmp_path))
+    with pytest.raises(NodeError, match="Choose an input volume"):
+        logic.segment(None, str(tmp_path))
+    assert not (tmp_path / "m").exists()
+
+
+def test_engine_failure_surfaces_its_message(mrml, cohort, tmp_path):
+    volume, segmentation = phantom_pair(mrml, cohort, 0)
+    logic = PGLSegmentationLogic()
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "thesis.txt").write_text("mine")
+    with pytest.raises(EngineError, match="already holds other files"):
+        logic.finetune([volume], [segmentation], str(tmp_path / "m"), steps=1, device="cpu",
+                       extraArgs=["--workers", "0"], wait=True)
+    assert (tmp_path / "m" / "thesis.txt").read_text() == "mine"
