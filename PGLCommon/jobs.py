@@ -138,24 +138,35 @@ class EngineJob:
         if not self.running:
             return
         self.cancelled = True
-        kill_tree(self.process.pid, grace_s)
+        try:
+            descendants = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            descendants = []
+        for p in descendants:
+            _signal(p, "terminate")
+        self.process.terminate()
+        # our own child is reaped by Popen (psutil would take its exit code); the rest are polled by psutil
+        try:
+            self.process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        _, alive = psutil.wait_procs(descendants, timeout=grace_s)
+        for p in alive:
+            _signal(p, "kill")
+        psutil.wait_procs(alive, timeout=5)
+
+    def process_tree(self) -> list[psutil.Process]:
+        """The job's process and all its descendants (e.g. the launcher and the real Python)."""
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
 
 
-def kill_tree(pid: int, grace_s: float) -> None:
+def _signal(process: psutil.Process, action: str) -> None:
     try:
-        root = psutil.Process(pid)
+        getattr(process, action)()
     except psutil.NoSuchProcess:
-        return
-    processes = root.children(recursive=True) + [root]
-    for p in processes:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(processes, timeout=grace_s)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
+        pass
