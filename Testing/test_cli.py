@@ -96,11 +96,15 @@ def test_phantom_command_writes_images_and_labels(capsys, tmp_path):
                        "--spacing-scale", "5")
     assert code == 0, err
     images = sorted((tmp_path / "ph" / "images").iterdir())
-    labels = sorted((tmp_path / "ph" / "labels").iterdir())
+    labels = sorted((tmp_path / "ph" / "labels").glob("*.nii.gz"))
     assert [p.name for p in images] == [p.name for p in labels] == ["phantom_000.nii.gz", "phantom_001.nii.gz"]
     image, label = nib.load(images[0]), nib.load(labels[0])
     assert image.shape == label.shape and np.allclose(image.affine, label.affine)
     assert set(np.unique(np.asarray(label.dataobj))) >= {0, 1, 2, 3, 4}
+    sidecar = json.loads((tmp_path / "ph" / "labels" / "phantom_000.labels.json").read_text())
+    assert sidecar["labels"]["1"]["name"] == "liver"
+    dataset = json.loads((tmp_path / "ph" / "dataset.json").read_text())
+    assert dataset["numTraining"] == 2 and dataset["labels"]["4"] == "left kidney"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

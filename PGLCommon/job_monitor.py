@@ -1,0 +1,76 @@
+"""Qt side of job monitoring, shared by both modules: a QTimer drains the job's events on the main thread and
+shows the JobState on a Start/Cancel button, a progress bar, a status label and a log pane."""
+from __future__ import annotations
+
+from typing import Callable
+
+import qt
+
+from .job_state import JobState
+
+
+class JobMonitor:
+    def __init__(self, button, progress_bar, status_label, log_view, start_text: str = "Start",
+                 on_finished: Callable[[JobState, object], None] | None = None, interval_ms: int = 100):
+        self.button, self.progress_bar, self.status_label, self.log_view = button, progress_bar, status_label, log_view
+        self.start_text = start_text
+        self.on_finished = on_finished
+        self.state = JobState()
+        self.job = None
+        self.timer = qt.QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.connect("timeout()", self.poll)
+        self.show()
+
+    @property
+    def busy(self) -> bool:
+        return self.state.busy
+
+    def start(self, job) -> None:
+        self.state.start()
+        self.job = job
+        self.log_view.clear()
+        self.timer.start()
+        self.show()
+
+    def cancel(self) -> None:
+        if self.job is not None and self.state.request_cancel():
+            self.show()
+            self.job.cancel()
+
+    def fail(self, message: str) -> None:
+        """A failure before any job started (bad selection, missing dependency)."""
+        self.state.start()
+        self.state.finish(1, message)
+        self.show()
+
+    def poll(self) -> None:
+        if self.job is None:
+            return
+        for event in self.job.poll():
+            self.state.on_event(event)
+            if event.get("event") in ("warning", "info", "error", "log"):
+                self.log_view.appendPlainText(self.state.log[-1])
+        if self.job.finished():
+            self.timer.stop()
+            self.state.finish(self.job.exit_code, self.job.failure_message())
+            job, self.job = self.job, None
+            if self.on_finished:
+                self.on_finished(self.state, job)
+        self.show()
+
+    def show(self) -> None:
+        s = self.state
+        self.button.text = s.button_text.replace("Start", self.start_text)
+        self.button.enabled = s.button_enabled
+        self.progress_bar.visible = s.busy or s.state == "done"
+        self.progress_bar.setValue(s.progress_percent if s.state != "done" else 100)
+        self.status_label.text = s.status
+
+    def shutdown(self) -> None:
+        """Module closed or scene closed: stop the job cleanly (its checkpoint is kept)."""
+        self.timer.stop()
+        if self.job is not None:
+            self.state.request_cancel()
+            self.job.cancel()
+            self.job = None

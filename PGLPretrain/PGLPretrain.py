@@ -1,0 +1,55 @@
+"""PGL Pretrain: self-supervised PGL pretraining on a folder of unlabeled CT scans."""
+import os
+import tempfile
+
+import slicer
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleTest,
+                                           ScriptedLoadableModuleWidget)
+
+from PGLPretrainLib.logic import PGLPretrainLogic  # noqa: F401  (console: PGLPretrain.PGLPretrainLogic())
+
+
+class PGLPretrain(ScriptedLoadableModule):
+    def __init__(self, parent):
+        super().__init__(parent)
+        parent.title = "PGL Pretrain"
+        parent.categories = ["Segmentation.PGL"]
+        parent.contributors = ["PGL for 3D Slicer contributors"]
+        parent.helpText = ("Prior-Guided Local (PGL) self-supervised pretraining of a 3D segmentation network on a "
+                           "folder of unlabeled CT scans. Fine-tune the result in PGL Segmentation.")
+        parent.acknowledgementText = "Method: Xie et al., PGL, arXiv 2011.12640 (2020)."
+
+
+class PGLPretrainWidget(ScriptedLoadableModuleWidget):
+    def setup(self):
+        super().setup()
+        from PGLPretrainLib.widget import PretrainPanel
+
+        self.panel = PretrainPanel(self.resourcePath("UI/PGLPretrain.ui"), self.layout)
+
+    def cleanup(self):
+        self.panel.shutdown()
+
+    def exit(self):
+        pass
+
+
+class PGLPretrainTest(ScriptedLoadableModuleTest):
+    """Reload and Test: a tiny phantom cohort pretrained for a few steps through the logic."""
+
+    def runTest(self):
+        slicer.mrmlScene.Clear()
+        self.test_pretrain_on_phantoms()
+
+    def test_pretrain_on_phantoms(self):
+        from PGLCommon.dependencies import ensure_dependencies
+        from PGLSegmentationLib.logic import PGLSegmentationLogic
+
+        ensure_dependencies(ask=False)
+        work = tempfile.mkdtemp(prefix="pgl_selftest_")
+        PGLSegmentationLogic().sample_data(os.path.join(work, "data"), count=2)
+        model = PGLPretrainLogic().pretrain(os.path.join(work, "data", "images"), os.path.join(work, "model"),
+                                            steps=3, patchSize=(16, 16, 16), spacing=(8, 8, 8), device="cpu",
+                                            extraArgs=["--workers", "0"], wait=True)
+        self.assertTrue(os.path.isfile(os.path.join(model, "pgl_model.json")))
+        self.delayDisplay("PGL Pretrain self-test passed")

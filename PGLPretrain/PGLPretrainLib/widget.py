@@ -1,0 +1,65 @@
+"""The PGL Pretrain panel: GUI wiring only; the work is in logic.py, the job display in PGLCommon."""
+from __future__ import annotations
+
+import slicer
+
+from PGLCommon.dependencies import DependencyError, ensure_dependencies
+from PGLCommon.job_monitor import JobMonitor
+
+from .logic import PGLPretrainLogic
+
+DEVICES = {"Auto": "auto", "CPU": "cpu", "GPU (CUDA)": "cuda"}
+METHODS = {"PGL (local, prior-guided)": "pgl", "BYOL (global baseline)": "byol"}
+
+
+class PretrainPanel:
+    def __init__(self, ui_path: str, layout, logic: PGLPretrainLogic | None = None, show_errors: bool = True):
+        self.logic = logic or PGLPretrainLogic()
+        self.show_errors = show_errors
+        widget = slicer.util.loadUI(ui_path)
+        layout.addWidget(widget)
+        self.ui = slicer.util.childWidgetVariables(widget)
+        self.ui.methodComboBox.addItems(list(METHODS))
+        self.ui.deviceComboBox.addItems(list(DEVICES))
+        self.monitor = JobMonitor(self.ui.startButton, self.ui.progressBar, self.ui.statusLabel, self.ui.logTextEdit,
+                                  "Start", self.on_finished)
+        self.ui.startButton.connect("clicked()", self.on_start_or_cancel)
+        self.ui.modelFolderLabel.text = ""
+        self.scene_observer = slicer.mrmlScene.AddObserver(slicer.mrmlScene.StartCloseEvent,
+                                                           lambda *args: self.monitor.shutdown())
+
+    def settings(self) -> dict:
+        ui = self.ui
+        return dict(folder=ui.scansPathLineEdit.currentPath, outputDir=ui.outputPathLineEdit.currentPath,
+                    method=METHODS[ui.methodComboBox.currentText], steps=ui.stepsSpinBox.value,
+                    patchSize=(ui.patchXSpinBox.value, ui.patchYSpinBox.value, ui.patchZSpinBox.value),
+                    spacing=(ui.spacingXSpinBox.value, ui.spacingYSpinBox.value, ui.spacingZSpinBox.value),
+                    device=DEVICES[ui.deviceComboBox.currentText], resume=ui.resumeCheckBox.checked)
+
+    def on_start_or_cancel(self) -> None:
+        if self.monitor.busy:
+            self.monitor.cancel()
+            return
+        try:
+            ensure_dependencies()
+            job = self.logic.pretrain(**self.settings(), wait=False)
+        except (DependencyError, ValueError, OSError) as e:
+            self.report(str(e))
+            return
+        self.ui.modelFolderLabel.text = ""
+        self.monitor.start(job)
+
+    def on_finished(self, state, job) -> None:
+        if state.state == "done":
+            self.ui.modelFolderLabel.text = f"Model: {state.result.get('model_dir', '')}"
+        elif state.state == "failed":
+            self.report(state.message)
+
+    def report(self, message: str) -> None:
+        self.monitor.fail(message)
+        if self.show_errors:
+            slicer.util.errorDisplay(message, windowTitle="PGL Pretrain")
+
+    def shutdown(self) -> None:
+        self.monitor.shutdown()
+        slicer.mrmlScene.RemoveObserver(self.scene_observer)

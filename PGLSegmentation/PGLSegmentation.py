@@ -1,0 +1,55 @@
+"""PGL Segmentation: fine-tune a PGL-pretrained network from a few segmentations and segment volumes."""
+import os
+import tempfile
+
+import slicer
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleTest,
+                                           ScriptedLoadableModuleWidget)
+
+from PGLSegmentationLib.logic import PGLSegmentationLogic  # noqa: F401  (console: PGLSegmentation.PGLSegmentationLogic())
+
+
+class PGLSegmentation(ScriptedLoadableModule):
+    def __init__(self, parent):
+        super().__init__(parent)
+        parent.title = "PGL Segmentation"
+        parent.categories = ["Segmentation.PGL"]
+        parent.contributors = ["PGL for 3D Slicer contributors"]
+        parent.helpText = ("Fine-tune a 3D segmentation network (initialised from PGL Pretrain) from a few "
+                           "segmentations drawn in the Segment Editor, then segment any loaded volume.")
+        parent.acknowledgementText = "Method: Xie et al., PGL, arXiv 2011.12640 (2020)."
+
+
+class PGLSegmentationWidget(ScriptedLoadableModuleWidget):
+    def setup(self):
+        super().setup()
+        from PGLSegmentationLib.widget import SegmentationPanel
+
+        self.panel = SegmentationPanel(self.resourcePath("UI/PGLSegmentation.ui"), self.layout)
+
+    def cleanup(self):
+        self.panel.shutdown()
+
+
+class PGLSegmentationTest(ScriptedLoadableModuleTest):
+    """Reload and Test: sample data -> fine-tune a tiny model through the logic -> segment -> check the node."""
+
+    def runTest(self):
+        slicer.mrmlScene.Clear()
+        self.test_finetune_and_segment()
+
+    def test_finetune_and_segment(self):
+        from PGLCommon.dependencies import ensure_dependencies
+
+        ensure_dependencies(ask=False)
+        logic = PGLSegmentationLogic()
+        work = tempfile.mkdtemp(prefix="pgl_selftest_")
+        logic.sample_data(os.path.join(work, "data"), count=2)
+        volume, segmentation = logic.load_sample_case(os.path.join(work, "data"), slicer.mrmlScene, 0)
+        other, _ = logic.load_sample_case(os.path.join(work, "data"), slicer.mrmlScene, 1)
+        model = logic.finetune([volume], [segmentation], os.path.join(work, "model"), segmentNames=["liver"],
+                               steps=5, device="cpu", patchSize=(32, 32, 16), spacing=(6, 6, 8),
+                               extraArgs=["--workers", "0"], wait=True)
+        result = logic.segment(other, model, device="cpu")
+        self.assertEqual(result.GetSegmentation().GetNthSegment(0).GetName(), "liver")
+        self.delayDisplay("PGL Segmentation self-test passed")

@@ -1,0 +1,192 @@
+"""The PGL Segmentation panel: GUI wiring only; work in logic.py, job display in PGLCommon."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import qt
+import slicer
+
+from PGLCommon.dependencies import DependencyError, ensure_dependencies
+from PGLCommon.engine_runs import EngineError
+from PGLCommon.job_monitor import JobMonitor
+from PGLCommon.nodes import NodeError
+
+from .logic import PGLSegmentationLogic, is_model_folder, segment_names
+
+DEVICES = {"Auto": "auto", "CPU": "cpu", "GPU (CUDA)": "cuda"}
+MODELS_SETTING = "PGL/Models"
+
+
+class SegmentationPanel:
+    def __init__(self, ui_path: str, layout, logic: PGLSegmentationLogic | None = None, show_errors: bool = True):
+        self.logic = logic or PGLSegmentationLogic()
+        self.show_errors = show_errors
+        widget = slicer.util.loadUI(ui_path)
+        layout.addWidget(widget)
+        widget.setMRMLScene(slicer.mrmlScene)
+        self.ui = slicer.util.childWidgetVariables(widget)
+        self.pairs: list[tuple[str, str]] = []  # (volume node ID, segmentation node ID)
+        self.segment_work = None
+        self.ui.deviceComboBox.addItems(list(DEVICES))
+        self.ui.sampleFolderLineEdit.currentPath = os.path.join(tempfile.gettempdir(), "PGLSampleData")
+        self.finetune_monitor = JobMonitor(self.ui.finetuneButton, self.ui.finetuneProgressBar,
+                                           self.ui.finetuneStatusLabel, self.ui.finetuneLogTextEdit, "Fine-tune",
+                                           self.on_finetune_finished)
+        self.segment_monitor = JobMonitor(self.ui.applyButton, self.ui.segmentProgressBar,
+                                          self.ui.segmentStatusLabel, self.ui.segmentLogTextEdit, "Apply",
+                                          self.on_segment_finished)
+        for model in slicer.app.settings().value(MODELS_SETTING, []) or []:
+            if is_model_folder(model):
+                self.logic.remember(model)
+        self.refresh_models()
+        self.ui.addPairButton.connect("clicked()", self.add_pair)
+        self.ui.removePairButton.connect("clicked()", self.remove_pair)
+        self.ui.trainSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.refresh_segments)
+        self.ui.finetuneButton.connect("clicked()", self.on_finetune)
+        self.ui.applyButton.connect("clicked()", self.on_apply)
+        self.ui.browseModelButton.connect("clicked()", self.browse_model)
+        self.ui.sampleDataButton.connect("clicked()", self.on_sample_data)
+        self.scene_observer = slicer.mrmlScene.AddObserver(slicer.mrmlScene.StartCloseEvent,
+                                                           lambda *args: self.stop_jobs())
+
+    # --- pairs and segments -------------------------------------------------------------------------------
+    def add_pair(self) -> None:
+        volume = self.ui.trainVolumeSelector.currentNode()
+        segmentation = self.ui.trainSegmentationSelector.currentNode()
+        if volume is None or segmentation is None:
+            self.report(self.finetune_monitor, "Choose a volume and a segmentation, then press Add pair.")
+            return
+        self.pairs.append((volume.GetID(), segmentation.GetID()))
+        self.ui.pairsListWidget.addItem(f"{volume.GetName()}  /  {segmentation.GetName()}")
+        self.refresh_segments()
+
+    def remove_pair(self) -> None:
+        row = self.ui.pairsListWidget.currentRow
+        if 0 <= row < len(self.pairs):
+            self.pairs.pop(row)
+            self.ui.pairsListWidget.takeItem(row)
+
+    def refresh_segments(self, *args) -> None:
+        """Offer every segment name of the chosen segmentations, all checked."""
+        nodes = [slicer.mrmlScene.GetNodeByID(s) for _, s in self.pairs]
+        nodes.append(self.ui.trainSegmentationSelector.currentNode())
+        names = list(dict.fromkeys(n for node in nodes if node is not None for n in segment_names(node)))
+        self.ui.segmentsListWidget.clear()
+        for name in names:
+            item = qt.QListWidgetItem(name)
+            item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
+            item.setCheckState(qt.Qt.Checked)
+            self.ui.segmentsListWidget.addItem(item)
+
+    def chosen_segments(self) -> list[str]:
+        widget = self.ui.segmentsListWidget
+        return [widget.item(i).text() for i in range(widget.count) if widget.item(i).checkState() == qt.Qt.Checked]
+
+    # --- fine-tune ----------------------------------------------------------------------------------------
+    def on_finetune(self) -> None:
+        if self.finetune_monitor.busy:
+            self.finetune_monitor.cancel()
+            return
+        pairs = self.pairs or [(getattr(self.ui.trainVolumeSelector.currentNode(), "GetID", lambda: "")(),
+                                getattr(self.ui.trainSegmentationSelector.currentNode(), "GetID", lambda: "")())]
+        volumes = [slicer.mrmlScene.GetNodeByID(v) for v, _ in pairs]
+        segmentations = [slicer.mrmlScene.GetNodeByID(s) for _, s in pairs]
+        try:
+            ensure_dependencies()
+            job = self.logic.finetune(volumes, segmentations, self.ui.finetuneOutputPathLineEdit.currentPath,
+                                      segmentNames=self.chosen_segments(),
+                                      init=self.ui.initPathLineEdit.currentPath or "none",
+                                      steps=self.ui.finetuneStepsSpinBox.value,
+                                      device=DEVICES[self.ui.deviceComboBox.currentText], wait=False)
+        except (DependencyError, NodeError, EngineError, OSError) as e:
+            self.report(self.finetune_monitor, str(e))
+            return
+        self.finetune_monitor.start(job)
+
+    def on_finetune_finished(self, state, job) -> None:
+        cleanup = getattr(job, "cleanup", None)
+        if cleanup:
+            import shutil
+
+            shutil.rmtree(cleanup, ignore_errors=True)
+        if state.state == "done":
+            self.logic.remember(state.result.get("model_dir", ""))
+            slicer.app.settings().setValue(MODELS_SETTING, self.logic.models[-20:])
+            self.refresh_models()
+        elif state.state == "failed" and self.show_errors:
+            slicer.util.errorDisplay(state.message, windowTitle="PGL fine-tuning")
+
+    # --- segment ------------------------------------------------------------------------------------------
+    def refresh_models(self) -> None:
+        self.ui.modelComboBox.clear()
+        for model in reversed(self.logic.models):
+            self.ui.modelComboBox.addItem(os.path.basename(model.rstrip("/")) or model, model)
+
+    def browse_model(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(None, "PGL model folder")
+        if folder:
+            self.logic.remember(folder)
+            self.refresh_models()
+
+    def on_apply(self) -> None:
+        if self.segment_monitor.busy:
+            self.segment_monitor.cancel()
+            return
+        model = self.ui.modelComboBox.itemData(self.ui.modelComboBox.currentIndex) or ""
+        volume = self.ui.inputVolumeSelector.currentNode()
+        try:
+            ensure_dependencies()
+            job, self.segment_work = self.logic.start_segment(
+                volume, model, self.ui.largestComponentCheckBox.checked, DEVICES[self.ui.deviceComboBox.currentText])
+        except (DependencyError, NodeError, OSError) as e:
+            self.report(self.segment_monitor, str(e))
+            return
+        self.segment_volume_id = volume.GetID()
+        self.segment_monitor.start(job)
+
+    def on_segment_finished(self, state, job) -> None:
+        volume = slicer.mrmlScene.GetNodeByID(getattr(self, "segment_volume_id", ""))
+        if state.state != "done" or volume is None:
+            if state.state == "failed" and self.show_errors:
+                slicer.util.errorDisplay(state.message, windowTitle="PGL segmentation")
+            return
+        try:
+            node = self.logic.segment_result(volume, self.segment_work)
+        except NodeError as e:
+            self.report(self.segment_monitor, str(e))
+            return
+        if self.ui.show3DCheckBox.checked:
+            node.CreateClosedSurfaceRepresentation()
+        slicer.util.setSliceViewerLayers(background=volume)
+
+    # --- sample data -------------------------------------------------------------------------------------
+    def on_sample_data(self) -> None:
+        folder = self.ui.sampleFolderLineEdit.currentPath
+        try:
+            ensure_dependencies()
+            with slicer.util.WaitCursor():
+                if not os.path.isfile(os.path.join(folder, "dataset.json")):
+                    self.logic.sample_data(folder, count=4)
+                volume, segmentation = self.logic.load_sample_case(folder, slicer.mrmlScene, 0)
+        except (DependencyError, NodeError, EngineError, OSError) as e:
+            self.report(self.finetune_monitor, str(e))
+            return
+        self.ui.trainVolumeSelector.setCurrentNode(volume)
+        self.ui.trainSegmentationSelector.setCurrentNode(segmentation)
+        self.ui.inputVolumeSelector.setCurrentNode(volume)
+        slicer.util.setSliceViewerLayers(background=volume, fit=True)
+
+    # --- errors and shutdown ------------------------------------------------------------------------------
+    def report(self, monitor: JobMonitor, message: str) -> None:
+        monitor.fail(message)
+        if self.show_errors:
+            slicer.util.errorDisplay(message, windowTitle="PGL Segmentation")
+
+    def stop_jobs(self) -> None:
+        self.finetune_monitor.shutdown()
+        self.segment_monitor.shutdown()
+
+    def shutdown(self) -> None:
+        self.stop_jobs()
+        slicer.mrmlScene.RemoveObserver(self.scene_observer)
