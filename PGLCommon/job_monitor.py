@@ -8,6 +8,8 @@ import qt
 
 from .job_state import JobState
 
+DEVICES = {"Auto": "auto", "CPU": "cpu", "GPU (CUDA)": "cuda"}  # device combo box text -> engine --device
+
 
 class JobMonitor:
     def __init__(self, button, progress_bar, status_label, log_view, start_text: str = "Start",

@@ -4,11 +4,10 @@ from __future__ import annotations
 import slicer
 
 from PGLCommon.dependencies import DependencyError, ensure_dependencies
-from PGLCommon.job_monitor import JobMonitor
+from PGLCommon.job_monitor import DEVICES, JobMonitor
 
 from .logic import PGLPretrainLogic
 
-DEVICES = {"Auto": "auto", "CPU": "cpu", "GPU (CUDA)": "cuda"}
 METHODS = {"PGL (local, prior-guided)": "pgl", "BYOL (global baseline)": "byol"}
 
 

@@ -9,12 +9,11 @@ import slicer
 
 from PGLCommon.dependencies import DependencyError, ensure_dependencies
 from PGLCommon.engine_runs import EngineError
-from PGLCommon.job_monitor import JobMonitor
+from PGLCommon.job_monitor import DEVICES, JobMonitor
 from PGLCommon.nodes import NodeError
 
 from .logic import PGLSegmentationLogic, is_model_folder, segment_names
 
-DEVICES = {"Auto": "auto", "CPU": "cpu", "GPU (CUDA)": "cuda"}
 MODELS_SETTING = "PGL/Models"
 
 
