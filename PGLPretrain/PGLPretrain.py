@@ -3,10 +3,12 @@ import os
 import tempfile
 
 import slicer
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleTest,
-                                           ScriptedLoadableModuleWidget)
-
 from PGLPretrainLib.logic import PGLPretrainLogic  # noqa: F401  (console: PGLPretrain.PGLPretrainLogic())
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 
 
 class PGLPretrain(ScriptedLoadableModule):
@@ -42,8 +44,9 @@ class PGLPretrainTest(ScriptedLoadableModuleTest):
         self.test_pretrain_on_phantoms()
 
     def test_pretrain_on_phantoms(self):
-        from PGLCommon.dependencies import ensure_dependencies
         from PGLSegmentationLib.logic import PGLSegmentationLogic
+
+        from PGLCommon.dependencies import ensure_dependencies
 
         ensure_dependencies(ask=False)
         work = tempfile.mkdtemp(prefix="pgl_selftest_")

@@ -3,10 +3,12 @@ import os
 import tempfile
 
 import slicer
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleTest,
-                                           ScriptedLoadableModuleWidget)
-
 from PGLSegmentationLib.logic import PGLSegmentationLogic  # noqa: F401  (console: PGLSegmentation.PGLSegmentationLogic())
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 
 
 class PGLSegmentation(ScriptedLoadableModule):

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import smooth_volume
+
 from pgl_engine.aligner import align_pair, overlap_boxes
 from pgl_engine.losses import local_consistency_loss
 from pgl_engine.views import ViewPrior, cut_view, sample_view_pair

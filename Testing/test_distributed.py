@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from pgl_engine import load_model, pretrain
 from pgl_engine.cache import ScanCache
 from pgl_engine.checkpoint import load_checkpoint

@@ -6,8 +6,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from conftest import ORGANS, SEG_NETWORK, seg_options, tiny_config
+
 from pgl_engine import load_model, pretrain
 from pgl_engine.config import FinetuneConfig, NetworkConfig
 from pgl_engine.errors import PGLError

@@ -4,9 +4,9 @@ import time
 import psutil
 import pytest
 
+from pgl_engine.checkpoint import load_checkpoint
 from PGLCommon.engine_runs import EngineError, start_engine, wait_for
 from PGLCommon.jobs import EXIT_CANCELLED
-from pgl_engine.checkpoint import load_checkpoint
 
 TINY = ["--batch-size", "1", "--patch-size", "16", "--spacing", "8", "--grid-size", "4", "--workers", "0",
         "--feature-channels", "8", "--channels", "4", "8", "16", "--strides", "2", "2", "--projector-hidden", "8",

@@ -5,13 +5,13 @@ import pickle
 
 import pytest
 import torch
+from conftest import TINY_NETWORK
 from safetensors.torch import save_file
 
 from pgl_engine.config import NetworkConfig
 from pgl_engine.errors import PGLError
 from pgl_engine.model_store import METADATA_FILE, WEIGHTS_FILE, load_model, save_model
 from pgl_engine.networks import build_backbone
-from conftest import TINY_NETWORK
 
 
 def write_model(folder):

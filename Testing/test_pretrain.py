@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_config
+
 from pgl_engine import load_model, pretrain
 from pgl_engine.checkpoint import checkpoint_path, load_checkpoint
 from pgl_engine.errors import PGLError

@@ -5,11 +5,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import ORGANS
+
 from pgl_engine.errors import PGLError
 from pgl_engine.evaluate import dice_per_label
-from pgl_engine.imaging import image_affine_ras, read_geometry
+from pgl_engine.imaging import read_geometry
 from pgl_engine.segment import keep_largest_components, segment
 
 NAMES = {v: str(v) for v in ORGANS}

@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 import vtk
-
 from conftest import ORGANS
+from PGLSegmentationLib import PGLSegmentationLogic
+
+from pgl_engine.evaluate import dice_per_label
 from PGLCommon.engine_runs import EngineError
 from PGLCommon.nodes import NodeError, load_segmentation, read_label_table
-from PGLSegmentationLib import PGLSegmentationLogic
-from pgl_engine.evaluate import dice_per_label
 
 TINY = ["--feature-channels", "8", "--channels", "8", "16", "32", "--strides", "2", "2", "--workers", "0",
         "--lr", "3e-3", "--batch-size", "2"]

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from .errors import PGLError
 
 
-def _opt(default: Any, help: str, **extra: Any) -> Any:
+def option(default: Any, help: str, **extra: Any) -> Any:
     """A dataclass field carrying its command-line help text."""
     meta = {"help": help, **extra}
     if isinstance(default, (list, dict, tuple)):
@@ -33,10 +33,10 @@ def _triple(value: Any, name: str, kind: type) -> tuple:
 class NetworkConfig:
     """The backbone shared by pretraining and fine-tuning (a MONAI residual UNet)."""
 
-    feature_channels: int = _opt(32, "channels of the backbone's output feature map")
-    channels: tuple[int, ...] = _opt((16, 32, 64, 128), "channels per UNet level")
-    strides: tuple[int, ...] = _opt((2, 2, 2), "downsampling stride between levels")
-    num_res_units: int = _opt(1, "residual units per UNet block")
+    feature_channels: int = option(32, "channels of the backbone's output feature map")
+    channels: tuple[int, ...] = option((16, 32, 64, 128), "channels per UNet level")
+    strides: tuple[int, ...] = option((2, 2, 2), "downsampling stride between levels")
+    num_res_units: int = option(1, "residual units per UNet block")
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -71,24 +71,24 @@ class NetworkConfig:
 class TrainConfig:
     """Options every training command shares (same names in `pgl pretrain` and `pgl finetune`)."""
 
-    images: str = _opt("", "folder of scans (.nii, .nii.gz, .nrrd, .mha)", required=True)
-    out: str = _opt("", "output folder: the model, checkpoints and the training log", required=True)
-    steps: int = _opt(300, "optimisation steps")
-    batch_size: int = _opt(2, "samples per step (per process)")
-    patch_size: tuple[int, int, int] = _opt((64, 64, 32), "network input size in voxels (1 or 3 values)")
-    spacing: tuple[float, float, float] = _opt((1.5, 1.5, 3.0), "resampling spacing in mm (1 or 3 values)")
-    hu_window: tuple[float, float] = _opt((-1024.0, 325.0), "HU clip window LO HI, mapped to [0, 1]")
-    device: Literal["auto", "cpu", "cuda", "mps"] = _opt("auto", "where to train")
-    seed: int = _opt(0, "random seed (runs are deterministic on CPU for a given seed)")
-    workers: int = _opt(2, "data loader worker processes (0 = load in the main process)")
-    checkpoint_every: int = _opt(100, "write a resumable checkpoint every N steps")
-    resume: bool = _opt(False, "continue the run in --out from its last checkpoint")
-    overwrite: bool = _opt(False, "replace a PGL model already in --out (never other files)")
-    cache_dir: str = _opt("", "preprocessed-scan cache (default: ~/.cache/pgl_engine)")
-    lr: float = _opt(1e-3, "peak learning rate (AdamW, warm-up then cosine decay)")
-    weight_decay: float = _opt(1e-5, "AdamW weight decay")
-    warmup_steps: int = _opt(-1, "linear warm-up steps (-1: 5%% of --steps)")
-    lr_scaling: Literal["none", "linear", "sqrt"] = _opt(
+    images: str = option("", "folder of scans (.nii, .nii.gz, .nrrd, .mha)", required=True)
+    out: str = option("", "output folder: the model, checkpoints and the training log", required=True)
+    steps: int = option(300, "optimisation steps")
+    batch_size: int = option(2, "samples per step (per process)")
+    patch_size: tuple[int, int, int] = option((64, 64, 32), "network input size in voxels (1 or 3 values)")
+    spacing: tuple[float, float, float] = option((1.5, 1.5, 3.0), "resampling spacing in mm (1 or 3 values)")
+    hu_window: tuple[float, float] = option((-1024.0, 325.0), "HU clip window LO HI, mapped to [0, 1]")
+    device: Literal["auto", "cpu", "cuda", "mps"] = option("auto", "where to train")
+    seed: int = option(0, "random seed (runs are deterministic on CPU for a given seed)")
+    workers: int = option(2, "data loader worker processes (0 = load in the main process)")
+    checkpoint_every: int = option(100, "write a resumable checkpoint every N steps")
+    resume: bool = option(False, "continue the run in --out from its last checkpoint")
+    overwrite: bool = option(False, "replace a PGL model already in --out (never other files)")
+    cache_dir: str = option("", "preprocessed-scan cache (default: ~/.cache/pgl_engine)")
+    lr: float = option(1e-3, "peak learning rate (AdamW, warm-up then cosine decay)")
+    weight_decay: float = option(1e-5, "AdamW weight decay")
+    warmup_steps: int = option(-1, "linear warm-up steps (-1: 5%% of --steps)")
+    lr_scaling: Literal["none", "linear", "sqrt"] = option(
         "none", "scale --lr with the number of processes (torchrun): none, linear or sqrt")
     network: NetworkConfig = field(default_factory=NetworkConfig, metadata={"help": "backbone"})
 
@@ -113,7 +113,7 @@ class TrainConfig:
             (self.workers >= 0, f"--workers must be >= 0, got {self.workers}."),
             (self.checkpoint_every >= 1, f"--checkpoint-every must be >= 1, got {self.checkpoint_every}."),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}."),
-            (self.lr_scaling in ("none", "linear", "sqrt"), f"--lr-scaling must be none, linear or sqrt."),
+            (self.lr_scaling in ("none", "linear", "sqrt"), "--lr-scaling must be none, linear or sqrt."),
         ]
 
     def validate(self) -> None:
@@ -153,20 +153,20 @@ class TrainConfig:
 class PretrainConfig(TrainConfig):
     """Everything `pgl pretrain` needs; field names are the CLI option names."""
 
-    method: Literal["pgl", "byol"] = _opt("pgl", "pgl (local, prior-guided) or byol (global baseline)")
-    ema_start: float = _opt(0.996, "EMA momentum of the target at step 0; rises to 1 on a cosine")
-    projector_dim: int = _opt(64, "output size of the projector and predictor")
-    projector_hidden: int = _opt(128, "hidden size of the projector")
-    predictor_hidden: int = _opt(128, "hidden size of the predictor (wider resists collapse)")
-    grid_size: int = _opt(16, "aligned overlap grid edge (the RoIAlign output is grid^3)")
-    scale_range: tuple[float, float] = _opt((1.1, 1.4), "crop size / patch size range per view")
-    min_overlap: float = _opt(0.1, "minimum overlap of the two crops, as a fraction of a crop's volume")
-    flip_prior: bool = _opt(True, "undo flips when aligning (ablation: --no-flip-prior)")
-    crop_prior: bool = _opt(True, "align the overlap boxes (ablation: --no-crop-prior)")
-    anti_collapse_weight: float = _opt(
+    method: Literal["pgl", "byol"] = option("pgl", "pgl (local, prior-guided) or byol (global baseline)")
+    ema_start: float = option(0.996, "EMA momentum of the target at step 0; rises to 1 on a cosine")
+    projector_dim: int = option(64, "output size of the projector and predictor")
+    projector_hidden: int = option(128, "hidden size of the projector")
+    predictor_hidden: int = option(128, "hidden size of the predictor (wider resists collapse)")
+    grid_size: int = option(16, "aligned overlap grid edge (the RoIAlign output is grid^3)")
+    scale_range: tuple[float, float] = option((1.1, 1.4), "crop size / patch size range per view")
+    min_overlap: float = option(0.1, "minimum overlap of the two crops, as a fraction of a crop's volume")
+    flip_prior: bool = option(True, "undo flips when aligning (ablation: --no-flip-prior)")
+    crop_prior: bool = option(True, "align the overlap boxes (ablation: --no-crop-prior)")
+    anti_collapse_weight: float = option(
         1.0, "weight of the variance/covariance regulariser on aligned features (0 = paper's plain PGL)")
-    nonmonotone_p: float = _opt(0.0, "probability of a random non-monotone intensity remap per view")
-    rank_warning: float = _opt(0.25, "warn when effective rank / feature channels falls below this")
+    nonmonotone_p: float = option(0.0, "probability of a random non-monotone intensity remap per view")
+    rank_warning: float = option(0.25, "warn when effective rank / feature channels falls below this")
 
     def __post_init__(self) -> None:
         self.scale_range = tuple(float(v) for v in self.scale_range)
@@ -191,18 +191,18 @@ class PretrainConfig(TrainConfig):
 class FinetuneConfig(TrainConfig):
     """Everything `pgl finetune` needs; shared options have the names of `pgl pretrain`."""
 
-    images: str = _opt("", "folder of scans to fine-tune on (or give --dataset)")
-    labels: str = _opt("", "folder of label maps with the scans' file names")
-    dataset: str = _opt("", "Medical Segmentation Decathlon dataset.json (imagesTr/labelsTr, label names)")
-    init: str = _opt("none", "pretrained model folder to start from, or none (random initialisation)")
-    label_names: tuple[str, ...] = _opt((), "names of labels 1, 2, ... when no dataset.json gives them")
-    label_fraction: float = _opt(1.0, "use this fraction of the labelled scans (the paper's few-label settings)")
-    max_labeled: int = _opt(0, "use at most N labelled scans (0 = all)")
-    val_count: int = _opt(0, "hold out N labelled scans for validation and keep the best model")
-    val_every: int = _opt(50, "validate every N steps (with --val-count)")
-    foreground_p: float = _opt(0.67, "probability that a patch is centred on a labelled structure")
-    flip_axes: tuple[int, ...] = _opt((), "augment with random flips on these axes (0=x 1=y 2=z); --tta uses them")
-    steps: int = _opt(300, "optimisation steps")
+    images: str = option("", "folder of scans to fine-tune on (or give --dataset)")
+    labels: str = option("", "folder of label maps with the scans' file names")
+    dataset: str = option("", "Medical Segmentation Decathlon dataset.json (imagesTr/labelsTr, label names)")
+    init: str = option("none", "pretrained model folder to start from, or none (random initialisation)")
+    label_names: tuple[str, ...] = option((), "names of labels 1, 2, ... when no dataset.json gives them")
+    label_fraction: float = option(1.0, "use this fraction of the labelled scans (the paper's few-label settings)")
+    max_labeled: int = option(0, "use at most N labelled scans (0 = all)")
+    val_count: int = option(0, "hold out N labelled scans for validation and keep the best model")
+    val_every: int = option(50, "validate every N steps (with --val-count)")
+    foreground_p: float = option(0.67, "probability that a patch is centred on a labelled structure")
+    flip_axes: tuple[int, ...] = option((), "augment with random flips on these axes (0=x 1=y 2=z); --tta uses them")
+    steps: int = option(300, "optimisation steps")
 
     def checks(self) -> list[tuple[bool, str]]:
         return super().checks() + [

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import NetworkConfig, _opt
+from .config import NetworkConfig, option
 from .errors import PGLError
 from .evaluate import evaluate
 from .finetune import finetune
@@ -40,22 +40,22 @@ INIT_VARIANTS = {
 class CompareConfig:
     """Settings of `pgl compare` (CLI options of the same names)."""
 
-    out: str = _opt("compare_output", "output folder (reused pieces let an interrupted comparison continue)")
-    unlabeled: int = _opt(24, "unlabeled phantoms for pretraining")
-    labeled: tuple[int, ...] = _opt((1, 2), "numbers of labelled scans to fine-tune from")
-    test: int = _opt(6, "held-out test phantoms")
-    seeds: int = _opt(5, "paired fine-tuning seeds per setting")
-    inits: tuple[str, ...] = _opt(("random", "byol", "pgl"), "initialisations: " + ", ".join(INIT_VARIANTS))
-    pretrain_steps: int = _opt(300, "pretraining steps per method")
-    finetune_steps: int = _opt(300, "fine-tuning steps per run")
-    batch_size: int = _opt(2, "batch size (pairs for pretraining, patches for fine-tuning)")
-    patch_size: tuple[int, int, int] = _opt((48, 48, 32), "patch size in voxels")
-    spacing: tuple[float, float, float] = _opt((3.2, 3.2, 6.0), "resampling spacing in mm")
-    phantom_spacing_scale: float = _opt(2.0, "phantom scanner spacing multiplier (smaller files)")
-    finetune_lr: float = _opt(1e-3, "fine-tuning learning rate")
-    device: str = _opt("auto", "auto, cpu, cuda or mps")
-    workers: int = _opt(2, "data loader workers")
-    data_seed: int = _opt(1000, "seed of the phantom cohorts")
+    out: str = option("compare_output", "output folder (reused pieces let an interrupted comparison continue)")
+    unlabeled: int = option(24, "unlabeled phantoms for pretraining")
+    labeled: tuple[int, ...] = option((1, 2), "numbers of labelled scans to fine-tune from")
+    test: int = option(6, "held-out test phantoms")
+    seeds: int = option(5, "paired fine-tuning seeds per setting")
+    inits: tuple[str, ...] = option(("random", "byol", "pgl"), "initialisations: " + ", ".join(INIT_VARIANTS))
+    pretrain_steps: int = option(300, "pretraining steps per method")
+    finetune_steps: int = option(300, "fine-tuning steps per run")
+    batch_size: int = option(2, "batch size (pairs for pretraining, patches for fine-tuning)")
+    patch_size: tuple[int, int, int] = option((48, 48, 32), "patch size in voxels")
+    spacing: tuple[float, float, float] = option((3.2, 3.2, 6.0), "resampling spacing in mm")
+    phantom_spacing_scale: float = option(2.0, "phantom scanner spacing multiplier (smaller files)")
+    finetune_lr: float = option(1e-3, "fine-tuning learning rate")
+    device: str = option("auto", "auto, cpu, cuda or mps")
+    workers: int = option(2, "data loader workers")
+    data_seed: int = option(1000, "seed of the phantom cohorts")
     pretrain_options: dict = field(default_factory=dict)
 
     def validate(self) -> None:

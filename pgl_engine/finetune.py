@@ -21,9 +21,8 @@ from .inference import predict_logits
 from .labels import LabelledPair, label_table, label_values, load_label_on_grid, pair_folders, read_dataset_json
 from .model_store import load_model, save_model
 from .networks import SegmentationNet, build_segmentation_net
-from .pretrain import start_run
 from .progress import ProgressCallback, emit
-from .training import RUNTIME_OPTIONS, TrainingRun
+from .training import RUNTIME_OPTIONS, TrainingRun, start_run
 from .views import pad_to
 
 FOREGROUND_SAMPLES = 20000  # remembered voxel positions per label and case, to centre patches on structures

@@ -13,8 +13,13 @@ from torch import nn
 
 from .aligner import align_pair
 from .config import PretrainConfig
-from .losses import (effective_rank, global_consistency_loss, grid_to_samples, local_consistency_loss,
-                     variance_covariance_penalty)
+from .losses import (
+    effective_rank,
+    global_consistency_loss,
+    grid_to_samples,
+    local_consistency_loss,
+    variance_covariance_penalty,
+)
 from .networks import build_backbone, global_head, local_head
 
 

@@ -168,7 +168,8 @@ def make_phantom(seed: int, spacing_scale: float = 1.0) -> PhantomCase:
     size = rng.uniform(0.85, 1.15)
     right_lobe = Blob.random(rng, np.array((60 * sx, 5 * sy, 35)) + jitter(), np.array((70 * sx, 80 * sy, 65)) * size)
     left_lobe = Blob.random(rng, np.array((5, 40 * sy, 45)) + jitter(), np.array((50, 40 * sy, 40)) * size, 15)
-    liver_masks = [canvas.paint(lobe, liver_hu, 1, within=cavity) for lobe in (right_lobe, left_lobe)]
+    for lobe in (right_lobe, left_lobe):
+        canvas.paint(lobe, liver_hu, 1, within=cavity)
     canvas.paint(Blob.random(rng, np.array((40 * sx, 55 * sy, -5)) + jitter(), rng.uniform(12, 20, 3), 20),
                  rng.uniform(0, 20), 0, within=cavity)  # gallbladder
     spleen = Blob.random(rng, np.array((-75 * sx, -35 * sy, 45)) + jitter(),

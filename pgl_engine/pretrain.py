@@ -1,7 +1,6 @@
 """`pgl pretrain`: self-supervised pretraining (PGL or BYOL) on a folder of unlabeled scans."""
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -9,17 +8,16 @@ import numpy as np
 
 from . import __version__
 from .cache import CachedScan, ScanCache, cache_scans, data_fingerprint
-from .checkpoint import load_checkpoint
 from .config import PretrainConfig, TrainConfig
 from .dataset import ViewPairDataset, make_loader
-from .ema import ema_momentum, ema_update
 from .distributed import World
+from .ema import ema_momentum, ema_update
 from .errors import PGLError
 from .imaging import list_scans
 from .methods import SelfSupervisedMethod, build_method
 from .model_store import save_model
 from .progress import ProgressCallback, emit
-from .training import RUNTIME_OPTIONS, TrainingRun, merge_resume_config
+from .training import RUNTIME_OPTIONS, TrainingRun, start_run
 
 
 def prepare_scans(config: TrainConfig, progress: ProgressCallback | None, world: World | None = None
@@ -120,17 +118,6 @@ class Pretrainer(TrainingRun):
             "engine_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         save_model(self.out, tensors, metadata)
-
-
-def start_run(run_class: type[TrainingRun], config: TrainConfig, progress: ProgressCallback | None,
-              options: dict) -> Path:
-    """Apply keyword overrides, merge a resumed run's settings, and run."""
-    config = replace(config, **options)
-    state = None
-    if config.resume:
-        state = load_checkpoint(config.out)
-        config = merge_resume_config(config, state["config"], progress)
-    return run_class(config, progress, state).run()
 
 
 def pretrain(config: PretrainConfig | None = None, progress: ProgressCallback | None = None, **options) -> Path:

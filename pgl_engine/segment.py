@@ -15,8 +15,20 @@ import torch
 from scipy import ndimage
 
 from .errors import PGLError
-from .imaging import (SCAN_SUFFIXES, image_affine_ras, image_ras_corners, is_scan_file, list_scans, normalise_hu,
-                      ras_grid_covering, ras_image, read_image, resample, write_image_like, write_nifti)
+from .imaging import (
+    SCAN_SUFFIXES,
+    image_affine_ras,
+    image_ras_corners,
+    is_scan_file,
+    list_scans,
+    normalise_hu,
+    ras_grid_covering,
+    ras_image,
+    read_image,
+    resample,
+    write_image_like,
+    write_nifti,
+)
 from .inference import predict_logits
 from .labels import write_sidecar
 from .model_store import LoadedModel, load_model, require_kind

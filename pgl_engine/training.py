@@ -10,6 +10,7 @@ import json
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checkpoint import save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import World
 from .errors import PGLError, TrainingInterrupted
@@ -194,8 +195,6 @@ class TrainingRun:
         self.forward_model = self.world.wrap(self.model, self.device)
         self.build_optimizer()
         if config.resume:
-            from .checkpoint import load_checkpoint
-
             self.restore(self.resume_state or load_checkpoint(self.out))
             self.resume_state = None
             emit(self.progress, "info", message=f"resuming at step {self.step} of {config.steps}")
@@ -236,3 +235,14 @@ class TrainingRun:
         emit(self.progress, "done", model_dir=str(self.out), steps=self.step, seconds=elapsed,
              data_wait_fraction=wait_total / max(elapsed, 1e-9), **self.summary())
         return self.out
+
+
+def start_run(run_class: type[TrainingRun], config: TrainConfig, progress: ProgressCallback | None,
+              options: dict) -> Path:
+    """Apply keyword overrides, merge a resumed run's settings, and run."""
+    config = replace(config, **options)
+    state = None
+    if config.resume:
+        state = load_checkpoint(config.out)
+        config = merge_resume_config(config, state["config"], progress)
+    return run_class(config, progress, state).run()

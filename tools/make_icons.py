@@ -4,7 +4,6 @@ Usage: python tools/make_icons.py [SEGMENTATION.nii.gz]  (with a segmentation of
 the screenshot shows it; otherwise the phantom's reference labels)
 """
 import sys
-import tempfile
 from pathlib import Path
 
 import matplotlib
