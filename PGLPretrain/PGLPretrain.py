@@ -1,8 +1,14 @@
 """PGL Pretrain: self-supervised PGL pretraining on a folder of unlabeled CT scans."""
 import os
+import sys
 import tempfile
 
 import slicer
+# run from a source checkout: PGLCommon and pgl_engine sit one folder up (installed, they sit beside the module)
+_SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isdir(os.path.join(_SOURCE_ROOT, "PGLCommon")) and _SOURCE_ROOT not in sys.path:
+    sys.path.insert(0, _SOURCE_ROOT)
+
 from PGLPretrainLib.logic import PGLPretrainLogic  # noqa: F401  (console: PGLPretrain.PGLPretrainLogic())
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
