@@ -102,6 +102,12 @@ def run_pretrain(args, progress) -> None:
     pretrain(dataclass_from_args(PretrainConfig, args, network=network), progress=progress)
 
 
+def show(args, text: str) -> None:
+    """Human-readable results on stdout, except in JSON mode where stdout carries only events."""
+    if args.progress != "json":
+        print(text)
+
+
 def _plain(value):
     return list(value) if isinstance(value, (list, tuple)) else value
 
@@ -139,7 +145,7 @@ def run_evaluate(args, progress) -> None:
     from .evaluate import evaluate, format_table
 
     result = evaluate(args.pred, args.labels, args.csv or None, progress=progress)
-    print(format_table(result))
+    show(args, format_table(result))
     emit(progress, "done", mean=result["mean"], csv=args.csv or None)
 
 
@@ -161,18 +167,18 @@ def run_compare(args, progress) -> None:
 
     config = dataclass_from_args(CompareConfig, args, pretrain_options=parse_key_values(args.pretrain_option))
     report = compare(config, progress)
-    print(report.read_text())
+    show(args, report.read_text())
 
 
 def run_demo(args, progress) -> None:
     from .experiment import demo
 
     report = demo(args.out, quick=args.quick, device=args.device, workers=args.workers, progress=progress)
-    print(report.read_text())
+    show(args, report.read_text())
 
 
-COMMANDS = {"compare": run_compare, "demo": run_demo, "phantom": run_phantom, "pretrain": run_pretrain, "finetune": run_finetune, "segment": run_segment,
-            "evaluate": run_evaluate}
+COMMANDS = {"phantom": run_phantom, "pretrain": run_pretrain, "finetune": run_finetune, "segment": run_segment,
+            "evaluate": run_evaluate, "compare": run_compare, "demo": run_demo}
 
 
 def main(argv: list[str] | None = None) -> int:
