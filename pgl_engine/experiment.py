@@ -112,7 +112,7 @@ def stage_forwarder(progress: ProgressCallback | None, stage: str):
         if progress is None:
             return
         if event.get("event") == "progress":
-            progress({**event, "stage": stage})
+            progress({**event, "stage": f"{stage}: {event.get('stage')}"})
         elif event.get("event") == "warning":
             progress(event)
     return forward
