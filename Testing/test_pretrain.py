@@ -124,7 +124,8 @@ def test_collapse_is_reported(cohort, tmp_path):
 
 
 @pytest.mark.parametrize("ablation", [{"flip_prior": False}, {"crop_prior": False},
-                                      {"flip_prior": False, "crop_prior": False}, {"nonmonotone_p": 1.0}])
+                                      {"flip_prior": False, "crop_prior": False}, {"nonmonotone_p": 1.0},
+                                      {"anti_collapse_on": "full"}])
 def test_ablations_train(cohort, tmp_path, ablation):
     events = run(cohort, tmp_path, "ablation", steps=2, **ablation)
     assert events[-1]["event"] == "done"

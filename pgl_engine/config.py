@@ -165,6 +165,8 @@ class PretrainConfig(TrainConfig):
     crop_prior: bool = option(True, "align the overlap boxes (ablation: --no-crop-prior)")
     anti_collapse_weight: float = option(
         1.0, "weight of the variance/covariance regulariser on aligned features (0 = paper's plain PGL)")
+    anti_collapse_on: Literal["aligned", "full"] = option(
+        "aligned", "features the regulariser sees: the aligned overlap grid, or the full feature maps (subsampled)")
     nonmonotone_p: float = option(0.0, "probability of a random non-monotone intensity remap per view")
     rank_warning: float = option(0.25, "warn when effective rank / feature channels falls below this")
 
@@ -181,6 +183,7 @@ class PretrainConfig(TrainConfig):
              f"--scale-range must be LO HI with 1 <= LO <= HI, got {self.scale_range}."),
             (0.0 < self.min_overlap < 1.0, f"--min-overlap must be in (0, 1), got {self.min_overlap}."),
             (self.anti_collapse_weight >= 0, "--anti-collapse-weight must be >= 0."),
+            (self.anti_collapse_on in ("aligned", "full"), "--anti-collapse-on must be aligned or full."),
             (0.0 <= self.nonmonotone_p <= 1.0, "--nonmonotone-p must be in [0, 1]."),
             (min(self.projector_dim, self.projector_hidden, self.predictor_hidden) >= 1,
              "projector and predictor sizes must be >= 1."),
