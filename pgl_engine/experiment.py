@@ -195,9 +195,10 @@ def compare(config: CompareConfig | None = None, progress: ProgressCallback | No
     ranks = {}
     for init, model in models.items():
         torch.manual_seed(0)
-        backbone = build_backbone(NetworkConfig()) if model == "none" else load_model(model).backbone
+        loaded = None if model == "none" else load_model(model)
+        backbone = build_backbone(NetworkConfig()) if loaded is None else loaded.backbone
         ranks[init] = {"test_features": feature_rank(backbone, volumes, config.patch_size),
-                       "pretraining": None if model == "none" else load_model(model).metadata.get("effective_rank")}
+                       "pretraining": None if loaded is None else loaded.metadata.get("effective_rank")}
     summary = summarise(config, results, ranks, time.perf_counter() - started)
     (Path(config.out) / "results.json").write_text(json.dumps({"config": asdict(config), **summary,
                                                                "runs": results}, indent=2))

@@ -19,7 +19,7 @@ from .errors import PGLError
 from .evaluate import dice_per_label
 from .inference import predict_logits
 from .labels import LabelledPair, label_table, label_values, load_label_on_grid, pair_folders, read_dataset_json
-from .model_store import load_model, save_model
+from .model_store import load_model, read_metadata, save_model
 from .networks import SegmentationNet, build_segmentation_net
 from .progress import ProgressCallback, emit
 from .training import RUNTIME_OPTIONS, TrainingRun, start_run
@@ -107,7 +107,7 @@ def resolve_init(options: dict, progress: ProgressCallback | None = None) -> dic
     init = options.get("init", "none")
     if not init or init == "none":
         return options
-    metadata = load_model(init).metadata
+    metadata = read_metadata(init)  # the settings only: no need to read the weights here
     from_model = {"network": NetworkConfig.from_dict(metadata["network"]), "spacing": tuple(metadata["spacing"]),
                   "hu_window": tuple(metadata["hu_window"])}
     resolved = dict(options)
