@@ -14,6 +14,7 @@ import pytest
 
 from pgl_engine.checkpoint import load_checkpoint
 from pgl_engine.cli import main
+from pgl_engine.errors import PGLError
 
 COMMON = ["--steps", "3", "--batch-size", "1", "--patch-size", "16", "--spacing", "8", "--workers", "0",
           "--feature-channels", "8", "--channels", "4", "8", "16", "--strides", "2", "2", "--device", "cpu"]
@@ -120,7 +121,7 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, cohort, sig):
         if events[-1].get("stage") == "pretrain" and events[-1]["step"] >= 3:
             proc.send_signal(sig)
             break
-    rest, err = proc.communicate(timeout=120)
+    rest, err = proc.communicate(timeout=300)
     events += [json.loads(line) for line in rest.splitlines()]
     assert proc.returncode == 130, err
     assert "Traceback" not in err
@@ -129,7 +130,7 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, cohort, sig):
     state = load_checkpoint(out)
     assert state["step"] == cancelled["step"] >= 3
     code = subprocess.run(args[:-1] + [str(state["step"] + 2), "--resume"], env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=300)
     assert code.returncode == 0, code.stderr
     assert load_checkpoint(out)["step"] == state["step"] + 2
 
@@ -146,3 +147,17 @@ def test_finetune_and_segment_errors_exit_cleanly(capsys, tmp_path, cohort):
     code, _, err = pgl(capsys, "segment", "--model", tmp_path, "--input", cohort / "images", "--output",
                        tmp_path / "pred")
     assert code == 1 and "is not a PGL model folder" in err
+
+
+def test_variable_length_options_take_no_values_or_several():
+    from pgl_engine.cli import build_parser
+    from pgl_engine.cli_options import dataclass_from_args
+    from pgl_engine.config import PretrainConfig
+
+    parser = build_parser()
+    args = parser.parse_args(["pretrain", "--images", "i", "--out", "o", "--flip-axes"])
+    assert dataclass_from_args(PretrainConfig, args).flip_axes == ()
+    args = parser.parse_args(["pretrain", "--images", "i", "--out", "o", "--flip-axes", "0", "2"])
+    assert dataclass_from_args(PretrainConfig, args).flip_axes == (0, 2)
+    with pytest.raises(PGLError, match="--flip-axes takes 0, 1, 2"):
+        PretrainConfig(images="i", out="o", flip_axes=(3,))

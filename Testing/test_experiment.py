@@ -1,9 +1,11 @@
 """`pgl compare`: the whole chain on tiny settings, paired statistics, and reuse of finished pieces."""
 import json
+import re
 
 import numpy as np
 import pytest
 
+from pgl_engine.errors import PGLError
 from pgl_engine.experiment import CompareConfig, compare, paired_difference
 
 
@@ -23,12 +25,17 @@ def test_compare_runs_end_to_end_and_reuses_finished_runs(tmp_path):
     events = []
     report = compare(config, progress=events.append)
     text = report.read_text()
-    assert "| random |" in text and "| pgl |" in text and "pgl - random" in text
+    assert "| random |" in text and "| pgl |" in text and "| pgl - random |" in text and "organ mean" in text
     assert (tmp_path / "cmp" / "dice_n1.png").stat().st_size > 1000
     assert (tmp_path / "cmp" / "loss_curves.png").stat().st_size > 1000
     results = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert len(results["runs"]) == 4  # 2 seeds x 2 inits
     assert set(results["table"]["1"]) == {"random", "pgl"}
+    organs = ("liver", "spleen", "right kidney", "left kidney")
+    for run in results["runs"]:  # the organ mean leaves the tumour out
+        assert run["dice"]["organ mean"] == pytest.approx(np.nanmean([run["dice"][o] for o in organs]))
+    assert set(results["differences"]["1"]) == {"organ mean", "mean"}
+    assert set(results["differences"]["1"]["organ mean"]) == {"pgl - random"}
     assert 0 < results["ranks"]["pgl"]["test_features"] <= 32
     assert events[-1]["event"] == "done"
     # a second call reuses every finished piece: same numbers, no new fine-tuning
@@ -37,3 +44,14 @@ def test_compare_runs_end_to_end_and_reuses_finished_runs(tmp_path):
     assert (tmp_path / "cmp" / "runs" / "n1" / "seed0" / "pgl" / "result.json").stat().st_mtime == mtime
     again = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert again["table"] == results["table"]
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({"pretrain_options": {"no_such_option": 1}}, "--pretrain-option: ['no_such_option']"),
+    ({"finetune_options": {"seed": 3}}, "--finetune-option: ['seed'] unknown or set by compare itself"),
+    ({"inits": ()}, "--inits and --labeled each need at least one value"),
+])
+def test_compare_refuses_options_it_cannot_pass_on(options, expected):
+    with pytest.raises(PGLError, match=re.escape(expected)):
+        CompareConfig(**options).validate()
+    CompareConfig(pretrain_options={"flip_axes": []}, finetune_options={"transfer": "encoder"}).validate()

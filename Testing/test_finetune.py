@@ -13,6 +13,7 @@ from pgl_engine.config import FinetuneConfig, NetworkConfig
 from pgl_engine.errors import PGLError
 from pgl_engine.evaluate import dice_per_label
 from pgl_engine.finetune import Finetuner, finetune, resolve_init
+from pgl_engine.networks import is_decoder_key
 from pgl_engine.segment import segment
 
 
@@ -48,6 +49,16 @@ def test_pretrained_weights_are_loaded(cohort, tmp_path):
     assert not all(torch.equal(t, pretrained[n]) for n, t in random_init.backbone.state_dict().items())
     finetune(**options)
     assert load_model(tmp_path / "ft").metadata["init"]["method"] == "pgl"
+    # encoder-only transfer: the encoder comes from the model, the decoder is the random initialisation
+    encoder_only = Finetuner(FinetuneConfig(**resolve_init({**options, "transfer": "encoder"}))).prepare()
+    random_weights = Finetuner(FinetuneConfig(**resolve_init(options | {"init": "none", "network": network,
+                                                                         "out": str(tmp_path / "r2")}))).prepare()
+    decoder = [n for n in pretrained if is_decoder_key(n)]
+    assert 0 < len(decoder) < len(pretrained)
+    assert any(n.startswith("model.1.submodule.2.") for n in decoder)  # an inner up block, not only the top one
+    for name, tensor in encoder_only.backbone.state_dict().items():
+        source = random_weights.backbone.state_dict() if name in decoder else pretrained
+        assert torch.equal(tensor, source[name]), name
 
 
 def test_pretrained_model_with_another_network_is_refused(cohort, tmp_path):

@@ -47,3 +47,31 @@ def test_small_scans_are_padded():
     padded = pad_to(np.ones((10, 30, 5), np.float32), (23, 23, 23))
     assert padded.shape == (23, 30, 23)
     assert padded[0, 0, 0] == 0 and padded[11, 0, 11] == 1
+
+
+@pytest.mark.parametrize("flip_axes", [(), (2,), (0, 1)])
+def test_flips_only_on_the_chosen_axes_and_crops_unchanged(flip_axes):
+    seen = set()
+    for seed in range(60):
+        a, b = sample_view_pair((40, 40, 30), (16, 16, 16), (1.1, 1.4), 0.1, np.random.default_rng(seed),
+                                flip_axes=flip_axes)
+        a0, b0 = sample_view_pair((40, 40, 30), (16, 16, 16), (1.1, 1.4), 0.1, np.random.default_rng(seed))
+        assert (a.lo, a.hi, b.lo, b.hi) == (a0.lo, a0.hi, b0.lo, b0.hi)  # the same crops whatever flips
+        for v in (a, b):
+            seen.update(axis for axis, f in enumerate(v.flips) if f)
+    assert seen == set(flip_axes)
+
+
+def test_intensity_strength_scales_the_jitter():
+    from pgl_engine.augment import augment_intensity
+
+    x = torch.linspace(0.1, 0.9, 16 ** 3).reshape(1, 16, 16, 16)
+
+    def mean_shift(strength):
+        return np.mean([abs(float(augment_intensity(x.clone(), np.random.default_rng(s), strength=strength).mean()
+                                  - x.mean())) for s in range(40)])
+
+    none, mild, full = mean_shift(0.0), mean_shift(0.3), mean_shift(1.0)
+    assert none < 0.01  # only noise and blur remain, which keep the mean
+    assert none < mild < full
+    assert full > 0.03

@@ -33,17 +33,22 @@ def random_remap(x: torch.Tensor, rng: np.random.Generator, knots: int = 6) -> t
     return ys_t[i0] * (1 - w) + ys_t[i0 + 1] * w
 
 
-def augment_intensity(x: torch.Tensor, rng: np.random.Generator, nonmonotone_p: float = 0.0) -> torch.Tensor:
-    """Brightness/contrast, gamma, noise and blur with the probabilities of PGL_METHOD.md."""
+def augment_intensity(x: torch.Tensor, rng: np.random.Generator, nonmonotone_p: float = 0.0,
+                      strength: float = 1.0) -> torch.Tensor:
+    """Brightness/contrast, gamma, noise and blur with the probabilities of PGL_METHOD.md.
+
+    strength scales how far brightness, contrast and gamma move from identity (1 = PGL_METHOD.md's
+    ranges, 0 = none); the random draws are the same whatever the strength.
+    """
     if nonmonotone_p > 0 and rng.random() < nonmonotone_p:
         x = random_remap(x, rng)
     if rng.random() < 0.5:  # brightness
-        x = x * rng.uniform(0.75, 1.25)
+        x = x * (1 + strength * (rng.uniform(0.75, 1.25) - 1))
     if rng.random() < 0.5:  # contrast about the mean
         mean = x.mean()
-        x = (x - mean) * rng.uniform(0.75, 1.25) + mean
+        x = (x - mean) * (1 + strength * (rng.uniform(0.75, 1.25) - 1)) + mean
     if rng.random() < 0.5:
-        x = torch.clamp(x, 0, None) ** rng.uniform(0.7, 1.5)
+        x = torch.clamp(x, 0, None) ** (1 + strength * (rng.uniform(0.7, 1.5) - 1))
     if rng.random() < 0.1:
         x = x + torch.from_numpy(rng.normal(0, rng.uniform(0, 0.1), x.shape).astype(np.float32))
     if rng.random() < 0.2:

@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_options(cp, CompareConfig)
     cp.add_argument("--pretrain-option", action="append", default=[], metavar="KEY=VALUE",
                     help="extra pretraining option for every pretrained init, e.g. anti_collapse_weight=0.5")
+    cp.add_argument("--finetune-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra fine-tuning option for every run, e.g. transfer=encoder")
     add_progress_option(cp)
 
     dm = sub.add_parser("demo", help="the quick-start job: phantoms -> pretrain -> fine-tune -> segment -> report")
@@ -149,12 +151,12 @@ def run_evaluate(args, progress) -> None:
     emit(progress, "done", mean=result["mean"], csv=args.csv or None)
 
 
-def parse_key_values(items: list[str]) -> dict:
+def parse_key_values(items: list[str], flag: str) -> dict:
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise PGLError(f"--pretrain-option takes KEY=VALUE, got {item!r}.")
+            raise PGLError(f"{flag} takes KEY=VALUE, got {item!r}.")
         try:
             options[key.strip().replace("-", "_")] = json.loads(value)
         except ValueError:
@@ -165,7 +167,9 @@ def parse_key_values(items: list[str]) -> dict:
 def run_compare(args, progress) -> None:
     from .experiment import CompareConfig, compare
 
-    config = dataclass_from_args(CompareConfig, args, pretrain_options=parse_key_values(args.pretrain_option))
+    config = dataclass_from_args(CompareConfig, args,
+                                 pretrain_options=parse_key_values(args.pretrain_option, "--pretrain-option"),
+                                 finetune_options=parse_key_values(args.finetune_option, "--finetune-option"))
     report = compare(config, progress)
     show(args, report.read_text())
 

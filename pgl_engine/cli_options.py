@@ -28,10 +28,11 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, skip: tupl
                                 help=f"{help_text} (default: {default})")
         elif origin is tuple:
             kind = args[0]
-            nargs = "+" if len(args) == 3 or Ellipsis in args else len(args)
+            # (x, ...) takes any number of values, none included; (x, x, x) takes 1 or 3
+            nargs = "*" if Ellipsis in args else "+" if len(args) == 3 else len(args)
             parser.add_argument(flag, dest=f.name, type=kind, nargs=nargs, default=default,
                                 required=f.metadata.get("required", False),
-                                help=f"{help_text} (default: {' '.join(map(str, default))})")
+                                help=f"{help_text} (default: {' '.join(map(str, default)) or 'none'})")
         else:
             parser.add_argument(flag, dest=f.name, type=hint, default=default,
                                 required=f.metadata.get("required", False),

@@ -168,10 +168,14 @@ class PretrainConfig(TrainConfig):
     anti_collapse_on: Literal["aligned", "full"] = option(
         "aligned", "features the regulariser sees: the aligned overlap grid, or the full feature maps (subsampled)")
     nonmonotone_p: float = option(0.0, "probability of a random non-monotone intensity remap per view")
+    flip_axes: tuple[int, ...] = option((0, 1, 2), "flip each view on these axes with p = 0.5 (0=x 1=y 2=z)")
+    intensity_strength: float = option(
+        1.0, "scale of the brightness/contrast/gamma jitter per view (1 = paper-style ranges, 0 = none)")
     rank_warning: float = option(0.25, "warn when effective rank / feature channels falls below this")
 
     def __post_init__(self) -> None:
         self.scale_range = tuple(float(v) for v in self.scale_range)
+        self.flip_axes = tuple(int(a) for a in self.flip_axes)
         super().__post_init__()
 
     def checks(self) -> list[tuple[bool, str]]:
@@ -185,6 +189,8 @@ class PretrainConfig(TrainConfig):
             (self.anti_collapse_weight >= 0, "--anti-collapse-weight must be >= 0."),
             (self.anti_collapse_on in ("aligned", "full"), "--anti-collapse-on must be aligned or full."),
             (0.0 <= self.nonmonotone_p <= 1.0, "--nonmonotone-p must be in [0, 1]."),
+            (all(a in (0, 1, 2) for a in self.flip_axes), f"--flip-axes takes 0, 1, 2, got {self.flip_axes}."),
+            (0.0 <= self.intensity_strength <= 2.0, "--intensity-strength must be in [0, 2]."),
             (min(self.projector_dim, self.projector_hidden, self.predictor_hidden) >= 1,
              "projector and predictor sizes must be >= 1."),
         ]
@@ -198,6 +204,8 @@ class FinetuneConfig(TrainConfig):
     labels: str = option("", "folder of label maps with the scans' file names")
     dataset: str = option("", "Medical Segmentation Decathlon dataset.json (imagesTr/labelsTr, label names)")
     init: str = option("none", "pretrained model folder to start from, or none (random initialisation)")
+    transfer: Literal["whole", "encoder"] = option(
+        "whole", "what --init gives: the whole backbone (paper) or its encoder only (decoder starts random)")
     label_names: tuple[str, ...] = option((), "names of labels 1, 2, ... when no dataset.json gives them")
     label_fraction: float = option(1.0, "use this fraction of the labelled scans (the paper's few-label settings)")
     max_labeled: int = option(0, "use at most N labelled scans (0 = all)")
@@ -211,6 +219,7 @@ class FinetuneConfig(TrainConfig):
         return super().checks() + [
             (bool(self.dataset) or (bool(self.images) and bool(self.labels)),
              "give --images and --labels, or --dataset path/dataset.json."),
+            (self.transfer in ("whole", "encoder"), f"--transfer must be whole or encoder, got {self.transfer!r}."),
             (0.0 < self.label_fraction <= 1.0, f"--label-fraction must be in (0, 1], got {self.label_fraction}."),
             (self.max_labeled >= 0, f"--max-labeled must be >= 0, got {self.max_labeled}."),
             (self.val_count >= 0, f"--val-count must be >= 0, got {self.val_count}."),

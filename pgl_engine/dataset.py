@@ -23,7 +23,8 @@ class ViewPairDataset(Dataset):
 
     def __init__(self, scans: list[CachedScan], patch_size: tuple[int, int, int],
                  scale_range: tuple[float, float], min_overlap: float, seed: int, length: int,
-                 nonmonotone_p: float = 0.0, stream: int = 0):
+                 nonmonotone_p: float = 0.0, stream: int = 0, flip_axes: tuple[int, ...] = (0, 1, 2),
+                 intensity_strength: float = 1.0):
         self.scans = scans
         self.patch_size = tuple(patch_size)
         self.scale_range = tuple(scale_range)
@@ -32,6 +33,8 @@ class ViewPairDataset(Dataset):
         self.length = length
         self.nonmonotone_p = nonmonotone_p
         self.stream = stream
+        self.flip_axes = tuple(flip_axes)
+        self.intensity_strength = intensity_strength
 
     def __len__(self) -> int:
         return self.length
@@ -46,11 +49,12 @@ class ViewPairDataset(Dataset):
         rng = np.random.default_rng([self.seed, 2, self.stream, index])
         volume = pad_to(self.scans[self.scan_index(index)].load(),
                         padded_shape_needed(self.patch_size, self.scale_range[1]))
-        a, b = sample_view_pair(volume.shape, self.patch_size, self.scale_range, self.min_overlap, rng)
+        a, b = sample_view_pair(volume.shape, self.patch_size, self.scale_range, self.min_overlap, rng,
+                                flip_axes=self.flip_axes)
         item = {}
         for name, prior in (("a", a), ("b", b)):
             item[f"view_{name}"] = augment_intensity(cut_view(volume, prior, self.patch_size), rng,
-                                                     self.nonmonotone_p)
+                                                     self.nonmonotone_p, self.intensity_strength)
             item[f"lo_{name}"] = torch.tensor(prior.lo, dtype=torch.float32)
             item[f"hi_{name}"] = torch.tensor(prior.hi, dtype=torch.float32)
             item[f"flip_{name}"] = torch.tensor(prior.flips, dtype=torch.bool)

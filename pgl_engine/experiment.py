@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import NetworkConfig, option
+from .config import FinetuneConfig, NetworkConfig, PretrainConfig, option
 from .errors import PGLError
 from .evaluate import evaluate
 from .finetune import finetune
 from .model_store import is_model_dir, load_model
-from .phantom import LABELS, write_cohort
+from .phantom import LABELS, ORGANS, write_cohort
 from .pretrain import pretrain
 from .progress import ProgressCallback, emit
 
@@ -34,6 +34,9 @@ INIT_VARIANTS = {
     "pgl-plain": {"method": "pgl", "anti_collapse_weight": 0.0},
     "byol-plain": {"method": "byol", "anti_collapse_weight": 0.0},
 }
+
+# options compare sets per run, which --pretrain-option / --finetune-option cannot change
+FIXED_BY_COMPARE = {"images", "out", "dataset", "init", "seed", "max_labeled", "overwrite", "labels", "resume"}
 
 
 @dataclass
@@ -57,11 +60,21 @@ class CompareConfig:
     workers: int = option(2, "data loader workers")
     data_seed: int = option(1000, "seed of the phantom cohorts")
     pretrain_options: dict = field(default_factory=dict)
+    finetune_options: dict = field(default_factory=dict)
 
     def validate(self) -> None:
+        if not self.inits or not self.labeled:
+            raise PGLError("--inits and --labeled each need at least one value.")
         unknown = [i for i in self.inits if i not in INIT_VARIANTS]
         if unknown:
             raise PGLError(f"--inits: unknown {unknown}; choose from {', '.join(INIT_VARIANTS)}.")
+        for flag, options, cls in (("--pretrain-option", self.pretrain_options, PretrainConfig),
+                                   ("--finetune-option", self.finetune_options, FinetuneConfig)):
+            allowed = {f.name for f in fields(cls)} - FIXED_BY_COMPARE
+            unknown = sorted(set(options) - allowed)
+            if unknown:
+                raise PGLError(f"{flag}: {unknown} unknown or set by compare itself; options of "
+                               f"`pgl {cls.__name__[:-6].lower()} --help` other than {sorted(FIXED_BY_COMPARE)} work.")
         if min(self.labeled) < 1 or self.seeds < 1 or self.test < 1 or self.unlabeled < 1:
             raise PGLError("--labeled, --seeds, --test and --unlabeled must be >= 1.")
 
@@ -99,9 +112,10 @@ def pretrain_variants(config: CompareConfig, data: dict[str, Path], progress) ->
         if not is_model_dir(out):
             emit(progress, "info", message=f"pretraining {init} ({config.pretrain_steps} steps)")
             forward = stage_forwarder(progress, f"pretrain {init}")
-            pretrain(images=str(data["unlabeled"] / "images"), out=str(out), steps=config.pretrain_steps,
-                     overwrite=True, **common_options(config), **{**config.pretrain_options, **variant},
-                     progress=forward)
+            options = {**common_options(config), "steps": config.pretrain_steps, **config.pretrain_options,
+                       **variant}
+            pretrain(images=str(data["unlabeled"] / "images"), out=str(out), overwrite=True, progress=forward,
+                     **options)
         models[init] = str(out)
     return models
 
@@ -128,10 +142,11 @@ def run_one(config: CompareConfig, data: dict[str, Path], init: str, model: str,
     if result_file.is_file():
         return json.loads(result_file.read_text())
     started = time.perf_counter()
+    options = {**common_options(config), "steps": config.finetune_steps, "lr": config.finetune_lr,
+               **config.finetune_options}
     finetune(dataset=str(data["labeled"] / "dataset.json"), out=str(run / "model"), init=model, seed=seed,
-             max_labeled=labeled, steps=config.finetune_steps, lr=config.finetune_lr, overwrite=True,
-             progress=stage_forwarder(progress, f"finetune {init} n={labeled} seed={seed}"),
-             **common_options(config))
+             max_labeled=labeled, overwrite=True,
+             progress=stage_forwarder(progress, f"finetune {init} n={labeled} seed={seed}"), **options)
     segment(run / "model", data["test"] / "images", run / "pred", device=config.device)
     evaluation = evaluate(run / "pred", data["test"] / "labels", run / "evaluation.csv", names=LABELS)
     curve = [json.loads(line)["loss"] for line in (run / "model" / "train_log.jsonl").read_text().splitlines()]
@@ -204,14 +219,25 @@ def compare(config: CompareConfig | None = None, progress: ProgressCallback | No
                                                                "runs": results}, indent=2))
     report = write_report(Path(config.out), config, summary, results)
     emit(progress, "done", report=str(report), seconds=time.perf_counter() - started,
-         mean_dice={f"n{n}": {i: summary["table"][str(n)][i]["mean"]["mean"] for i in config.inits}
+         organ_mean_dice={f"n{n}": {i: summary["table"][str(n)][i]["organ mean"]["mean"] for i in config.inits}
                     for n in config.labeled})
     return report
 
 
+HEADLINES = ("organ mean", "mean")  # mean over the organs (the paper's figure) and over every label
+
+
+def organ_mean(dice: dict) -> float:
+    """Mean Dice over the organs, leaving lesions out (NaN-aware)."""
+    return float(np.nanmean([dice[o] for o in ORGANS if o in dice]))
+
+
 def summarise(config: CompareConfig, results: list[dict], ranks: dict, seconds: float) -> dict:
-    """Per labelled count: Dice per organ per init (mean, SD over seeds) and paired differences."""
-    organs = list(LABELS.values()) + ["mean"]
+    """Per labelled count: Dice per organ per init (mean, SD over seeds) and paired differences of the
+    organ mean and the all-label mean."""
+    organs = list(LABELS.values()) + list(HEADLINES)
+    for r in results:
+        r["dice"]["organ mean"] = organ_mean(r["dice"])
     table, differences = {}, {}
     for n in config.labeled:
         runs = [r for r in results if r["labeled"] == n]
@@ -221,9 +247,10 @@ def summarise(config: CompareConfig, results: list[dict], ranks: dict, seconds: 
                              for o in organs} for i, rs in by_init.items()}
         baselines = [b for b in ("random", "byol") if b in by_init]
         differences[str(n)] = {
-            f"{a} - {b}": paired_difference([r["dice"]["mean"] for r in by_init[a]],
-                                            [r["dice"]["mean"] for r in by_init[b]])
-            for a in config.inits if a != "random" for b in baselines if a != b}
+            metric: {f"{a} - {b}": paired_difference([r["dice"][metric] for r in by_init[a]],
+                                                     [r["dice"][metric] for r in by_init[b]])
+                     for a in config.inits if a != "random" for b in baselines if a != b}
+            for metric in HEADLINES}
     return {"table": table, "differences": differences, "ranks": ranks, "seconds": seconds}
 
 

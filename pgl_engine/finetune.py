@@ -20,7 +20,7 @@ from .evaluate import dice_per_label
 from .inference import predict_logits
 from .labels import LabelledPair, label_table, label_values, load_label_on_grid, pair_folders, read_dataset_json
 from .model_store import load_model, read_metadata, save_model
-from .networks import SegmentationNet, build_segmentation_net
+from .networks import SegmentationNet, build_segmentation_net, is_decoder_key
 from .progress import ProgressCallback, emit
 from .training import RUNTIME_OPTIONS, TrainingRun, start_run
 from .views import pad_to
@@ -177,8 +177,13 @@ class Finetuner(TrainingRun):
                 raise PGLError(f"{config.init}: was pretrained with another network configuration "
                                f"({pretrained.network_config.to_dict()}) than this fine-tuning uses "
                                f"({config.network.to_dict()}); use the model's network or --init none.")
-            network.backbone.load_state_dict(pretrained.backbone.state_dict())
+            weights = pretrained.backbone.state_dict()
+            if config.transfer == "encoder":
+                weights = {**network.backbone.state_dict(),
+                           **{k: v for k, v in weights.items() if not is_decoder_key(k)}}
+            network.backbone.load_state_dict(weights)
             self.init_info = {"path": str(Path(config.init).resolve()), "kind": pretrained.kind,
+                              "transfer": config.transfer,
                               "method": pretrained.metadata.get("method"),
                               "weights_sha256": pretrained.metadata.get("weights_sha256")}
         emit(self.progress, "info", message=f"fine-tuning on {len(self.train_cases)} labelled scan(s), "

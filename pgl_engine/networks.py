@@ -1,6 +1,8 @@
 """Networks: the MONAI backbone shared with fine-tuning, and the projection heads of pretraining."""
 from __future__ import annotations
 
+import re
+
 from monai.networks.nets import UNet
 from torch import nn
 
@@ -11,6 +13,16 @@ def build_backbone(config: NetworkConfig) -> nn.Module:
     """Residual MONAI UNet mapping a 1-channel patch to a feature map of the same size."""
     return UNet(spatial_dims=3, in_channels=1, out_channels=config.feature_channels,
                 channels=config.channels, strides=config.strides, num_res_units=config.num_res_units)
+
+
+# MONAI's UNet nests Sequential(down, SkipConnection(...), up): index 2 of the top Sequential or of any
+# SkipConnection's submodule is an up (decoder) path; everything else is the encoder and the bottom block
+_DECODER_KEY = re.compile(r"(^|\.)(model|submodule)\.2\.")
+
+
+def is_decoder_key(name: str) -> bool:
+    """Whether a backbone state_dict entry belongs to the decoder (up-sampling path and output layer)."""
+    return bool(_DECODER_KEY.search(name))
 
 
 def local_head(in_channels: int, hidden: int, out_channels: int) -> nn.Module:

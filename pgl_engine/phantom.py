@@ -20,6 +20,7 @@ from .labels import label_table, write_sidecar
 from .progress import ProgressCallback, emit
 
 LABELS = {1: "liver", 2: "spleen", 3: "right kidney", 4: "left kidney", 5: "tumour"}
+ORGANS = ("liver", "spleen", "right kidney", "left kidney")  # the labels that are organs (not lesions)
 FIELD_OF_VIEW_MM = (360.0, 300.0, 200.0)
 
 

@@ -16,6 +16,11 @@ def _fmt(cell: dict) -> str:
     return f"{100 * cell['mean']:.1f} ± {100 * cell['sd']:.1f}"
 
 
+def _fmt_difference(d: dict) -> str:
+    ci = "(one seed)" if np.isnan(d["ci95"][0]) else f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
+    return f"{100 * d['mean']:+.1f} {ci}"
+
+
 def plot_dice(path: Path, table: dict, inits: tuple[str, ...], labeled: int) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -80,11 +85,14 @@ def write_report(out: Path, config, summary: dict, results: list[dict]) -> Path:
         lines += [f"## {n} labelled scan(s): test Dice (%), mean ± SD over seeds", "",
                   "| init | " + " | ".join(organs) + " |", "|---" * (len(organs) + 1) + "|"]
         lines += [f"| {init} | " + " | ".join(_fmt(table[init][o]) for o in organs) + " |" for init in table]
-        lines += ["", "Paired differences of mean Dice (points), 95% t-interval over seeds:", ""]
-        for name, d in summary["differences"][str(n)].items():
-            ci = "n/a (one seed)" if np.isnan(d["ci95"][0]) else \
-                f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
-            lines.append(f"- {name}: {100 * d['mean']:+.1f} {ci}")
+        lines += ["", "Paired differences (Dice points), 95% t-interval over seeds. *organ mean*: liver, spleen "
+                  "and kidneys (the paper's mean over organs); *mean*: every label, the tumour included.", "",
+                  "| difference | " + " | ".join(summary["differences"][str(n)]) + " |",
+                  "|---" * (len(summary["differences"][str(n)]) + 1) + "|"]
+        pairs = next(iter(summary["differences"][str(n)].values()))
+        for name in pairs:
+            cells = [_fmt_difference(by_pair[name]) for by_pair in summary["differences"][str(n)].values()]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
         plot_dice(out / f"dice_n{n}.png", table, config.inits, n)
         lines += ["", f"![Dice per organ](dice_n{n}.png)", ""]
     lines += ["## Feature effective rank", "",

@@ -38,8 +38,10 @@ def padded_shape_needed(patch_size: tuple[int, int, int], scale_max: float) -> t
 
 def sample_view_pair(volume_shape: tuple[int, int, int], patch_size: tuple[int, int, int],
                      scale_range: tuple[float, float], min_overlap: float,
-                     rng: np.random.Generator, max_tries: int = 100) -> tuple[ViewPrior, ViewPrior]:
-    """Draw two crops of patch*s (s per view in scale_range) overlapping by >= min_overlap, and flips."""
+                     rng: np.random.Generator, max_tries: int = 100,
+                     flip_axes: tuple[int, ...] = (0, 1, 2)) -> tuple[ViewPrior, ViewPrior]:
+    """Draw two crops of patch*s (s per view in scale_range) overlapping by >= min_overlap, and flips
+    (each axis in flip_axes with p = 0.5)."""
     shape = np.array(volume_shape)
     patch = np.array(patch_size)
 
@@ -47,7 +49,8 @@ def sample_view_pair(volume_shape: tuple[int, int, int], patch_size: tuple[int, 
         return np.minimum(np.round(patch * rng.uniform(*scale_range)).astype(int), shape)
 
     def flips() -> tuple[bool, bool, bool]:
-        return tuple(bool(f) for f in rng.random(3) < 0.5)
+        draws = rng.random(3) < 0.5  # always three draws, so the crops do not depend on flip_axes
+        return tuple(bool(f) and axis in flip_axes for axis, f in enumerate(draws))
 
     size_a, size_b = crop_size(), crop_size()
     lo_a = np.array([rng.integers(0, s - c + 1) for s, c in zip(shape, size_a)])
