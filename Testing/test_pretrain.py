@@ -123,11 +123,24 @@ def test_collapse_is_reported(cohort, tmp_path):
     assert all(0 < r <= 8 for r in ranks)
 
 
-@pytest.mark.parametrize("ablation", [{"flip_prior": False}, {"crop_prior": False},
-                                      {"flip_prior": False, "crop_prior": False}, {"nonmonotone_p": 1.0},
-                                      {"anti_collapse_on": "full"}])
+@pytest.mark.parametrize("ablation", [{"flip_axes": [0, 1, 2], "flip_prior": False}, {"crop_prior": False},
+                                      {"flip_axes": [0, 1, 2], "flip_prior": False, "crop_prior": False},
+                                      {"nonmonotone_p": 1.0}, {"anti_collapse_on": "full"},
+                                      {"flip_axes": [0, 1, 2], "intensity_strength": 0.3}])
 def test_ablations_train(cohort, tmp_path, ablation):
     events = run(cohort, tmp_path, "ablation", steps=2, **ablation)
     assert events[-1]["event"] == "done"
     training = load_model(tmp_path / "ablation").metadata["training"]
     assert all(training[k] == v for k, v in ablation.items())
+
+
+@pytest.mark.parametrize("flip_axes, expected", [((), set()), ((1,), {1}), ((0, 1, 2), {0, 1, 2})])
+def test_views_are_flipped_only_on_the_chosen_axes(cohort, tmp_path, flip_axes, expected):
+    trainer = Pretrainer(tiny_config(cohort / "images", tmp_path / "run", tmp_path / "cache", steps=12,
+                                     flip_axes=flip_axes))
+    trainer.model = trainer.prepare()
+    flipped = set()
+    for batch in trainer.batches(0):
+        for key in ("flip_a", "flip_b"):
+            flipped |= {axis for axis in range(3) if bool(batch[key][:, axis].any())}
+    assert flipped == expected

@@ -168,7 +168,9 @@ class PretrainConfig(TrainConfig):
     anti_collapse_on: Literal["aligned", "full"] = option(
         "aligned", "features the regulariser sees: the aligned overlap grid, or the full feature maps (subsampled)")
     nonmonotone_p: float = option(0.0, "probability of a random non-monotone intensity remap per view")
-    flip_axes: tuple[int, ...] = option((0, 1, 2), "flip each view on these axes with p = 0.5 (0=x 1=y 2=z)")
+    flip_axes: tuple[int, ...] = option(
+        (), "flip each view on these axes with p = 0.5 (0=x 1=y 2=z; the paper flips all three; none by default: "
+            "flip-invariant features lost the spleen on the phantoms, see README)")
     intensity_strength: float = option(
         1.0, "scale of the brightness/contrast/gamma jitter per view (1 = paper-style ranges, 0 = none)")
     rank_warning: float = option(0.25, "warn when effective rank / feature channels falls below this")

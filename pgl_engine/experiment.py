@@ -23,14 +23,17 @@ from .phantom import LABELS, ORGANS, write_cohort
 from .pretrain import pretrain
 from .progress import ProgressCallback, emit
 
-# pretraining variants: method plus options that differ from the defaults
+# pretraining variants: method plus options that differ from the defaults. The defaults do not flip the views
+# (flips cost the spleen on the phantoms); the flip-prior variants flip on every axis as in the paper.
+FLIPS = {"flip_axes": (0, 1, 2)}
 INIT_VARIANTS = {
     "random": None,
     "byol": {"method": "byol"},
     "pgl": {"method": "pgl"},
-    "pgl-noflip": {"method": "pgl", "flip_prior": False},
+    "pgl-flip": {"method": "pgl", **FLIPS},
+    "pgl-noflip": {"method": "pgl", **FLIPS, "flip_prior": False},
     "pgl-nocrop": {"method": "pgl", "crop_prior": False},
-    "pgl-noprior": {"method": "pgl", "flip_prior": False, "crop_prior": False},
+    "pgl-noprior": {"method": "pgl", **FLIPS, "flip_prior": False, "crop_prior": False},
     "pgl-plain": {"method": "pgl", "anti_collapse_weight": 0.0},
     "byol-plain": {"method": "byol", "anti_collapse_weight": 0.0},
 }
