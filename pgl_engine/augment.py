@@ -42,13 +42,17 @@ def augment_intensity(x: torch.Tensor, rng: np.random.Generator, nonmonotone_p: 
     """
     if nonmonotone_p > 0 and rng.random() < nonmonotone_p:
         x = random_remap(x, rng)
+    def factor(lo: float, hi: float) -> float:
+        """A factor drawn from [lo, hi], pulled toward 1 by strength."""
+        return 1 + strength * (rng.uniform(lo, hi) - 1)
+
     if rng.random() < 0.5:  # brightness
-        x = x * (1 + strength * (rng.uniform(0.75, 1.25) - 1))
+        x = x * factor(0.75, 1.25)
     if rng.random() < 0.5:  # contrast about the mean
         mean = x.mean()
-        x = (x - mean) * (1 + strength * (rng.uniform(0.75, 1.25) - 1)) + mean
+        x = (x - mean) * factor(0.75, 1.25) + mean
     if rng.random() < 0.5:
-        x = torch.clamp(x, 0, None) ** (1 + strength * (rng.uniform(0.7, 1.5) - 1))
+        x = torch.clamp(x, 0, None) ** factor(0.7, 1.5)
     if rng.random() < 0.1:
         x = x + torch.from_numpy(rng.normal(0, rng.uniform(0, 0.1), x.shape).astype(np.float32))
     if rng.random() < 0.2:

@@ -23,8 +23,8 @@ class ViewPairDataset(Dataset):
 
     def __init__(self, scans: list[CachedScan], patch_size: tuple[int, int, int],
                  scale_range: tuple[float, float], min_overlap: float, seed: int, length: int,
-                 nonmonotone_p: float = 0.0, stream: int = 0, flip_axes: tuple[int, ...] = (0, 1, 2),
-                 intensity_strength: float = 1.0):
+                 *, flip_axes: tuple[int, ...], intensity_strength: float, nonmonotone_p: float = 0.0,
+                 stream: int = 0):
         self.scans = scans
         self.patch_size = tuple(patch_size)
         self.scale_range = tuple(scale_range)

@@ -85,13 +85,12 @@ def write_report(out: Path, config, summary: dict, results: list[dict]) -> Path:
         lines += [f"## {n} labelled scan(s): test Dice (%), mean ± SD over seeds", "",
                   "| init | " + " | ".join(organs) + " |", "|---" * (len(organs) + 1) + "|"]
         lines += [f"| {init} | " + " | ".join(_fmt(table[init][o]) for o in organs) + " |" for init in table]
+        by_metric = summary["differences"][str(n)]  # metric -> "a - b" -> difference
         lines += ["", "Paired differences (Dice points), 95% t-interval over seeds. *organ mean*: liver, spleen "
                   "and kidneys (the paper's mean over organs); *mean*: every label, the tumour included.", "",
-                  "| difference | " + " | ".join(summary["differences"][str(n)]) + " |",
-                  "|---" * (len(summary["differences"][str(n)]) + 1) + "|"]
-        pairs = next(iter(summary["differences"][str(n)].values()))
-        for name in pairs:
-            cells = [_fmt_difference(by_pair[name]) for by_pair in summary["differences"][str(n)].values()]
+                  "| difference | " + " | ".join(by_metric) + " |", "|---" * (len(by_metric) + 1) + "|"]
+        for name in next(iter(by_metric.values())):
+            cells = [_fmt_difference(by_pair[name]) for by_pair in by_metric.values()]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         plot_dice(out / f"dice_n{n}.png", table, config.inits, n)
         lines += ["", f"![Dice per organ](dice_n{n}.png)", ""]
