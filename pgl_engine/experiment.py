@@ -7,7 +7,10 @@ reused when the command runs again, so an interrupted comparison continues where
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -61,6 +64,7 @@ class CompareConfig:
     finetune_lr: float = option(1e-3, "fine-tuning learning rate")
     device: str = option("auto", "auto, cpu, cuda or mps")
     workers: int = option(2, "data loader workers")
+    jobs: int = option(1, "pretraining / fine-tuning runs at a time, each in its own process (for GPUs, many cores)")
     data_seed: int = option(1000, "seed of the phantom cohorts")
     pretrain_options: dict = field(default_factory=dict)
     finetune_options: dict = field(default_factory=dict)
@@ -78,8 +82,8 @@ class CompareConfig:
             if unknown:
                 raise PGLError(f"{flag}: {unknown} unknown or set by compare itself; options of "
                                f"`pgl {cls.__name__[:-6].lower()} --help` other than {sorted(FIXED_BY_COMPARE)} work.")
-        if min(self.labeled) < 1 or self.seeds < 1 or self.test < 1 or self.unlabeled < 1:
-            raise PGLError("--labeled, --seeds, --test and --unlabeled must be >= 1.")
+        if min(self.labeled) < 1 or min(self.seeds, self.test, self.unlabeled, self.jobs) < 1:
+            raise PGLError("--labeled, --seeds, --test, --unlabeled and --jobs must be >= 1.")
 
 
 def make_data(config: CompareConfig, progress: ProgressCallback | None) -> dict[str, Path]:
@@ -104,23 +108,18 @@ def common_options(config: CompareConfig) -> dict:
             "device": config.device, "workers": config.workers, "cache_dir": str(Path(config.out) / "cache")}
 
 
-def pretrain_variants(config: CompareConfig, data: dict[str, Path], progress) -> dict[str, str]:
-    models = {}
-    for init in config.inits:
-        variant = INIT_VARIANTS[init]
-        if variant is None:
-            models[init] = "none"
-            continue
-        out = Path(config.out) / "models" / init
-        if not is_model_dir(out):
-            emit(progress, "info", message=f"pretraining {init} ({config.pretrain_steps} steps)")
-            forward = stage_forwarder(progress, f"pretrain {init}")
-            options = {**common_options(config), "steps": config.pretrain_steps, **config.pretrain_options,
-                       **variant}
-            pretrain(images=str(data["unlabeled"] / "images"), out=str(out), overwrite=True, progress=forward,
-                     **options)
-        models[init] = str(out)
-    return models
+def pretrain_one(config: CompareConfig, data: dict[str, Path], init: str, progress) -> str:
+    """The pretrained model of one init variant ("none" for random); reused when already there."""
+    variant = INIT_VARIANTS[init]
+    if variant is None:
+        return "none"
+    out = Path(config.out) / "models" / init
+    if not is_model_dir(out):
+        emit(progress, "info", message=f"pretraining {init} ({config.pretrain_steps} steps)")
+        options = {**common_options(config), "steps": config.pretrain_steps, **config.pretrain_options, **variant}
+        pretrain(images=str(data["unlabeled"] / "images"), out=str(out), overwrite=True,
+                 progress=stage_forwarder(progress, f"pretrain {init}"), **options)
+    return str(out)
 
 
 def stage_forwarder(progress: ProgressCallback | None, stage: str):
@@ -158,6 +157,73 @@ def run_one(config: CompareConfig, data: dict[str, Path], init: str, model: str,
               "seconds": time.perf_counter() - started}
     result_file.write_text(json.dumps(result))
     return result
+
+
+def report_run(progress, result: dict) -> None:
+    emit(progress, "info", message=f"n={result['labeled']} seed={result['seed']} {result['init']}: "
+                                   f"mean Dice {result['dice']['mean']:.3f}")
+
+
+def run_in_turn(config: CompareConfig, data: dict[str, Path], progress) -> tuple[dict, dict]:
+    """Pretrain every variant, then fine-tune every (labelled count, seed, init), one after another."""
+    models = {init: pretrain_one(config, data, init, progress) for init in config.inits}
+    finished = {}
+    for n in config.labeled:
+        for seed in range(config.seeds):
+            for init in config.inits:
+                finished[(n, seed, init)] = run_one(config, data, init, models[init], n, seed, progress)
+                report_run(progress, finished[(n, seed, init)])
+    return models, finished
+
+
+def _limit_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def run_in_processes(config: CompareConfig, data: dict[str, Path], progress) -> tuple[dict, dict]:
+    """The same pieces, `config.jobs` at a time in separate processes. Pretraining starts first; fine-tuning runs
+    start as soon as their init is ready (random at once), lowest seed first, so that an interrupted comparison
+    has whole seeds done and the CPU cores or the GPU stay busy."""
+    threads = max(1, (os.cpu_count() or 1) // config.jobs)
+    order = {init: i for i, init in enumerate(config.inits)}
+    models, finished, running, ready = {}, {}, {}, []
+    total = len(config.labeled) * config.seeds * len(config.inits)
+    pool = ProcessPoolExecutor(config.jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_limit_threads, initargs=(threads,))
+
+    def make_ready(init: str) -> None:
+        ready.extend((seed, n, order[init], init) for seed in range(config.seeds) for n in config.labeled)
+        ready.sort()
+
+    try:
+        for init in config.inits:
+            if INIT_VARIANTS[init] is None:
+                models[init] = "none"
+                make_ready(init)
+            else:
+                emit(progress, "info", message=f"pretraining {init} ({config.pretrain_steps} steps)")
+                running[pool.submit(pretrain_one, config, data, init, None)] = ("pretrain", init)
+        while running or ready:
+            while ready and len(running) < config.jobs:
+                seed, n, _, init = ready.pop(0)
+                running[pool.submit(run_one, config, data, init, models[init], n, seed, None)] = ("run", init)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                kind, init = running.pop(future)
+                if kind == "pretrain":
+                    models[init] = future.result()
+                    emit(progress, "info", message=f"pretrained {init}")
+                    make_ready(init)
+                    continue
+                result = future.result()
+                finished[(result["labeled"], result["seed"], init)] = result
+                report_run(progress, result)
+                emit(progress, "progress", stage="compare: fine-tuning runs", step=len(finished), total=total)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return models, finished
 
 
 def feature_rank(backbone: torch.nn.Module, volumes: list[np.ndarray], patch: tuple[int, int, int]) -> float:
@@ -200,14 +266,10 @@ def compare(config: CompareConfig | None = None, progress: ProgressCallback | No
     started = time.perf_counter()
     Path(config.out).mkdir(parents=True, exist_ok=True)
     data = make_data(config, progress)
-    models = pretrain_variants(config, data, progress)
-    results = []
-    for labeled in config.labeled:
-        for seed in range(config.seeds):
-            for init in config.inits:
-                results.append(run_one(config, data, init, models[init], labeled, seed, progress))
-                r = results[-1]
-                emit(progress, "info", message=f"n={labeled} seed={seed} {init}: mean Dice {r['dice']['mean']:.3f}")
+    run_all = run_in_processes if config.jobs > 1 else run_in_turn
+    models, finished = run_all(config, data, progress)
+    results = [finished[(n, seed, init)] for n in config.labeled for seed in range(config.seeds)
+               for init in config.inits]
     cache = ScanCache(Path(config.out) / "cache", config.spacing, (-1024.0, 325.0))
     volumes = [cache.get(p).load() for p in list_scans(data["test"] / "images")]
     ranks = {}
