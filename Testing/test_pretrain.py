@@ -8,6 +8,7 @@ from conftest import tiny_config
 
 from pgl_engine import load_model, pretrain
 from pgl_engine.checkpoint import checkpoint_path, load_checkpoint
+from pgl_engine.ema import ema_update
 from pgl_engine.errors import PGLError
 from pgl_engine.methods import PGL
 from pgl_engine.pretrain import Pretrainer
@@ -144,3 +145,18 @@ def test_views_are_flipped_only_on_the_chosen_axes(cohort, tmp_path, flip_axes, 
         for key in ("flip_a", "flip_b"):
             flipped |= {axis for axis in range(3) if bool(batch[key][:, axis].any())}
     assert flipped == expected
+
+
+def test_ema_update_follows_the_formula_for_parameters_and_buffers():
+    torch.manual_seed(0)
+    online, target = torch.nn.BatchNorm3d(4), torch.nn.BatchNorm3d(4)
+    for module in (online, target):
+        module.weight.data.normal_()
+        module.running_mean.normal_()
+    online.num_batches_tracked += 7
+    expected_weight = 0.9 * target.weight.detach().clone() + 0.1 * online.weight.detach()
+    expected_mean = 0.9 * target.running_mean.clone() + 0.1 * online.running_mean
+    ema_update([(online, target)], 0.9)
+    assert torch.allclose(target.weight, expected_weight, atol=1e-6)
+    assert torch.allclose(target.running_mean, expected_mean, atol=1e-6)
+    assert int(target.num_batches_tracked) == 7  # integer buffers are copied

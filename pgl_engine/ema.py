@@ -15,12 +15,18 @@ def ema_momentum(step: int, total_steps: int, start: float) -> float:
 
 @torch.no_grad()
 def ema_update(pairs: list[tuple[nn.Module, nn.Module]], tau: float) -> None:
-    """target <- tau * target + (1 - tau) * online, parameters and floating buffers alike."""
+    """target <- tau * target + (1 - tau) * online, parameters and floating buffers alike (integer buffers are
+    copied). One fused update over all tensors: on a GPU, two kernels per tensor would cost more than the step's
+    arithmetic for a small network."""
+    targets, onlines = [], []
     for online, target in pairs:
-        for o, t in zip(online.parameters(), target.parameters()):
-            t.mul_(tau).add_(o.detach(), alpha=1.0 - tau)
+        targets += list(target.parameters())
+        onlines += [o.detach() for o in online.parameters()]
         for o, t in zip(online.buffers(), target.buffers()):
             if t.dtype.is_floating_point:
-                t.mul_(tau).add_(o.detach(), alpha=1.0 - tau)
+                targets.append(t)
+                onlines.append(o.detach())
             else:
                 t.copy_(o)
+    if targets:
+        torch._foreach_lerp_(targets, onlines, 1.0 - tau)
