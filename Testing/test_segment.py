@@ -113,8 +113,13 @@ def test_nifti_output_keeps_the_input_affine_exactly(seg_model, cohort, tmp_path
 
 
 def test_folder_in_folder_out_and_never_over_the_input(seg_model, cohort, tmp_path):
-    outs = segment(seg_model, cohort / "images", tmp_path / "pred")
+    events = []
+    outs = segment(seg_model, cohort / "images", tmp_path / "pred", progress=events.append)
     assert sorted(p.name for p in outs) == sorted(p.name for p in (cohort / "images").iterdir())
+    per_file = [e["seconds"] for e in events if e.get("stage") == "segment"]  # time per phase, per scan
+    assert len(per_file) == len(outs)
+    assert all(list(s) == ["read", "preprocess", "inference", "resample_back", "write"] for s in per_file)
+    assert all(v >= 0 for s in per_file for v in s.values()) and sum(per_file[0].values()) > 0
     with pytest.raises(PGLError, match="would overwrite the input scan"):
         segment(seg_model, cohort / "images", cohort / "images")
     with pytest.raises(PGLError, match="no such scan or folder"):

@@ -3,8 +3,9 @@
 #   1. benchmarks: segment_end_to_end.py and pretrain_throughput.py on the GPU (while the cohort is written);
 #   2. `pgl compare` on the GPU with --jobs (random / BYOL / PGL, 2 labelled scans, 5 seeds) and, beside it,
 #      random init with twice the fine-tuning steps (is the budget enough for random init to converge?);
-#   3. meanwhile the CUDA paths on tiny data: AMP pretraining and --resume, torchrun (NCCL, SyncBatchNorm),
-#      fine-tuning from the pretrained model with validation, segmentation with --tta --largest-component.
+#   3. meanwhile the CUDA paths on tiny data: AMP pretraining and --resume, torchrun with one process per GPU
+#      (NCCL and SyncBatchNorm come into play from two GPUs), fine-tuning from the pretrained model with
+#      validation and flips, segmentation with --tta --largest-component, evaluation.
 # Whatever finished when the budget ends is packed into OUT_DIR/gpu_suite.tar.gz (finished runs of an
 # interrupted comparison are reused by `pgl compare` with the same options, e.g. with fewer --seeds).
 # Usage: benchmarks/gpu_suite.sh OUT_DIR [SECONDS]   (env: PRETRAIN_STEPS, FINETUNE_STEPS, JOBS,
@@ -62,10 +63,12 @@ step smoke_phantoms 60 sh -c "$PY -m pgl_engine phantom --out $S/unl --count 4 -
     $PY -m pgl_engine phantom --out $S/lab --count 3 --labels --seed 50 --spacing-scale 4 --progress none"
 step smoke_pretrain 90 $PY -m pgl_engine pretrain --images "$S/unl/images" --out "$S/pre" --steps 20 "${TINY[@]}"
 step smoke_resume 90 $PY -m pgl_engine pretrain --images "$S/unl/images" --out "$S/pre" --steps 30 --resume "${TINY[@]}"
-step smoke_torchrun 120 $PY -m torch.distributed.run --standalone --nproc_per_node 1 -m pgl_engine pretrain \
+GPUS=$($PY -c "import torch; print(max(1, torch.cuda.device_count()))" 2>/dev/null || echo 1)
+step smoke_torchrun 120 $PY -m torch.distributed.run --standalone --nproc_per_node "$GPUS" -m pgl_engine pretrain \
     --images "$S/unl/images" --out "$S/ddp" --steps 10 "${TINY[@]}"
 step smoke_finetune 120 $PY -m pgl_engine finetune --images "$S/lab/images" --labels "$S/lab/labels" --out "$S/ft" \
-    --init "$S/pre" --steps 60 --val-count 1 --val-every 20 --patch-size 32 32 32 --device "$DEVICE" --progress json
+    --init "$S/pre" --steps 60 --val-count 1 --val-every 20 --flip-axes 0 1 2 --patch-size 32 32 32 \
+    --device "$DEVICE" --progress json
 step smoke_segment 90 $PY -m pgl_engine segment --model "$S/ft" --input "$S/lab/images" --output "$S/seg" --tta \
     --largest-component --device "$DEVICE" --progress json
 step smoke_evaluate 60 $PY -m pgl_engine evaluate --pred "$S/seg" --labels "$S/lab/labels" --progress none

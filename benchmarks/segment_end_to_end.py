@@ -4,7 +4,8 @@ Input: a CT-like volume of 512 x 512 x 200 voxels at 0.78 x 0.78 x 2.5 mm (a pha
 a segmentation model with 5 labels (default UNet; weights do not change the timing). The end-to-end run
 (`pgl segment` in a subprocess: read, preprocess, infer, resample back, write) is timed with its peak RSS;
 the network-only run times sliding_window_inference on the already preprocessed tensor with the same network,
-window, overlap and batch. Writes benchmarks/results/segment_end_to_end.json.
+window, overlap and batch. The end-to-end time is also split into phases (from `pgl segment`'s JSON events).
+Writes benchmarks/results/segment_end_to_end.json.
 Usage: python benchmarks/segment_end_to_end.py [--device cpu] [--spacing 1.5 1.5 3] [--patch 64 64 32]
 """
 from __future__ import annotations
@@ -94,23 +95,28 @@ def main() -> None:
     device = resolve_device(args.device)
 
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pgl_engine", "segment", "--model", str(model), "--input", str(image),
-                    "--output", str(work / "seg.nii.gz"), "--device", str(device.type), "--sw-batch-size",
-                    str(args.sw_batch_size), "--progress", "none"], check=True)
+    run = subprocess.run([sys.executable, "-m", "pgl_engine", "segment", "--model", str(model), "--input",
+                          str(image), "--output", str(work / "seg.nii.gz"), "--device", str(device.type),
+                          "--sw-batch-size", str(args.sw_batch_size), "--progress", "json"],
+                         check=True, capture_output=True, text=True)
     end_to_end = time.perf_counter() - start
+    events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    phases = next(e["seconds"] for e in events if e.get("stage") == "segment")
+    phases["startup"] = end_to_end - sum(phases.values())  # interpreter, imports, model loading, device set-up
     peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     net_s, grid = network_only(model, image, device, args.sw_batch_size)
     result = {"device": str(device), "cpu": platform.machine(), "threads": torch.get_num_threads(),
               "input_shape": list(SHAPE), "input_spacing": list(SPACING), "model_spacing": list(args.spacing),
               "model_grid": list(grid), "patch": list(args.patch), "labels": len(LABELS),
               "end_to_end_s": end_to_end, "network_only_s": net_s, "ratio": end_to_end / net_s,
-              "peak_rss_mb": peak_rss_mb}
+              "peak_rss_mb": peak_rss_mb, "phases_s": phases}
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "segment_end_to_end.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     print(f"\nend to end {end_to_end:.1f} s vs network only {net_s:.1f} s: ratio {result['ratio']:.2f} "
           f"(goal <= 1.3); peak RSS {peak_rss_mb:.0f} MB (goal < 1500 MB)")
+    print("end to end by phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
 
 
 if __name__ == "__main__":

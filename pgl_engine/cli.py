@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--quick", action="store_true", help="a smaller run (about 3 minutes on 2 CPU cores)")
     dm.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     dm.add_argument("--workers", type=int, default=2, help="data loader workers (default: 2)")
+    dm.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process (default: 1)")
     add_progress_option(dm)
     return parser
 
@@ -177,7 +178,8 @@ def run_compare(args, progress) -> None:
 def run_demo(args, progress) -> None:
     from .experiment import demo
 
-    report = demo(args.out, quick=args.quick, device=args.device, workers=args.workers, progress=progress)
+    report = demo(args.out, quick=args.quick, device=args.device, workers=args.workers, jobs=args.jobs,
+                  progress=progress)
     show(args, report.read_text())
 
 

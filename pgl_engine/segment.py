@@ -6,6 +6,7 @@ maximum (float32) and arg-maximum (uint8).
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -115,14 +116,18 @@ def write_label_map(labels_zyx: np.ndarray, reference: sitk.Image, source: Path,
 
 
 def segment_file(model: LoadedModel, source: Path, output: Path, device: torch.device, tta: bool = False,
-                 largest_component: bool = False, overlap: float = 0.5, sw_batch_size: int = 4) -> Path:
-    """Segment one scan and write its label map plus `<name>.labels.json` (names and colours)."""
+                 largest_component: bool = False, overlap: float = 0.5, sw_batch_size: int = 4) -> dict[str, float]:
+    """Segment one scan and write its label map plus `<name>.labels.json` (names and colours); returns the
+    seconds spent per phase (read, preprocess, inference, resample back, write)."""
     meta = model.metadata
+    clock = PhaseClock()
     image = read_image(source)
+    clock.lap("read")
     affine, size = ras_grid_covering(image, tuple(meta["spacing"]))
     volume = normalise_hu(resample(image, affine, size, fill=meta["hu_window"][0]), tuple(meta["hu_window"]))
     reference = geometry_reference(image)
     del image
+    clock.lap("preprocess")
     flip_axes = tuple(meta.get("training", {}).get("flip_axes", ())) if tta else ()
     try:
         logits = predict_logits(model.network.to(device), volume, tuple(meta["patch_size"]), device, overlap,
@@ -130,14 +135,30 @@ def segment_file(model: LoadedModel, source: Path, output: Path, device: torch.d
     except torch.OutOfMemoryError as e:
         raise PGLError(f"{source}: out of memory on {device}; use --device cpu or a smaller --sw-batch-size.") from e
     del volume
+    clock.lap("inference")
     class_values = np.array([0] + sorted(int(k) for k in model.label_table), dtype=np.uint8)
     labels = class_values[labels_on_grid(logits, affine, reference)]
     del logits
     if largest_component:
         labels = keep_largest_components(labels)
+    clock.lap("resample_back")
     write_label_map(labels, reference, source, output)
     write_sidecar(output, model.label_table)
-    return output
+    clock.lap("write")
+    return clock.seconds
+
+
+class PhaseClock:
+    """Seconds between successive laps, by phase name."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = now - self.last
+        self.last = now
 
 
 def output_paths(inputs: list[Path], input_arg: Path, output: Path) -> list[Path]:
@@ -174,8 +195,8 @@ def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Pa
         raise PGLError(f"{clash[0]}: the output would overwrite the input scan; choose another --output.")
     torch_device = resolve_device(device)
     for i, (source, target) in enumerate(zip(inputs, outputs)):
-        segment_file(model, source, target, torch_device, tta, largest_component, overlap, sw_batch_size)
+        seconds = segment_file(model, source, target, torch_device, tta, largest_component, overlap, sw_batch_size)
         emit(progress, "progress", stage="segment", step=i + 1, total=len(inputs), file=source.name,
-             output=str(target))
+             output=str(target), seconds=seconds)
     emit(progress, "done", outputs=[str(o) for o in outputs], labels=model.label_table)
     return outputs
