@@ -83,3 +83,12 @@ def test_compare_in_parallel_processes_matches_one_after_another(tmp_path):
 def test_compare_refuses_zero_jobs():
     with pytest.raises(PGLError, match="--jobs must be >= 1"):
         CompareConfig(jobs=0).validate()
+
+
+def test_loss_plot_of_random_init_alone_has_no_empty_legend(tmp_path, recwarn):
+    from pgl_engine.report import plot_losses
+
+    results = [{"init": "random", "loss_curve": [2.0, 1.5, 1.2]}, {"init": "random", "loss_curve": [2.1, 1.4]}]
+    plot_losses(tmp_path / "loss.png", tmp_path, ("random",), results)
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+    assert not [w for w in recwarn if "legend" in str(w.message)]

@@ -160,3 +160,18 @@ def test_ema_update_follows_the_formula_for_parameters_and_buffers():
     assert torch.allclose(target.weight, expected_weight, atol=1e-6)
     assert torch.allclose(target.running_mean, expected_mean, atol=1e-6)
     assert int(target.num_batches_tracked) == 7  # integer buffers are copied
+
+
+def test_a_skipped_first_update_does_not_warn_about_the_schedule(cohort, tmp_path, monkeypatch, recwarn):
+    # with mixed precision the gradient scaler skips updates while it calibrates; here the first is skipped
+    calls = []
+    original = torch.amp.GradScaler.step
+
+    def skip_first(self, optimizer, *args, **kwargs):
+        calls.append(1)
+        return None if len(calls) == 1 else original(self, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "step", skip_first)
+    run(cohort, tmp_path, "skip", steps=3)
+    assert len(calls) == 3
+    assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]

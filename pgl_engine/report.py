@@ -61,9 +61,12 @@ def plot_losses(path: Path, out: Path, inits: tuple[str, ...], results: list[dic
             right.plot(np.arange(1, length + 1), np.mean([c[:length] for c in curves], axis=0), label=init)
     left.set_title("pretraining loss")
     right.set_title("fine-tuning loss (mean over runs)")
+    if not left.lines:  # random init only: nothing was pretrained
+        left.text(0.5, 0.5, "no pretrained init", ha="center", va="center", transform=left.transAxes)
     for ax in (left, right):
         ax.set_xlabel("step")
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

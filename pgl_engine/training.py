@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -169,7 +170,12 @@ class TrainingRun:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # with mixed precision the scaler skips the first updates while it calibrates (inf gradients), which
+            # PyTorch reports as the scheduler stepping first; the schedule follows the step count all the same
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before",
+                                    category=UserWarning)
+            self.scheduler.step()
         extra = self.after_update()
         self.world.average_buffers(self.model)
         self.step += 1
