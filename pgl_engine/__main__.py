@@ -1,3 +1,4 @@
 from .cli import main
+from .distributed import end_process
 
-raise SystemExit(main())
+end_process(main())

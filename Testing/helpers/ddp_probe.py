@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from pgl_engine.config import PretrainConfig
+from pgl_engine.distributed import end_process
 from pgl_engine.pretrain import Pretrainer
 
 
@@ -24,3 +25,4 @@ class ProbedPretrainer(Pretrainer):
 if __name__ == "__main__":
     config = PretrainConfig.from_dict(json.loads(Path(sys.argv[1]).read_text()))
     ProbedPretrainer(config).run()
+    end_process(0)
