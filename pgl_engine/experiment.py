@@ -108,18 +108,25 @@ def common_options(config: CompareConfig) -> dict:
             "device": config.device, "workers": config.workers, "cache_dir": str(Path(config.out) / "cache")}
 
 
+def model_path(config: CompareConfig, init: str) -> str:
+    """Where an init variant's pretrained model goes ("none" for random init)."""
+    return "none" if INIT_VARIANTS[init] is None else str(Path(config.out) / "models" / init)
+
+
+def model_ready(config: CompareConfig, init: str) -> bool:
+    path = model_path(config, init)
+    return path == "none" or is_model_dir(Path(path))
+
+
 def pretrain_one(config: CompareConfig, data: dict[str, Path], init: str, progress) -> str:
     """The pretrained model of one init variant ("none" for random); reused when already there."""
-    variant = INIT_VARIANTS[init]
-    if variant is None:
-        return "none"
-    out = Path(config.out) / "models" / init
-    if not is_model_dir(out):
+    variant, out = INIT_VARIANTS[init], model_path(config, init)
+    if not model_ready(config, init):
         emit(progress, "info", message=f"pretraining {init} ({config.pretrain_steps} steps)")
         options = {**common_options(config), "steps": config.pretrain_steps, **config.pretrain_options, **variant}
         pretrain(images=str(data["unlabeled"] / "images"), out=str(out), overwrite=True,
                  progress=stage_forwarder(progress, f"pretrain {init}"), **options)
-    return str(out)
+    return out
 
 
 def stage_forwarder(progress: ProgressCallback | None, stage: str):
@@ -134,12 +141,16 @@ def stage_forwarder(progress: ProgressCallback | None, stage: str):
     return forward
 
 
+def run_folder(config: CompareConfig, init: str, labeled: int, seed: int) -> Path:
+    return Path(config.out) / "runs" / f"n{labeled}" / f"seed{seed}" / init
+
+
 def run_one(config: CompareConfig, data: dict[str, Path], init: str, model: str, labeled: int, seed: int,
             progress) -> dict:
     """Fine-tune one (init, labelled count, seed), segment the test set and evaluate; cached in result.json."""
     from .segment import segment
 
-    run = Path(config.out) / "runs" / f"n{labeled}" / f"seed{seed}" / init
+    run = run_folder(config, init, labeled, seed)
     result_file = run / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
@@ -195,10 +206,15 @@ def run_in_processes(config: CompareConfig, data: dict[str, Path], progress) -> 
         ready.extend((seed, n, order[init], init) for seed in range(config.seeds) for n in config.labeled)
         ready.sort()
 
+    def record(result: dict) -> None:
+        finished[(result["labeled"], result["seed"], result["init"])] = result
+        report_run(progress, result)
+        emit(progress, "progress", stage="compare: fine-tuning runs", step=len(finished), total=total)
+
     try:
         for init in config.inits:
-            if INIT_VARIANTS[init] is None:
-                models[init] = "none"
+            if model_ready(config, init):  # random init, or pretrained by an earlier call
+                models[init] = model_path(config, init)
                 make_ready(init)
             else:
                 emit(progress, "info", message=f"pretraining {init} ({config.pretrain_steps} steps)")
@@ -206,7 +222,12 @@ def run_in_processes(config: CompareConfig, data: dict[str, Path], progress) -> 
         while running or ready:
             while ready and len(running) < config.jobs:
                 seed, n, _, init = ready.pop(0)
+                if (run_folder(config, init, n, seed) / "result.json").is_file():  # finished earlier: no process
+                    record(run_one(config, data, init, models[init], n, seed, None))
+                    continue
                 running[pool.submit(run_one, config, data, init, models[init], n, seed, None)] = ("run", init)
+            if not running:
+                continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 kind, init = running.pop(future)
@@ -215,10 +236,7 @@ def run_in_processes(config: CompareConfig, data: dict[str, Path], progress) -> 
                     emit(progress, "info", message=f"pretrained {init}")
                     make_ready(init)
                     continue
-                result = future.result()
-                finished[(result["labeled"], result["seed"], init)] = result
-                report_run(progress, result)
-                emit(progress, "progress", stage="compare: fine-tuning runs", step=len(finished), total=total)
+                record(future.result())
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
