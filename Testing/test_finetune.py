@@ -61,6 +61,30 @@ def test_pretrained_weights_are_loaded(cohort, tmp_path):
         assert torch.equal(tensor, source[name]), name
 
 
+def test_transferred_weights_get_the_init_lr_scale(cohort, tmp_path):
+    network = NetworkConfig(**SEG_NETWORK)
+    pre = pretrain(tiny_config(cohort / "images", tmp_path / "pre", tmp_path / "cache", steps=1, network=network,
+                               spacing=(6.0, 6.0, 8.0), patch_size=(32, 32, 16)))
+    options = seg_options(cohort, tmp_path / "ft", tmp_path / "cache", init=str(pre), steps=1, lr=2e-3,
+                          init_lr_scale=0.1, transfer="encoder")
+    options.pop("network")
+    run = Finetuner(FinetuneConfig(**resolve_init(options)))
+    run.model = run.prepare()
+    run.build_optimizer()
+    fresh, pretrained = run.optimizer.param_groups
+    assert fresh["initial_lr"] == pytest.approx(2e-3) and pretrained["initial_lr"] == pytest.approx(2e-4)
+    slow = {id(p) for p in pretrained["params"]}
+    for name, parameter in run.model.named_parameters():
+        from_init = name.startswith("backbone.") and not is_decoder_key(name.removeprefix("backbone."))
+        assert (id(parameter) in slow) == from_init, name
+    assert len(fresh["params"]) + len(slow) == len(list(run.model.parameters()))
+    # random initialisation: nothing was transferred, one group at --lr
+    plain = Finetuner(FinetuneConfig(**seg_options(cohort, tmp_path / "r", tmp_path / "cache", init_lr_scale=0.1)))
+    plain.model = plain.prepare()
+    plain.build_optimizer()
+    assert [g["initial_lr"] for g in plain.optimizer.param_groups] == [pytest.approx(3e-3)]
+
+
 def test_pretrained_model_with_another_network_is_refused(cohort, tmp_path):
     pre = pretrain(tiny_config(cohort / "images", tmp_path / "pre", tmp_path / "cache", steps=1))
     with pytest.raises(PGLError, match="another network configuration"):

@@ -55,6 +55,23 @@ def test_ema_target_differs_from_online_and_moves(cohort, tmp_path):
     assert not torch.allclose(initial[weight], target[weight])  # and it moved
 
 
+def test_deep_level_loss_trains_its_own_heads_under_the_ema(cohort, tmp_path):
+    config = tiny_config(cohort / "images", tmp_path / "deep", tmp_path / "cache", steps=4, checkpoint_every=2,
+                         deep_weight=1.0)
+    Pretrainer(config).run()
+    final = load_checkpoint(tmp_path / "deep")["model"]
+    torch.manual_seed(config.seed)
+    initial = PGL(config).state_dict()
+    key = next(k for k in final if k.startswith("deep_projector.") and final[k].ndim == 5)
+    assert final[key].shape[1] == config.network.channels[-1]  # it sees the bottom block's features
+    assert not torch.allclose(initial[key], final[key])  # trained by the deep loss alone
+    assert not torch.allclose(final[key], final["target_" + key])  # its target lags behind
+    assert not torch.allclose(initial["target_" + key], final["target_" + key])  # and moved
+    assert load_model(tmp_path / "deep").metadata["training"]["deep_weight"] == 1.0
+    assert not any(k.startswith("deep_") for k in PGL(tiny_config(cohort / "images", tmp_path / "x",
+                                                                  tmp_path / "cache")).state_dict())
+
+
 def test_resume_from_a_mid_run_checkpoint_matches_a_straight_run(cohort, tmp_path):
     run(cohort, tmp_path, "straight", steps=8)
     straight = load_checkpoint(tmp_path / "straight")["model"]

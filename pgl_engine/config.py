@@ -167,6 +167,9 @@ class PretrainConfig(TrainConfig):
         1.0, "weight of the variance/covariance regulariser on aligned features (0 = paper's plain PGL)")
     anti_collapse_on: Literal["aligned", "full"] = option(
         "aligned", "features the regulariser sees: the aligned overlap grid, or the full feature maps (subsampled)")
+    deep_weight: float = option(
+        0.0, "PGL only: weight of a second local loss on the UNet's bottom block (1/8 resolution, grid / 4), "
+             "with its own projector, predictor and regulariser (0 = decoder output only)")
     nonmonotone_p: float = option(0.0, "probability of a random non-monotone intensity remap per view")
     flip_axes: tuple[int, ...] = option(
         (), "flip each view on these axes with p = 0.5 (0=x 1=y 2=z; the paper flips all three; none by default: "
@@ -189,6 +192,7 @@ class PretrainConfig(TrainConfig):
              f"--scale-range must be LO HI with 1 <= LO <= HI, got {self.scale_range}."),
             (0.0 < self.min_overlap < 1.0, f"--min-overlap must be in (0, 1), got {self.min_overlap}."),
             (self.anti_collapse_weight >= 0, "--anti-collapse-weight must be >= 0."),
+            (self.deep_weight >= 0, f"--deep-weight must be >= 0, got {self.deep_weight}."),
             (self.anti_collapse_on in ("aligned", "full"), "--anti-collapse-on must be aligned or full."),
             (0.0 <= self.nonmonotone_p <= 1.0, "--nonmonotone-p must be in [0, 1]."),
             (all(a in (0, 1, 2) for a in self.flip_axes), f"--flip-axes takes 0, 1, 2, got {self.flip_axes}."),
@@ -208,6 +212,8 @@ class FinetuneConfig(TrainConfig):
     init: str = option("none", "pretrained model folder to start from, or none (random initialisation)")
     transfer: Literal["whole", "encoder"] = option(
         "whole", "what --init gives: the whole backbone (paper) or its encoder only (decoder starts random)")
+    init_lr_scale: float = option(
+        1.0, "learning-rate multiplier for the weights taken from --init (the head always gets --lr)")
     label_names: tuple[str, ...] = option((), "names of labels 1, 2, ... when no dataset.json gives them")
     label_fraction: float = option(1.0, "use this fraction of the labelled scans (the paper's few-label settings)")
     max_labeled: int = option(0, "use at most N labelled scans (0 = all)")
@@ -222,6 +228,7 @@ class FinetuneConfig(TrainConfig):
             (bool(self.dataset) or (bool(self.images) and bool(self.labels)),
              "give --images and --labels, or --dataset path/dataset.json."),
             (self.transfer in ("whole", "encoder"), f"--transfer must be whole or encoder, got {self.transfer!r}."),
+            (self.init_lr_scale > 0, f"--init-lr-scale must be > 0, got {self.init_lr_scale}."),
             (0.0 < self.label_fraction <= 1.0, f"--label-fraction must be in (0, 1], got {self.label_fraction}."),
             (self.max_labeled >= 0, f"--max-labeled must be >= 0, got {self.max_labeled}."),
             (self.val_count >= 0, f"--val-count must be >= 0, got {self.val_count}."),

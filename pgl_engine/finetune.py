@@ -171,6 +171,7 @@ class Finetuner(TrainingRun):
         torch.manual_seed(config.seed)
         network = build_segmentation_net(config.network, len(names) + 1)
         self.init_info = {"path": "none"}
+        self.transferred: set[str] = set()  # backbone parameter names whose values came from --init
         if config.init and config.init != "none":
             pretrained = load_model(config.init)
             if pretrained.network_config != config.network:
@@ -182,6 +183,8 @@ class Finetuner(TrainingRun):
                 weights = {**network.backbone.state_dict(),
                            **{k: v for k, v in weights.items() if not is_decoder_key(k)}}
             network.backbone.load_state_dict(weights)
+            self.transferred = {k for k in pretrained.backbone.state_dict()
+                                if config.transfer == "whole" or not is_decoder_key(k)}
             self.init_info = {"path": str(Path(config.init).resolve()), "kind": pretrained.kind,
                               "transfer": config.transfer,
                               "method": pretrained.metadata.get("method"),
@@ -189,6 +192,17 @@ class Finetuner(TrainingRun):
         emit(self.progress, "info", message=f"fine-tuning on {len(self.train_cases)} labelled scan(s), "
                                            f"{len(self.val_cases)} for validation, labels: {names}")
         return network
+
+    def parameter_groups(self) -> list[dict]:
+        """The head and any freshly initialised weights at --lr; transferred weights at --lr x --init-lr-scale."""
+        scale = self.config.init_lr_scale
+        if scale == 1.0 or not self.transferred:
+            return super().parameter_groups()
+        fresh, pretrained = [], []
+        for name, parameter in self.model.named_parameters():
+            inside = name.removeprefix("backbone.")
+            (pretrained if name != inside and inside in self.transferred else fresh).append(parameter)
+        return [{"params": fresh}, {"params": pretrained, "lr_scale": scale}]
 
     def batches(self, start_step: int):
         c = self.config

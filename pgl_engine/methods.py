@@ -20,7 +20,7 @@ from .losses import (
     local_consistency_loss,
     variance_covariance_penalty,
 )
-from .networks import build_backbone, global_head, local_head
+from .networks import bottom_block, build_backbone, global_head, local_head
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -60,8 +60,10 @@ class SelfSupervisedMethod(nn.Module):
         self.target_projector.eval()
         return self
 
-    def align(self, fa: torch.Tensor, fb: torch.Tensor, batch: dict) -> tuple[torch.Tensor, ...]:
-        return align_pair(fa, fb, batch, self.config.grid_size, self.config.crop_prior, self.config.flip_prior)
+    def align(self, fa: torch.Tensor, fb: torch.Tensor, batch: dict, grid_size: int | None = None
+              ) -> tuple[torch.Tensor, ...]:
+        return align_pair(fa, fb, batch, grid_size or self.config.grid_size, self.config.crop_prior,
+                          self.config.flip_prior)
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
         views = torch.cat([batch["view_a"], batch["view_b"]])
@@ -90,17 +92,72 @@ class SelfSupervisedMethod(nn.Module):
 
 
 class PGL(SelfSupervisedMethod):
-    """Prior-guided local consistency of the aligned overlap, voxel by voxel (Xie et al. 2020)."""
+    """Prior-guided local consistency of the aligned overlap, voxel by voxel (Xie et al. 2020).
+
+    With deep_weight > 0, the UNet's bottom block gets a second local loss of its own (heads, regulariser),
+    its features taken by forward hooks during the same backbone passes.
+    """
+
+    def __init__(self, config: PretrainConfig):
+        super().__init__(config)
+        self.deep_features: dict[str, torch.Tensor] = {}
+        if config.deep_weight > 0:
+            c = config.network.channels[-1]
+            self.deep_projector = local_head(c, config.projector_hidden, config.projector_dim)
+            self.deep_predictor = local_head(config.projector_dim, config.predictor_hidden, config.projector_dim)
+            self.target_deep_projector = frozen_copy(self.deep_projector)
+            for role, backbone in (("online", self.online_backbone), ("target", self.target_backbone)):
+                bottom_block(backbone).register_forward_hook(self._keep_deep_features(role))
+
+    def _keep_deep_features(self, role: str):
+        def hook(module, inputs, output):
+            self.deep_features[role] = output
+        return hook
+
+    def ema_pairs(self):
+        pairs = super().ema_pairs()
+        return pairs + [(self.deep_projector, self.target_deep_projector)] if self.config.deep_weight > 0 else pairs
+
+    def trainable_parameters(self):
+        deep = [self.deep_projector, self.deep_predictor] if self.config.deep_weight > 0 else []
+        return super().trainable_parameters() + [p for m in deep for p in m.parameters()]
+
+    def train(self, mode: bool = True) -> PGL:
+        super().train(mode)
+        if self.config.deep_weight > 0:
+            self.target_deep_projector.eval()
+        return self
+
+    def local_loss(self, aligned: tuple, target_a, target_b, batch, projector, predictor, target_projector,
+                   grid_size: int | None = None) -> torch.Tensor:
+        """Symmetric local consistency of one feature level: online aligned grids against the target's."""
+        aligned_a, aligned_b, valid = aligned
+        with torch.no_grad():
+            target_aligned_a, target_aligned_b, _ = self.align(target_a, target_b, batch, grid_size)
+            z_a, z_b = target_projector(torch.cat([target_aligned_a, target_aligned_b])).chunk(2)
+        # the pointwise heads run on the aligned grid: same maths, far cheaper than on full-size maps
+        p_a, p_b = predictor(projector(torch.cat([aligned_a, aligned_b]))).chunk(2)
+        return local_consistency_loss(p_a, z_b, p_b, z_a, valid)
 
     def consistency(self, online_a, online_b, target_a, target_b, aligned_a, aligned_b, valid, batch):
-        with torch.no_grad():
-            target_aligned_a, target_aligned_b, _ = self.align(target_a, target_b, batch)
-            z_a = self.target_projector(target_aligned_a)
-            z_b = self.target_projector(target_aligned_b)
-        # the pointwise heads run on the aligned grid: same maths, far cheaper than on full-size maps
-        p = self.predictor(self.online_projector(torch.cat([aligned_a, aligned_b])))
-        p_a, p_b = p.chunk(2)
-        return local_consistency_loss(p_a, z_b, p_b, z_a, valid)
+        loss = self.local_loss((aligned_a, aligned_b, valid), target_a, target_b, batch, self.online_projector,
+                               self.predictor, self.target_projector)
+        if self.config.deep_weight > 0:
+            loss = loss + self.config.deep_weight * self.deep_loss(batch)
+        return loss
+
+    def deep_loss(self, batch: dict) -> torch.Tensor:
+        """Local loss (plus the regulariser) on the bottom block's features, on a grid a quarter the size."""
+        online_a, online_b = self.deep_features["online"].chunk(2)
+        target_a, target_b = self.deep_features["target"].chunk(2)
+        grid = max(2, self.config.grid_size // 4)
+        aligned_a, aligned_b, valid = self.align(online_a, online_b, batch, grid)
+        loss = self.local_loss((aligned_a, aligned_b, valid), target_a, target_b, batch, self.deep_projector,
+                               self.deep_predictor, self.target_deep_projector, grid)
+        if self.config.anti_collapse_weight > 0 and bool(valid.any()):
+            samples = grid_to_samples(torch.cat([aligned_a[valid], aligned_b[valid]]))
+            loss = loss + self.config.anti_collapse_weight * variance_covariance_penalty(samples)
+        return loss
 
 
 class BYOL(SelfSupervisedMethod):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+from monai.networks.layers.simplelayers import SkipConnection
 from monai.networks.nets import UNet
 from torch import nn
 
@@ -18,6 +19,14 @@ def build_backbone(config: NetworkConfig) -> nn.Module:
 # MONAI's UNet nests Sequential(down, SkipConnection(...), up): index 2 of the top Sequential or of any
 # SkipConnection's submodule is an up (decoder) path; everything else is the encoder and the bottom block
 _DECODER_KEY = re.compile(r"(^|\.)(model|submodule)\.2\.")
+
+
+def bottom_block(backbone: nn.Module) -> nn.Module:
+    """The UNet's deepest block (encoder side, lowest resolution, channels[-1] features)."""
+    level = backbone.model
+    while isinstance(level[1], SkipConnection) and isinstance(level[1].submodule, nn.Sequential):
+        level = level[1].submodule
+    return level[1].submodule
 
 
 def is_decoder_key(name: str) -> bool:

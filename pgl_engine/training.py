@@ -92,6 +92,10 @@ class TrainingRun:
     def trainable_parameters(self) -> Iterable[nn.Parameter]:
         return self.model.parameters()
 
+    def parameter_groups(self) -> list[dict]:
+        """Optimiser parameter groups; a group's "lr_scale" multiplies the effective learning rate."""
+        return [{"params": list(self.trainable_parameters())}]
+
     def batches(self, start_step: int) -> Iterable[dict]:
         raise NotImplementedError
 
@@ -125,8 +129,9 @@ class TrainingRun:
         return self.config.lr * factor[self.config.lr_scaling]
 
     def build_optimizer(self) -> None:
-        self.optimizer = torch.optim.AdamW(list(self.trainable_parameters()), lr=self.effective_lr,
-                                           weight_decay=self.config.weight_decay)
+        groups = [{"params": g["params"], "lr": self.effective_lr * g.get("lr_scale", 1.0)}
+                  for g in self.parameter_groups()]
+        self.optimizer = torch.optim.AdamW(groups, lr=self.effective_lr, weight_decay=self.config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.config.effective_warmup, self.config.steps))
         self.amp = self.device.type == "cuda"
