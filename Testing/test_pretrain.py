@@ -69,7 +69,17 @@ def test_deep_level_loss_trains_its_own_heads_under_the_ema(cohort, tmp_path):
     assert not torch.allclose(initial["target_" + key], final["target_" + key])  # and moved
     assert load_model(tmp_path / "deep").metadata["training"]["deep_weight"] == 1.0
     assert not any(k.startswith("deep_") for k in PGL(tiny_config(cohort / "images", tmp_path / "x",
-                                                                  tmp_path / "cache")).state_dict())
+                                                                  tmp_path / "cache", deep_weight=0)).state_dict())
+
+
+def test_a_checkpoint_from_before_the_deep_level_resumes_without_it(cohort, tmp_path):
+    run(cohort, tmp_path, "old", steps=2, checkpoint_every=2, deep_weight=0.0)
+    state = load_checkpoint(tmp_path / "old")
+    del state["config"]["deep_weight"]  # as written by an engine without the option
+    torch.save(state, checkpoint_path(tmp_path / "old"))
+    events = run(cohort, tmp_path, "old", steps=4, resume=True)  # the default now has a deep level
+    assert events[-1]["event"] == "done"
+    assert load_model(tmp_path / "old").metadata["training"]["deep_weight"] == 0.0
 
 
 def test_resume_from_a_mid_run_checkpoint_matches_a_straight_run(cohort, tmp_path):

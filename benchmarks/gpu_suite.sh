@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks and figures in one run with a time budget, for a machine with one CUDA GPU:
 #   1. benchmarks: segment_end_to_end.py and pretrain_throughput.py on the GPU (while the cohort is written);
-#   2. `pgl compare` on the GPU with --jobs (random / BYOL / PGL, 2 labelled scans, 5 seeds) and, beside it,
+#   2. `pgl compare` on the GPU with --jobs (random / BYOL / PGL / PGL without the deep level, 2 labelled
+#      scans, 5 seeds) and, beside it,
 #      random init with twice the fine-tuning steps (is the budget enough for random init to converge?);
 #   3. meanwhile the CUDA paths on tiny data: AMP pretraining and --resume, torchrun with one process per GPU
 #      (NCCL and SyncBatchNorm come into play from two GPUs), fine-tuning from the pretrained model with
@@ -9,7 +10,7 @@
 # Whatever finished when the budget ends is packed into OUT_DIR/gpu_suite.tar.gz (finished runs of an
 # interrupted comparison are reused by `pgl compare` with the same options, e.g. with fewer --seeds).
 # Usage: benchmarks/gpu_suite.sh OUT_DIR [SECONDS]   (env: PRETRAIN_STEPS, FINETUNE_STEPS, JOBS,
-# SEEDS, DEVICE, PYTHON, WORK; BENCH=0 skips the benchmarks)
+# SEEDS, INITS, DEVICE, PYTHON, WORK; BENCH=0 skips the benchmarks)
 set -u
 OUT=${1:?usage: gpu_suite.sh OUT_DIR [SECONDS]}
 BUDGET=${2:-570}
@@ -17,6 +18,7 @@ END=$(($(date +%s) + BUDGET))
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 P=${PRETRAIN_STEPS:-1800} F=${FINETUNE_STEPS:-2000} JOBS=${JOBS:-6} SEEDS=${SEEDS:-5}
+read -r -a INIT_LIST <<<"${INITS:-random byol pgl pgl-nodeep}"
 W=${WORK:-$(mktemp -d /tmp/pgl_gpu.XXXX)}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$W/logs"
@@ -50,7 +52,7 @@ wait $COHORT_PID
 COMMON=(--labeled 2 --test 4 --unlabeled 24 --device "$DEVICE" --progress json)
 mkdir -p "$W/conv" "$W/cmp/cache" && ln -sfn "$W/cmp/data" "$W/conv/data" && ln -sfn "$W/cmp/cache" "$W/conv/cache"
 step compare $(left) $PY -m pgl_engine compare --out "$W/cmp" "${COMMON[@]}" --seeds "$SEEDS" \
-    --pretrain-steps "$P" --finetune-steps "$F" --jobs "$JOBS" &
+    --pretrain-steps "$P" --finetune-steps "$F" --jobs "$JOBS" --inits "${INIT_LIST[@]}" &
 COMPARE_PID=$!
 step converge $(left) $PY -m pgl_engine compare --out "$W/conv" "${COMMON[@]}" --seeds 2 \
     --inits random --finetune-steps $((2 * F)) --jobs 2 &

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from .errors import PGLError
 
@@ -153,6 +153,9 @@ class TrainConfig:
 class PretrainConfig(TrainConfig):
     """Everything `pgl pretrain` needs; field names are the CLI option names."""
 
+    # values of settings added since, for checkpoints written before they existed (see merge_resume_config)
+    ABSENT_MEANS: ClassVar[dict] = {"deep_weight": 0.0}
+
     method: Literal["pgl", "byol"] = option("pgl", "pgl (local, prior-guided) or byol (global baseline)")
     ema_start: float = option(0.996, "EMA momentum of the target at step 0; rises to 1 on a cosine")
     projector_dim: int = option(64, "output size of the projector and predictor")
@@ -168,8 +171,8 @@ class PretrainConfig(TrainConfig):
     anti_collapse_on: Literal["aligned", "full"] = option(
         "aligned", "features the regulariser sees: the aligned overlap grid, or the full feature maps (subsampled)")
     deep_weight: float = option(
-        0.0, "PGL only: weight of a second local loss on the UNet's bottom block (1/8 resolution, grid / 4), "
-             "with its own projector, predictor and regulariser (0 = decoder output only)")
+        1.0, "PGL only: weight of a second local loss on the UNet's bottom block (1/8 resolution, grid / 4), "
+             "with its own projector, predictor and regulariser (0 = decoder output only; 1 measured best, README)")
     nonmonotone_p: float = option(0.0, "probability of a random non-monotone intensity remap per view")
     flip_axes: tuple[int, ...] = option(
         (), "flip each view on these axes with p = 0.5 (0=x 1=y 2=z; the paper flips all three; none by default: "

@@ -37,7 +37,8 @@ INIT_VARIANTS = {
     "pgl-noflip": {"method": "pgl", **FLIPS, "flip_prior": False},
     "pgl-nocrop": {"method": "pgl", "crop_prior": False},
     "pgl-noprior": {"method": "pgl", **FLIPS, "flip_prior": False, "crop_prior": False},
-    "pgl-plain": {"method": "pgl", "anti_collapse_weight": 0.0},
+    "pgl-nodeep": {"method": "pgl", "deep_weight": 0.0},
+    "pgl-plain": {"method": "pgl", "anti_collapse_weight": 0.0, "deep_weight": 0.0},
     "byol-plain": {"method": "byol", "anti_collapse_weight": 0.0},
 }
 
