@@ -71,6 +71,9 @@ class NetworkConfig:
 class TrainConfig:
     """Options every training command shares (same names in `pgl pretrain` and `pgl finetune`)."""
 
+    # values of settings added since, for checkpoints written before they existed (see merge_resume_config)
+    ABSENT_MEANS: ClassVar[dict] = {}
+
     images: str = option("", "folder of scans (.nii, .nii.gz, .nrrd, .mha)", required=True)
     out: str = option("", "output folder: the model, checkpoints and the training log", required=True)
     steps: int = option(300, "optimisation steps")
@@ -153,7 +156,6 @@ class TrainConfig:
 class PretrainConfig(TrainConfig):
     """Everything `pgl pretrain` needs; field names are the CLI option names."""
 
-    # values of settings added since, for checkpoints written before they existed (see merge_resume_config)
     ABSENT_MEANS: ClassVar[dict] = {"deep_weight": 0.0}
 
     method: Literal["pgl", "byol"] = option("pgl", "pgl (local, prior-guided) or byol (global baseline)")

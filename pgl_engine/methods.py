@@ -23,6 +23,13 @@ from .losses import (
 from .networks import bottom_block, build_backbone, global_head, local_head
 
 
+def overlap_samples(aligned_a: torch.Tensor, aligned_b: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Voxel feature samples (N, C) of the aligned grids of the pairs that overlap (all pairs if none do)."""
+    if bool(valid.any()):
+        aligned_a, aligned_b = aligned_a[valid], aligned_b[valid]
+    return grid_to_samples(torch.cat([aligned_a, aligned_b]))
+
+
 def frozen_copy(module: nn.Module) -> nn.Module:
     """The EMA target: an eager deep copy with gradients off."""
     target = copy.deepcopy(module)
@@ -51,13 +58,15 @@ class SelfSupervisedMethod(nn.Module):
         return [(self.online_backbone, self.target_backbone), (self.online_projector, self.target_projector)]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for m in (self.online_backbone, self.online_projector, self.predictor) for p in m.parameters()]
+        """Every parameter but the EMA targets' (frozen by frozen_copy), in registration order."""
+        return [p for p in self.parameters() if p.requires_grad]
 
     def train(self, mode: bool = True) -> "SelfSupervisedMethod":
         super().train(mode)
-        # the target's BatchNorm layers use their EMA running statistics, as in BYOL implementations
-        self.target_backbone.eval()
-        self.target_projector.eval()
+        # the targets' BatchNorm layers use their EMA running statistics, as in BYOL implementations
+        for name, module in self.named_children():
+            if name.startswith("target_"):
+                module.eval()
         return self
 
     def align(self, fa: torch.Tensor, fb: torch.Tensor, batch: dict, grid_size: int | None = None
@@ -75,8 +84,7 @@ class SelfSupervisedMethod(nn.Module):
         aligned_a, aligned_b, valid = self.align(online_a, online_b, batch)
         loss = self.consistency(online_a, online_b, target_a, target_b, aligned_a, aligned_b, valid, batch)
         stats = {"consistency": float(loss.detach())}
-        samples = grid_to_samples(torch.cat([aligned_a[valid], aligned_b[valid]]) if bool(valid.any())
-                                  else torch.cat([aligned_a, aligned_b]))
+        samples = overlap_samples(aligned_a, aligned_b, valid)
         if self.config.anti_collapse_weight > 0:
             # every second voxel of the full maps: the same statistics at an eighth of the cost
             regularised = samples if self.config.anti_collapse_on == "aligned" else \
@@ -118,16 +126,6 @@ class PGL(SelfSupervisedMethod):
         pairs = super().ema_pairs()
         return pairs + [(self.deep_projector, self.target_deep_projector)] if self.config.deep_weight > 0 else pairs
 
-    def trainable_parameters(self):
-        deep = [self.deep_projector, self.deep_predictor] if self.config.deep_weight > 0 else []
-        return super().trainable_parameters() + [p for m in deep for p in m.parameters()]
-
-    def train(self, mode: bool = True) -> PGL:
-        super().train(mode)
-        if self.config.deep_weight > 0:
-            self.target_deep_projector.eval()
-        return self
-
     def local_loss(self, aligned: tuple, target_a, target_b, batch, projector, predictor, target_projector,
                    grid_size: int | None = None) -> torch.Tensor:
         """Symmetric local consistency of one feature level: online aligned grids against the target's."""
@@ -154,9 +152,9 @@ class PGL(SelfSupervisedMethod):
         aligned_a, aligned_b, valid = self.align(online_a, online_b, batch, grid)
         loss = self.local_loss((aligned_a, aligned_b, valid), target_a, target_b, batch, self.deep_projector,
                                self.deep_predictor, self.target_deep_projector, grid)
-        if self.config.anti_collapse_weight > 0 and bool(valid.any()):
-            samples = grid_to_samples(torch.cat([aligned_a[valid], aligned_b[valid]]))
-            loss = loss + self.config.anti_collapse_weight * variance_covariance_penalty(samples)
+        if self.config.anti_collapse_weight > 0:
+            penalty = variance_covariance_penalty(overlap_samples(aligned_a, aligned_b, valid))
+            loss = loss + self.config.anti_collapse_weight * penalty
         return loss
 
 

@@ -65,7 +65,7 @@ def merge_resume_config(config: TrainConfig, saved: dict, progress: ProgressCall
         emit(progress, "warning", message="resuming with the checkpoint's settings; ignored: "
              + ", ".join(f"{k}={current[k]} (checkpoint: {saved[k]})" for k in changed))
     # a setting the checkpoint predates takes the value that reproduces the run it was part of
-    before = {k: v for k, v in getattr(type(config), "ABSENT_MEANS", {}).items() if k not in saved}
+    before = {k: v for k, v in config.ABSENT_MEANS.items() if k not in saved}
     return type(config).from_dict({**before, **saved, **{k: current[k] for k in RUNTIME_OPTIONS if k in current}})
 
 

@@ -19,6 +19,7 @@ import SimpleITK as sitk
 import torch
 
 from pgl_engine.evaluate import dice_per_label
+from pgl_engine.experiment import CompareConfig
 from pgl_engine.imaging import ras_grid_covering, read_image, resample
 from pgl_engine.phantom import LABELS
 from pgl_engine.segment import geometry_reference, labels_on_grid
@@ -51,9 +52,13 @@ def ceiling(label_dir: Path, spacing: tuple[float, float, float], names: dict[in
 def confusion(pred_dirs: list[Path], label_dir: Path, classes: int) -> np.ndarray:
     """Voxel counts [truth, prediction] over every prediction in the folders (paired by file name)."""
     counts = np.zeros((classes, classes), dtype=np.int64)
+    truths: dict[str, np.ndarray] = {}  # each reference read once, whatever the number of folders
     for folder in pred_dirs:
         for path in sorted(folder.glob("*.nii*")):
-            pred, truth = read_zyx(path), read_zyx(label_dir / path.name)
+            pred = read_zyx(path)
+            if path.name not in truths:
+                truths[path.name] = read_zyx(label_dir / path.name)
+            truth = truths[path.name]
             counts += np.bincount(truth.ravel().astype(np.int64) * classes + pred.ravel(),
                                   minlength=classes * classes).reshape(classes, classes)
     return counts
@@ -64,10 +69,10 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="a `pgl compare` output folder")
     parser.add_argument("--labeled", type=int, default=2, help="labelled-scan setting to analyse")
     args = parser.parse_args()
-    config = json.loads((args.out / "results.json").read_text())["config"] \
-        if (args.out / "results.json").is_file() else {"spacing": (3.2, 3.2, 6.0)}
+    results = args.out / "results.json"
+    spacing = json.loads(results.read_text())["config"]["spacing"] if results.is_file() else CompareConfig().spacing
+    spacing = tuple(float(s) for s in spacing)
     labels = args.out / "data" / "test" / "labels"
-    spacing = tuple(float(s) for s in config["spacing"])
     print(f"ceiling at {spacing} mm (Dice %):",
           {name: round(100 * d, 1) for name, d in ceiling(labels, spacing, LABELS).items()})
     header = " ".join(f"{n[:10]:>10s}" for n in ["background", *LABELS.values()])
