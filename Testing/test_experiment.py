@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pgl_engine.errors import PGLError
-from pgl_engine.experiment import CompareConfig, compare, paired_difference
+from pgl_engine.experiment import CompareConfig, compare, paired_difference, with_organ_mean
 
 
 def test_paired_difference_interval():
@@ -17,6 +17,14 @@ def test_paired_difference_interval():
     assert d["mean"] == pytest.approx(diffs.mean())
     assert d["ci95"] == pytest.approx([diffs.mean() - half, diffs.mean() + half], rel=1e-5)
     assert np.isnan(paired_difference([0.5], [0.4])["ci95"][0])
+
+
+def test_organ_mean_leaves_the_tumour_and_the_run_alone():
+    run = {"init": "pgl", "dice": {"liver": 0.9, "spleen": 0.8, "right kidney": 0.7, "left kidney": 0.6,
+                                   "tumour": 0.0, "mean": 0.6}}
+    scored = with_organ_mean(run)
+    assert scored["dice"]["organ mean"] == pytest.approx(0.75)
+    assert "organ mean" not in run["dice"] and scored["init"] == "pgl"
 
 
 def test_compare_runs_end_to_end_and_reuses_finished_runs(tmp_path):

@@ -298,6 +298,7 @@ def compare(config: CompareConfig | None = None, progress: ProgressCallback | No
         backbone = build_backbone(NetworkConfig()) if loaded is None else loaded.backbone
         ranks[init] = {"test_features": feature_rank(backbone, volumes, config.patch_size),
                        "pretraining": None if loaded is None else loaded.metadata.get("effective_rank")}
+    results = [with_organ_mean(r) for r in results]
     summary = summarise(config, results, ranks, time.perf_counter() - started)
     (Path(config.out) / "results.json").write_text(json.dumps({"config": asdict(config), **summary,
                                                                "runs": results}, indent=2))
@@ -316,12 +317,15 @@ def organ_mean(dice: dict) -> float:
     return float(np.nanmean([dice[o] for o in ORGANS if o in dice]))
 
 
+def with_organ_mean(result: dict) -> dict:
+    """A copy of one run's result whose Dice also holds the organ mean."""
+    return {**result, "dice": {**result["dice"], "organ mean": organ_mean(result["dice"])}}
+
+
 def summarise(config: CompareConfig, results: list[dict], ranks: dict, seconds: float) -> dict:
     """Per labelled count: Dice per organ per init (mean, SD over seeds) and paired differences of the
-    organ mean and the all-label mean."""
+    organ mean and the all-label mean; each result's Dice must hold the organ mean (`with_organ_mean`)."""
     organs = list(LABELS.values()) + list(HEADLINES)
-    for r in results:
-        r["dice"]["organ mean"] = organ_mean(r["dice"])
     table, differences = {}, {}
     for n in config.labeled:
         runs = [r for r in results if r["labeled"] == n]
