@@ -10,7 +10,7 @@
 # Whatever finished when the budget ends is packed into OUT_DIR/gpu_suite.tar.gz (finished runs of an
 # interrupted comparison are reused by `pgl compare` with the same options, e.g. with fewer --seeds).
 # Usage: benchmarks/gpu_suite.sh OUT_DIR [SECONDS]   (env: PRETRAIN_STEPS, FINETUNE_STEPS, JOBS,
-# SEEDS, INITS, DEVICE, PYTHON, WORK; BENCH=0 skips the benchmarks)
+# SEEDS, INITS, LABELED (labelled counts, e.g. "1 2"), DEVICE, PYTHON, WORK; BENCH=0 skips the benchmarks)
 set -u
 OUT=${1:?usage: gpu_suite.sh OUT_DIR [SECONDS]}
 BUDGET=${2:-570}
@@ -19,6 +19,8 @@ PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 P=${PRETRAIN_STEPS:-1800} F=${FINETUNE_STEPS:-2000} JOBS=${JOBS:-6} SEEDS=${SEEDS:-5}
 read -r -a INIT_LIST <<<"${INITS:-random byol pgl pgl-nodeep}"
+read -r -a LABELED_LIST <<<"${LABELED:-2}"
+MOST_LABELED=$(printf "%s\n" "${LABELED_LIST[@]}" | sort -n | tail -1)
 W=${WORK:-$(mktemp -d /tmp/pgl_gpu.XXXX)}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT" "$W/logs"
@@ -38,7 +40,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, and record
 
 # the comparison's cohorts (CPU only) while the benchmarks use the GPU
 COHORT="from pgl_engine.experiment import CompareConfig, make_data
-make_data(CompareConfig(out='$W/cmp', labeled=(2,), test=4, unlabeled=24), None)"
+make_data(CompareConfig(out='$W/cmp', labeled=($MOST_LABELED,), test=4, unlabeled=24), None)"
 step cohort 120 $PY -c "$COHORT" &
 COHORT_PID=$!
 if [ "${BENCH:-1}" = 1 ]; then
@@ -49,7 +51,7 @@ fi
 wait $COHORT_PID
 
 # the comparison and the convergence check of random init (same cohorts and cache)
-COMMON=(--labeled 2 --test 4 --unlabeled 24 --device "$DEVICE" --progress json)
+COMMON=(--labeled "${LABELED_LIST[@]}" --test 4 --unlabeled 24 --device "$DEVICE" --progress json)
 mkdir -p "$W/conv" "$W/cmp/cache" && ln -sfn "$W/cmp/data" "$W/conv/data" && ln -sfn "$W/cmp/cache" "$W/conv/cache"
 step compare $(left) $PY -m pgl_engine compare --out "$W/cmp" "${COMMON[@]}" --seeds "$SEEDS" \
     --pretrain-steps "$P" --finetune-steps "$F" --jobs "$JOBS" --inits "${INIT_LIST[@]}" &
