@@ -10,7 +10,8 @@
 # Whatever finished when the budget ends is packed into OUT_DIR/gpu_suite.tar.gz (finished runs of an
 # interrupted comparison are reused by `pgl compare` with the same options, e.g. with fewer --seeds).
 # Usage: benchmarks/gpu_suite.sh OUT_DIR [SECONDS]   (env: PRETRAIN_STEPS, FINETUNE_STEPS, JOBS,
-# SEEDS, INITS, LABELED (labelled counts, e.g. "1 2"), DEVICE, PYTHON, WORK; BENCH=0 skips the benchmarks)
+# SEEDS, INITS, LABELED (labelled counts, e.g. "1 2"), DEVICE, PYTHON, WORK; BENCH=0 skips the benchmarks,
+# CONVERGE=0 the longer random-init run, SMOKE=0 the CUDA paths on tiny data)
 set -u
 OUT=${1:?usage: gpu_suite.sh OUT_DIR [SECONDS]}
 BUDGET=${2:-570}
@@ -56,11 +57,12 @@ mkdir -p "$W/conv" "$W/cmp/cache" && ln -sfn "$W/cmp/data" "$W/conv/data" && ln 
 step compare $(left) $PY -m pgl_engine compare --out "$W/cmp" "${COMMON[@]}" --seeds "$SEEDS" \
     --pretrain-steps "$P" --finetune-steps "$F" --jobs "$JOBS" --inits "${INIT_LIST[@]}" &
 COMPARE_PID=$!
-step converge $(left) $PY -m pgl_engine compare --out "$W/conv" "${COMMON[@]}" --seeds 2 \
+[ "${CONVERGE:-1}" = 1 ] && step converge $(left) $PY -m pgl_engine compare --out "$W/conv" "${COMMON[@]}" --seeds 2 \
     --inits random --finetune-steps $((2 * F)) --jobs 2 &
 CONVERGE_PID=$!
 
 # CUDA paths on tiny data
+if [ "${SMOKE:-1}" = 1 ]; then
 S=$W/smoke
 TINY=(--patch-size 32 32 32 --spacing 6 6 6 --device "$DEVICE" --progress json)
 step smoke_phantoms 60 sh -c "$PY -m pgl_engine phantom --out $S/unl --count 4 --spacing-scale 4 --progress none &&
@@ -76,6 +78,7 @@ step smoke_finetune 120 $PY -m pgl_engine finetune --images "$S/lab/images" --la
 step smoke_segment 90 $PY -m pgl_engine segment --model "$S/ft" --input "$S/lab/images" --output "$S/seg" --tta \
     --largest-component --device "$DEVICE" --progress json
 step smoke_evaluate 60 $PY -m pgl_engine evaluate --pred "$S/seg" --labels "$S/lab/labels" --progress none
+fi
 
 wait $COMPARE_PID $CONVERGE_PID
 pkill -f "pgl_engine compare" 2>/dev/null; pkill -f "multiprocessing.spawn" 2>/dev/null
