@@ -10,7 +10,7 @@
 # Whatever finished when the budget ends is packed into OUT_DIR/gpu_suite.tar.gz (finished runs of an
 # interrupted comparison are reused by `pgl compare` with the same options, e.g. with fewer --seeds).
 # Usage: benchmarks/gpu_suite.sh OUT_DIR [SECONDS]   (env: PRETRAIN_STEPS, FINETUNE_STEPS, JOBS,
-# SEEDS, INITS, LABELED (labelled counts, e.g. "1 2"), DEVICE, PYTHON, WORK; BENCH=0 skips the benchmarks,
+# SEEDS, INITS, LABELED (labelled counts, e.g. "1 2"), PRETRAIN_OPTIONS (e.g. "nonmonotone_p=0.3"), DEVICE, PYTHON, WORK; BENCH=0 skips the benchmarks,
 # CONVERGE=0 the longer random-init run, SMOKE=0 the CUDA paths on tiny data)
 set -u
 OUT=${1:?usage: gpu_suite.sh OUT_DIR [SECONDS]}
@@ -21,6 +21,8 @@ DEVICE=${DEVICE:-cuda}
 P=${PRETRAIN_STEPS:-1800} F=${FINETUNE_STEPS:-2000} JOBS=${JOBS:-6} SEEDS=${SEEDS:-5}
 read -r -a INIT_LIST <<<"${INITS:-random byol pgl pgl-nodeep}"
 read -r -a LABELED_LIST <<<"${LABELED:-2}"
+PRETRAIN_ARGS=()
+for o in ${PRETRAIN_OPTIONS:-}; do PRETRAIN_ARGS+=(--pretrain-option "$o"); done
 MOST_LABELED=$(printf "%s\n" "${LABELED_LIST[@]}" | sort -n | tail -1)
 W=${WORK:-$(mktemp -d /tmp/pgl_gpu.XXXX)}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -55,7 +57,7 @@ wait $COHORT_PID
 COMMON=(--labeled "${LABELED_LIST[@]}" --test 4 --unlabeled 24 --device "$DEVICE" --progress json)
 mkdir -p "$W/conv" "$W/cmp/cache" && ln -sfn "$W/cmp/data" "$W/conv/data" && ln -sfn "$W/cmp/cache" "$W/conv/cache"
 step compare $(left) $PY -m pgl_engine compare --out "$W/cmp" "${COMMON[@]}" --seeds "$SEEDS" \
-    --pretrain-steps "$P" --finetune-steps "$F" --jobs "$JOBS" --inits "${INIT_LIST[@]}" &
+    --pretrain-steps "$P" --finetune-steps "$F" --jobs "$JOBS" --inits "${INIT_LIST[@]}" ${PRETRAIN_ARGS[@]+"${PRETRAIN_ARGS[@]}"} &
 COMPARE_PID=$!
 [ "${CONVERGE:-1}" = 1 ] && step converge $(left) $PY -m pgl_engine compare --out "$W/conv" "${COMMON[@]}" --seeds 2 \
     --inits random --finetune-steps $((2 * F)) --jobs 2 &
