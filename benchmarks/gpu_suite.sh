@@ -10,8 +10,9 @@
 # Whatever finished when the budget ends is packed into OUT_DIR/gpu_suite.tar.gz (finished runs of an
 # interrupted comparison are reused by `pgl compare` with the same options, e.g. with fewer --seeds).
 # Usage: benchmarks/gpu_suite.sh OUT_DIR [SECONDS]   (env: PRETRAIN_STEPS, FINETUNE_STEPS, JOBS,
-# SEEDS, INITS, LABELED (labelled counts, e.g. "1 2"), PRETRAIN_OPTIONS (e.g. "nonmonotone_p=0.3"), DEVICE, PYTHON, WORK; BENCH=0 skips the benchmarks,
-# CONVERGE=0 the longer random-init run, SMOKE=0 the CUDA paths on tiny data)
+# SEEDS, INITS, LABELED (labelled counts, e.g. "1 2"), PRETRAIN_OPTIONS (e.g. "nonmonotone_p=0.3"), DEVICE,
+# PYTHON, WORK; BENCH=0 skips the benchmarks, CONVERGE=0 the longer random-init run, SMOKE=0 the CUDA paths
+# on tiny data)
 set -u
 OUT=${1:?usage: gpu_suite.sh OUT_DIR [SECONDS]}
 BUDGET=${2:-570}
@@ -57,7 +58,8 @@ wait $COHORT_PID
 COMMON=(--labeled "${LABELED_LIST[@]}" --test 4 --unlabeled 24 --device "$DEVICE" --progress json)
 mkdir -p "$W/conv" "$W/cmp/cache" && ln -sfn "$W/cmp/data" "$W/conv/data" && ln -sfn "$W/cmp/cache" "$W/conv/cache"
 step compare $(left) $PY -m pgl_engine compare --out "$W/cmp" "${COMMON[@]}" --seeds "$SEEDS" \
-    --pretrain-steps "$P" --finetune-steps "$F" --jobs "$JOBS" --inits "${INIT_LIST[@]}" ${PRETRAIN_ARGS[@]+"${PRETRAIN_ARGS[@]}"} &
+    --pretrain-steps "$P" --finetune-steps "$F" --jobs "$JOBS" --inits "${INIT_LIST[@]}" \
+    ${PRETRAIN_ARGS[@]+"${PRETRAIN_ARGS[@]}"} &
 COMPARE_PID=$!
 [ "${CONVERGE:-1}" = 1 ] && step converge $(left) $PY -m pgl_engine compare --out "$W/conv" "${COMMON[@]}" --seeds 2 \
     --inits random --finetune-steps $((2 * F)) --jobs 2 &
