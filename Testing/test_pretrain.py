@@ -153,7 +153,7 @@ def test_collapse_is_reported(cohort, tmp_path):
 
 @pytest.mark.parametrize("ablation", [{"flip_axes": [0, 1, 2], "flip_prior": False}, {"crop_prior": False},
                                       {"flip_axes": [0, 1, 2], "flip_prior": False, "crop_prior": False},
-                                      {"nonmonotone_p": 1.0}, {"anti_collapse_on": "full"},
+                                      {"nonmonotone_p": 1.0}, {"anti_collapse_on": "full"}, {"bias_field": 0.1},
                                       {"flip_axes": [0, 1, 2], "intensity_strength": 0.3}])
 def test_ablations_train(cohort, tmp_path, ablation):
     events = run(cohort, tmp_path, "ablation", steps=2, **ablation)

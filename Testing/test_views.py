@@ -75,3 +75,22 @@ def test_intensity_strength_scales_the_jitter():
     assert none < 0.01  # only noise and blur remain, which keep the mean
     assert none < mild < full
     assert full > 0.03
+
+
+def test_bias_field_is_smooth_bounded_and_varies_across_the_view():
+    from pgl_engine.augment import augment_intensity, random_bias_field
+
+    fields = [random_bias_field((24, 24, 16), np.random.default_rng(s), 0.2) for s in range(20)]
+    for f in fields:
+        assert f.shape == (24, 24, 16)
+        assert float(f.min()) >= np.exp(-0.2) - 1e-6 and float(f.max()) <= np.exp(0.2) + 1e-6
+        steps = [float(f.diff(dim=d).abs().max()) for d in range(3)]
+        assert max(steps) < 0.05  # neighbouring voxels get nearly the same factor
+    spreads = [float(f.max() / f.min()) for f in fields]
+    assert max(spreads) > 1.1  # one part of a view is brighter than another
+    assert not torch.equal(fields[0], fields[1])
+    # two views of one scan, same other draws: with the field their intensities disagree locally
+    x = torch.full((1, 24, 24, 16), 0.8)
+    plain = augment_intensity(x.clone(), np.random.default_rng(5))
+    biased = augment_intensity(x.clone(), np.random.default_rng(5), bias_field=0.2)
+    assert float(plain.std()) < 0.02 < float(biased.std())

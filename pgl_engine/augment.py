@@ -33,13 +33,35 @@ def random_remap(x: torch.Tensor, rng: np.random.Generator, knots: int = 6) -> t
     return ys_t[i0] * (1 - w) + ys_t[i0 + 1] * w
 
 
+def random_bias_field(shape: tuple[int, ...], rng: np.random.Generator, amplitude: float,
+                      degree: int = 2) -> torch.Tensor:
+    """A smooth multiplicative field exp(p) on a (X, Y, Z) grid, p a random polynomial of the coordinates.
+
+    p has every monomial of degree 1..degree with a normal coefficient and is scaled so that max |p| is a
+    draw from [0, amplitude]: factors between exp(-amplitude) and exp(amplitude), varying across the grid.
+    """
+    axes = [torch.linspace(-1, 1, n) for n in shape]
+    x, y, z = torch.meshgrid(*axes, indexing="ij")
+    p = torch.zeros(shape)
+    for i in range(degree + 1):
+        for j in range(degree + 1 - i):
+            for k in range(degree + 1 - i - j):
+                if i + j + k:
+                    p += float(rng.normal()) * x ** i * y ** j * z ** k
+    return torch.exp(p * (rng.uniform(0, amplitude) / max(float(p.abs().max()), 1e-6)))
+
+
 def augment_intensity(x: torch.Tensor, rng: np.random.Generator, nonmonotone_p: float = 0.0,
-                      strength: float = 1.0) -> torch.Tensor:
+                      strength: float = 1.0, bias_field: float = 0.0) -> torch.Tensor:
     """Brightness/contrast, gamma, noise and blur with the probabilities of PGL_METHOD.md.
 
     strength scales how far brightness, contrast and gamma move from identity (1 = PGL_METHOD.md's
-    ranges, 0 = none); the random draws are the same whatever the strength.
+    ranges, 0 = none); the random draws are the same whatever the strength. bias_field > 0 first
+    multiplies x by a smooth random field (random_bias_field), so that two views of one scan disagree
+    on each structure's intensity; 0 draws nothing, leaving the other draws as they were.
     """
+    if bias_field > 0:
+        x = x * random_bias_field(tuple(x.shape[1:]), rng, bias_field).to(x.dtype)
     if nonmonotone_p > 0 and rng.random() < nonmonotone_p:
         x = random_remap(x, rng)
     def factor(lo: float, hi: float) -> float:

@@ -176,6 +176,9 @@ class PretrainConfig(TrainConfig):
         1.0, "PGL only: weight of a second local loss on the UNet's bottom block (1/8 resolution, grid / 4), "
              "with its own projector, predictor and regulariser (0 = decoder output only; 1 measured best, README)")
     nonmonotone_p: float = option(0.0, "probability of a random non-monotone intensity remap per view")
+    bias_field: float = option(
+        0.0, "largest log-amplitude of a smooth random multiplicative intensity field per view (0 = none; "
+             "0.3 = factors 0.74-1.35): views of one scan then disagree on each structure's intensity")
     flip_axes: tuple[int, ...] = option(
         (), "flip each view on these axes with p = 0.5 (0=x 1=y 2=z; the paper flips all three; none by default: "
             "flip-invariant features lost the spleen on the phantoms, see README)")
@@ -200,6 +203,7 @@ class PretrainConfig(TrainConfig):
             (self.deep_weight >= 0, f"--deep-weight must be >= 0, got {self.deep_weight}."),
             (self.anti_collapse_on in ("aligned", "full"), "--anti-collapse-on must be aligned or full."),
             (0.0 <= self.nonmonotone_p <= 1.0, "--nonmonotone-p must be in [0, 1]."),
+            (0.0 <= self.bias_field <= 1.0, f"--bias-field must be in [0, 1], got {self.bias_field}."),
             (all(a in (0, 1, 2) for a in self.flip_axes), f"--flip-axes takes 0, 1, 2, got {self.flip_axes}."),
             (0.0 <= self.intensity_strength <= 2.0, "--intensity-strength must be in [0, 2]."),
             (min(self.projector_dim, self.projector_hidden, self.predictor_hidden) >= 1,

@@ -24,7 +24,7 @@ class ViewPairDataset(Dataset):
     def __init__(self, scans: list[CachedScan], patch_size: tuple[int, int, int],
                  scale_range: tuple[float, float], min_overlap: float, seed: int, length: int,
                  *, flip_axes: tuple[int, ...], intensity_strength: float, nonmonotone_p: float = 0.0,
-                 stream: int = 0):
+                 bias_field: float = 0.0, stream: int = 0):
         self.scans = scans
         self.patch_size = tuple(patch_size)
         self.scale_range = tuple(scale_range)
@@ -32,6 +32,7 @@ class ViewPairDataset(Dataset):
         self.seed = seed
         self.length = length
         self.nonmonotone_p = nonmonotone_p
+        self.bias_field = bias_field
         self.stream = stream
         self.flip_axes = tuple(flip_axes)
         self.intensity_strength = intensity_strength
@@ -54,7 +55,8 @@ class ViewPairDataset(Dataset):
         item = {}
         for name, prior in (("a", a), ("b", b)):
             item[f"view_{name}"] = augment_intensity(cut_view(volume, prior, self.patch_size), rng,
-                                                     self.nonmonotone_p, self.intensity_strength)
+                                                     self.nonmonotone_p, self.intensity_strength,
+                                                     self.bias_field)
             item[f"lo_{name}"] = torch.tensor(prior.lo, dtype=torch.float32)
             item[f"hi_{name}"] = torch.tensor(prior.hi, dtype=torch.float32)
             item[f"flip_{name}"] = torch.tensor(prior.flips, dtype=torch.bool)

@@ -65,6 +65,7 @@ class Pretrainer(TrainingRun):
         c = self.config
         dataset = ViewPairDataset(self.scans, c.patch_size, c.scale_range, c.min_overlap, c.seed,
                                   length=c.steps * c.batch_size * self.world.size, nonmonotone_p=c.nonmonotone_p,
+                                  bias_field=c.bias_field,
                                   flip_axes=c.flip_axes, intensity_strength=c.intensity_strength)
         return make_loader(dataset, c.batch_size, start_step, c.steps, c.workers, self.world.rank, self.world.size)
 
