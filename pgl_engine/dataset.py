@@ -54,9 +54,9 @@ class ViewPairDataset(Dataset):
                                 flip_axes=self.flip_axes)
         item = {}
         for name, prior in (("a", a), ("b", b)):
-            item[f"view_{name}"] = augment_intensity(cut_view(volume, prior, self.patch_size), rng,
-                                                     self.nonmonotone_p, self.intensity_strength,
-                                                     self.bias_field)
+            item[f"view_{name}"] = augment_intensity(
+                cut_view(volume, prior, self.patch_size), rng, nonmonotone_p=self.nonmonotone_p,
+                strength=self.intensity_strength, bias_field=self.bias_field)
             item[f"lo_{name}"] = torch.tensor(prior.lo, dtype=torch.float32)
             item[f"hi_{name}"] = torch.tensor(prior.hi, dtype=torch.float32)
             item[f"flip_{name}"] = torch.tensor(prior.flips, dtype=torch.bool)

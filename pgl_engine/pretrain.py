@@ -64,9 +64,9 @@ class Pretrainer(TrainingRun):
     def batches(self, start_step: int):
         c = self.config
         dataset = ViewPairDataset(self.scans, c.patch_size, c.scale_range, c.min_overlap, c.seed,
-                                  length=c.steps * c.batch_size * self.world.size, nonmonotone_p=c.nonmonotone_p,
-                                  bias_field=c.bias_field,
-                                  flip_axes=c.flip_axes, intensity_strength=c.intensity_strength)
+                                  length=c.steps * c.batch_size * self.world.size, flip_axes=c.flip_axes,
+                                  intensity_strength=c.intensity_strength, nonmonotone_p=c.nonmonotone_p,
+                                  bias_field=c.bias_field)
         return make_loader(dataset, c.batch_size, start_step, c.steps, c.workers, self.world.rank, self.world.size)
 
     def compute_loss(self, batch: dict):
