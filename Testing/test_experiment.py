@@ -30,10 +30,14 @@ def test_organ_mean_leaves_the_tumour_and_the_run_alone():
 def test_compare_runs_end_to_end_and_reuses_finished_runs(tmp_path):
     config = CompareConfig(out=str(tmp_path / "cmp"), unlabeled=2, labeled=(1,), test=1, seeds=2,
                            inits=("random", "pgl"), pretrain_steps=2, finetune_steps=2, patch_size=(16, 16, 16),
-                           spacing=(12.0, 12.0, 12.0), phantom_spacing_scale=4.0, device="cpu", workers=0)
+                           spacing=(12.0, 12.0, 12.0), phantom_spacing_scale=4.0, device="cpu", workers=0,
+                           finetune_options={"structure_shift_hu": 20})
     events = []
     report = compare(config, progress=events.append)
     text = report.read_text()
+    assert "`--finetune-option structure_shift_hu=20`" in text and "--pretrain-option" not in text
+    model = json.loads((tmp_path / "cmp" / "runs" / "n1" / "seed0" / "pgl" / "model" / "pgl_model.json").read_text())
+    assert model["training"]["structure_shift_hu"] == 20  # the option reached the fine-tuning runs
     assert "| random |" in text and "| pgl |" in text and "| pgl - random |" in text and "organ mean" in text
     assert (tmp_path / "cmp" / "dice_n1.png").stat().st_size > 1000
     assert (tmp_path / "cmp" / "loss_curves.png").stat().st_size > 1000

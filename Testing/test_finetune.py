@@ -170,3 +170,48 @@ def test_label_values_with_gaps_come_back_unchanged(tmp_path, cohort):
     assert sorted(load_model(model).metadata["labels"]) == ["10", "20"]
     out = segment(model, images / "a.nii.gz", tmp_path / "pred.nii.gz")[0]
     assert set(np.unique(np.asarray(nib.load(out).dataobj))) <= {0, 10, 20}
+
+
+def test_structure_shift_moves_each_structure_by_its_own_bounded_offset():
+    from pgl_engine.augment import shift_structures
+
+    labels = torch.zeros((1, 32, 32, 16), dtype=torch.int64)
+    labels[0, 2:14, 2:14, 2:14] = 1
+    labels[0, 18:30, 2:14, 2:14] = 2
+    x = torch.full((1, 32, 32, 16), 0.5)
+    offsets = []
+    for seed in range(12):
+        shifted = shift_structures(x.clone(), labels, np.random.default_rng(seed), 0.05, count=3)
+        inside = [shifted[0, 5:11, 5:11, 5:11] - 0.5, shifted[0, 21:27, 5:11, 5:11] - 0.5]
+        assert all(float(d.max() - d.min()) < 1e-5 for d in inside)  # one offset per structure
+        assert torch.allclose(shifted[0, 2:30, 22:30, :], x[0, 2:30, 22:30, :])  # background away from them kept
+        offsets.append([float(d.mean()) for d in inside])
+    offsets = np.array(offsets)
+    assert np.abs(offsets).max() <= 0.05 + 1e-6
+    assert (offsets[:, 0] != offsets[:, 1]).all()  # the structures move independently
+    assert (offsets < -0.01).any() and (offsets > 0.01).any()  # both directions
+
+
+def test_patches_get_structure_shifts_only_when_asked(cohort):
+    from types import SimpleNamespace
+
+    from pgl_engine.finetune import LabelledCase, PatchDataset
+
+    labels = np.zeros((24, 24, 16), np.uint8)
+    labels[4:12, 4:12, 4:12], labels[12:20, 12:20, 4:12] = 1, 2
+    scan = SimpleNamespace(load=lambda: np.full((24, 24, 16), 0.5, np.float32))
+    case = LabelledCase.build(scan, labels, seed=0)
+    plain = PatchDataset([case], (16, 16, 16), 0.67, seed=1, length=4)
+    shifted = PatchDataset([case], (16, 16, 16), 0.67, seed=1, length=4, structure_shift=0.05)
+    for i in range(4):
+        a, b = plain[i], shifted[i]
+        assert torch.equal(a["label"], b["label"])
+        if (a["label"] > 0).any():
+            assert not torch.allclose(a["image"], b["image"])
+    with pytest.raises(PGLError, match="--structure-shift-hu must be >= 0"):
+        FinetuneConfig(images="i", labels="l", out="o", structure_shift_hu=-1)
+
+
+def test_fine_tuning_with_structure_shifts_records_them(cohort, tmp_path):
+    out = finetune(**seg_options(cohort, tmp_path / "ft", tmp_path / "cache", steps=2, structure_shift_hu=40))
+    assert load_model(out).metadata["training"]["structure_shift_hu"] == 40

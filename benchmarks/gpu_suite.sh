@@ -10,7 +10,8 @@
 # Whatever finished when the budget ends is packed into OUT_DIR/gpu_suite.tar.gz (finished runs of an
 # interrupted comparison are reused by `pgl compare` with the same options, e.g. with fewer --seeds).
 # Usage: benchmarks/gpu_suite.sh OUT_DIR [SECONDS]   (env: PRETRAIN_STEPS, FINETUNE_STEPS, JOBS,
-# SEEDS, INITS, LABELED (labelled counts, e.g. "1 2"), PRETRAIN_OPTIONS (e.g. "nonmonotone_p=0.3"), DEVICE,
+# SEEDS, INITS, LABELED (labelled counts, e.g. "1 2"), PRETRAIN_OPTIONS (e.g. "nonmonotone_p=0.3"),
+# FINETUNE_OPTIONS (e.g. "structure_shift_hu=40", also given to the longer random-init run), DEVICE,
 # PYTHON, WORK; BENCH=0 skips the benchmarks, CONVERGE=0 the longer random-init run, SMOKE=0 the CUDA paths
 # on tiny data)
 set -u
@@ -24,6 +25,8 @@ read -r -a INIT_LIST <<<"${INITS:-random byol pgl pgl-nodeep}"
 read -r -a LABELED_LIST <<<"${LABELED:-2}"
 PRETRAIN_ARGS=()
 for o in ${PRETRAIN_OPTIONS:-}; do PRETRAIN_ARGS+=(--pretrain-option "$o"); done
+FINETUNE_ARGS=()
+for o in ${FINETUNE_OPTIONS:-}; do FINETUNE_ARGS+=(--finetune-option "$o"); done
 MOST_LABELED=$(printf "%s\n" "${LABELED_LIST[@]}" | sort -n | tail -1)
 W=${WORK:-$(mktemp -d /tmp/pgl_gpu.XXXX)}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -59,10 +62,10 @@ COMMON=(--labeled "${LABELED_LIST[@]}" --test 4 --unlabeled 24 --device "$DEVICE
 mkdir -p "$W/conv" "$W/cmp/cache" && ln -sfn "$W/cmp/data" "$W/conv/data" && ln -sfn "$W/cmp/cache" "$W/conv/cache"
 step compare $(left) $PY -m pgl_engine compare --out "$W/cmp" "${COMMON[@]}" --seeds "$SEEDS" \
     --pretrain-steps "$P" --finetune-steps "$F" --jobs "$JOBS" --inits "${INIT_LIST[@]}" \
-    ${PRETRAIN_ARGS[@]+"${PRETRAIN_ARGS[@]}"} &
+    ${PRETRAIN_ARGS[@]+"${PRETRAIN_ARGS[@]}"} ${FINETUNE_ARGS[@]+"${FINETUNE_ARGS[@]}"} &
 COMPARE_PID=$!
 [ "${CONVERGE:-1}" = 1 ] && step converge $(left) $PY -m pgl_engine compare --out "$W/conv" "${COMMON[@]}" --seeds 2 \
-    --inits random --finetune-steps $((2 * F)) --jobs 2 &
+    --inits random --finetune-steps $((2 * F)) --jobs 2 ${FINETUNE_ARGS[@]+"${FINETUNE_ARGS[@]}"} &
 CONVERGE_PID=$!
 
 # CUDA paths on tiny data

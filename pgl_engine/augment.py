@@ -51,6 +51,20 @@ def random_bias_field(shape: tuple[int, ...], rng: np.random.Generator, amplitud
     return torch.exp(p * (rng.uniform(0, amplitude) / max(float(p.abs().max()), 1e-6)))
 
 
+def shift_structures(x: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator, amplitude: float,
+                     count: int, sigma: float = 1.0) -> torch.Tensor:
+    """Add to each labelled structure its own intensity offset, drawn from [-amplitude, amplitude].
+
+    labels holds values 0..count (0 = background, never shifted); count offsets are drawn whatever the
+    patch holds, so the random stream does not depend on the patch. The offset map is blurred (sigma in
+    voxels) so that a shifted structure keeps a soft edge, as a differently enhancing organ would.
+    """
+    offsets = torch.zeros(count + 1, dtype=x.dtype)
+    offsets[1:] = torch.from_numpy(rng.uniform(-amplitude, amplitude, count)).to(x.dtype)
+    field = offsets[torch.clamp(labels, 0, count)]
+    return x + gaussian_blur(field.to(x.dtype), sigma)
+
+
 def augment_intensity(x: torch.Tensor, rng: np.random.Generator, nonmonotone_p: float = 0.0,
                       strength: float = 1.0, bias_field: float = 0.0) -> torch.Tensor:
     """Brightness/contrast, gamma, noise and blur with the probabilities of PGL_METHOD.md.

@@ -11,7 +11,7 @@ from monai.losses import DiceCELoss
 from torch.utils.data import Dataset
 
 from . import __version__
-from .augment import augment_intensity
+from .augment import augment_intensity, shift_structures
 from .cache import CachedScan, ScanCache, data_fingerprint
 from .config import FinetuneConfig, NetworkConfig
 from .dataset import make_loader
@@ -53,9 +53,11 @@ class PatchDataset(Dataset):
     """Item i: one patch and its labels, centred on a labelled structure with probability foreground_p."""
 
     def __init__(self, cases: list[LabelledCase], patch_size: tuple[int, int, int], foreground_p: float,
-                 seed: int, length: int, flip_axes: tuple[int, ...] = ()):
+                 seed: int, length: int, flip_axes: tuple[int, ...] = (), structure_shift: float = 0.0):
         self.cases, self.patch_size, self.foreground_p = cases, np.array(patch_size), foreground_p
         self.seed, self.length, self.flip_axes = seed, length, flip_axes
+        self.structure_shift = structure_shift  # in the normalised intensity units of the cached scans
+        self.structures = max((int(case.labels.max()) for case in cases), default=0)
 
     def __len__(self) -> int:
         return self.length
@@ -81,6 +83,8 @@ class PatchDataset(Dataset):
         flips = [1 + a for a in self.flip_axes if rng.random() < 0.5]
         if flips:
             patch, target = patch.flip(flips), target.flip(flips)
+        if self.structure_shift > 0 and self.structures:
+            patch = shift_structures(patch, target, rng, self.structure_shift, self.structures)
         return {"image": augment_intensity(patch, rng), "label": target}
 
 
@@ -206,8 +210,9 @@ class Finetuner(TrainingRun):
 
     def batches(self, start_step: int):
         c = self.config
+        hu_per_unit = c.hu_window[1] - c.hu_window[0]
         dataset = PatchDataset(self.train_cases, c.patch_size, c.foreground_p, c.seed, c.steps * c.batch_size,
-                               c.flip_axes)
+                               c.flip_axes, c.structure_shift_hu / hu_per_unit)
         return make_loader(dataset, c.batch_size, start_step, c.steps, c.workers, self.world.rank, self.world.size)
 
     def compute_loss(self, batch: dict):

@@ -82,6 +82,11 @@ def write_report(out: Path, config, summary: dict, results: list[dict]) -> Path:
              f"patch {config.patch_size}. Pretraining {config.pretrain_steps} steps, fine-tuning "
              f"{config.finetune_steps} steps (batch {config.batch_size}), {config.seeds} paired seed(s): the same "
              f"seed gives the same head initialisation and patch sequence for every initialisation.", ""]
+    options = [f"`--{kind}-option {key}={value if isinstance(value, str) else json.dumps(value)}`"
+               for kind, given in (("pretrain", config.pretrain_options), ("finetune", config.finetune_options))
+               for key, value in given.items()]
+    if options:
+        lines += ["Options given to every run of their kind: " + ", ".join(options) + ".", ""]
     for n in config.labeled:
         table = summary["table"][str(n)]
         organs = list(next(iter(table.values())))
