@@ -60,9 +60,8 @@ def shift_structures(x: torch.Tensor, labels: torch.Tensor, rng: np.random.Gener
     voxels) so that a shifted structure keeps a soft edge, as a differently enhancing organ would.
     """
     offsets = torch.zeros(count + 1, dtype=x.dtype)
-    offsets[1:] = torch.from_numpy(rng.uniform(-amplitude, amplitude, count)).to(x.dtype)
-    field = offsets[torch.clamp(labels, 0, count)]
-    return x + gaussian_blur(field.to(x.dtype), sigma)
+    offsets[1:] = torch.from_numpy(rng.uniform(-amplitude, amplitude, count))  # cast to x's dtype on assignment
+    return x + gaussian_blur(offsets[torch.clamp(labels, 0, count)], sigma)
 
 
 def augment_intensity(x: torch.Tensor, rng: np.random.Generator, nonmonotone_p: float = 0.0,
