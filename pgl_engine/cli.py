@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--seed", type=int, default=0, help="first subject's seed (default: 0)")
     ph.add_argument("--spacing-scale", type=float, default=1.0,
                     help="multiply the scanner spacing (0.7-0.9 mm in-plane, 2-5 mm slices) for smaller files")
+    ph.add_argument("--phases", nargs="+", default=["venous"], choices=["venous", "arterial", "native"],
+                    help="contrast phases; each scan is drawn in one of them (default: venous)")
     add_progress_option(ph)
 
     pt = sub.add_parser("pretrain", help="self-supervised pretraining (PGL or BYOL) on a folder of scans")
@@ -94,7 +96,7 @@ def run_phantom(args, progress) -> None:
     from .phantom import write_cohort
 
     paths = write_cohort(args.out, args.count, labels=args.labels, seed=args.seed,
-                         spacing_scale=args.spacing_scale, progress=progress)
+                         spacing_scale=args.spacing_scale, phases=tuple(args.phases), progress=progress)
     emit(progress, "done", out=str(Path(args.out)), images=len(paths))
 
 

@@ -22,7 +22,7 @@ from .errors import PGLError
 from .evaluate import evaluate
 from .finetune import finetune
 from .model_store import is_model_dir, load_model
-from .phantom import LABELS, ORGANS, write_cohort
+from .phantom import LABELS, ORGANS, phase_of, read_phases, write_cohort
 from .pretrain import pretrain
 from .progress import ProgressCallback, emit
 
@@ -67,6 +67,8 @@ class CompareConfig:
     workers: int = option(2, "data loader workers")
     jobs: int = option(1, "pretraining / fine-tuning runs at a time, each in its own process (for GPUs, many cores)")
     data_seed: int = option(1000, "seed of the phantom cohorts")
+    phases: tuple[str, ...] = option(("venous",), "contrast phases the unlabeled and test phantoms are drawn from "
+                                     "(venous, arterial, native); the labelled ones stay venous")
     pretrain_options: dict = field(default_factory=dict)
     finetune_options: dict = field(default_factory=dict)
 
@@ -85,23 +87,37 @@ class CompareConfig:
                                f"`pgl {cls.__name__[:-6].lower()} --help` other than {sorted(FIXED_BY_COMPARE)} work.")
         if min(self.labeled) < 1 or min(self.seeds, self.test, self.unlabeled, self.jobs) < 1:
             raise PGLError("--labeled, --seeds, --test, --unlabeled and --jobs must be >= 1.")
+        phase_of(0, tuple(self.phases))  # names the unknown phases
 
 
 def make_data(config: CompareConfig, progress: ProgressCallback | None) -> dict[str, Path]:
     """Three disjoint phantom cohorts (different seeds): unlabeled, labeled and test."""
     data = Path(config.out) / "data"
-    sets = {"unlabeled": (config.unlabeled, config.data_seed, False),
-            "labeled": (max(config.labeled), config.data_seed + 500, True),
-            "test": (config.test, config.data_seed + 800, True)}
+    mixed = tuple(config.phases)
+    sets = {"unlabeled": (config.unlabeled, config.data_seed, False, mixed),
+            "labeled": (max(config.labeled), config.data_seed + 500, True, ("venous",)),
+            "test": (config.test, config.data_seed + 800, True, mixed)}
     paths = {}
-    for name, (count, seed, labels) in sets.items():
+    for name, (count, seed, labels, phases) in sets.items():
         folder = data / name
         done = folder / "images"
         if not (done.is_dir() and len(list(done.iterdir())) >= count and (not labels or (folder / "dataset.json").is_file())):
             emit(progress, "info", message=f"writing {count} {name} phantoms")
-            write_cohort(folder, count, labels=labels, seed=seed, spacing_scale=config.phantom_spacing_scale)
+            write_cohort(folder, count, labels=labels, seed=seed, spacing_scale=config.phantom_spacing_scale,
+                         phases=phases)
+        check_phases(folder, seed, count, phases)
         paths[name] = folder
     return paths
+
+
+def check_phases(folder: Path, seed: int, count: int, phases: tuple[str, ...]) -> None:
+    """Refuse to reuse a cohort written with other contrast phases than this comparison asks for."""
+    written = read_phases(folder)
+    for i in range(count):
+        name = f"phantom_{seed + i:03d}.nii.gz"
+        if written.get(name) != phase_of(seed + i, phases):
+            raise PGLError(f"{folder} holds phantoms of other contrast phases than --phases {' '.join(phases)} "
+                           f"asks for ({name}: {written.get(name)}); give another --out or remove {folder}.")
 
 
 def common_options(config: CompareConfig) -> dict:
@@ -166,6 +182,7 @@ def run_one(config: CompareConfig, data: dict[str, Path], init: str, model: str,
     curve = [json.loads(line)["loss"] for line in (run / "model" / "train_log.jsonl").read_text().splitlines()]
     result = {"init": init, "labeled": labeled, "seed": seed, "dice": {k: v["dice"] for k, v in evaluation["mean"].items()},
               "hd95_mm": {k: v["hd95_mm"] for k, v in evaluation["mean"].items()}, "loss_curve": curve,
+              "organ_mean_by_phase": organ_mean_by_phase(evaluation["cases"], read_phases(data["test"])),
               "seconds": time.perf_counter() - started}
     result_file.write_text(json.dumps(result))
     return result
@@ -317,6 +334,16 @@ def organ_mean(dice: dict) -> float:
     return float(np.nanmean([dice[o] for o in ORGANS if o in dice]))
 
 
+def organ_mean_by_phase(cases: list[dict], phase_by_file: dict[str, str]) -> dict[str, float]:
+    """Organ-mean Dice over the test scans of each contrast phase (`evaluate`'s per-case rows)."""
+    by_phase = {}
+    for phase in sorted(set(phase_by_file.values())):
+        rows = [r for r in cases if phase_by_file.get(r["case"]) == phase]
+        by_phase[phase] = organ_mean({o: np.nanmean([r["dice"] for r in rows if r["name"] == o] or [np.nan])
+                                      for o in ORGANS})
+    return by_phase
+
+
 def with_organ_mean(result: dict) -> dict:
     """A copy of one run's result whose Dice also holds the organ mean."""
     return {**result, "dice": {**result["dice"], "organ mean": organ_mean(result["dice"])}}
@@ -326,7 +353,7 @@ def summarise(config: CompareConfig, results: list[dict], ranks: dict, seconds: 
     """Per labelled count: Dice per organ per init (mean, SD over seeds) and paired differences of the
     organ mean and the all-label mean; each result's Dice must hold the organ mean (`with_organ_mean`)."""
     organs = list(LABELS.values()) + list(HEADLINES)
-    table, differences = {}, {}
+    table, differences, by_phase = {}, {}, {}
     for n in config.labeled:
         runs = [r for r in results if r["labeled"] == n]
         by_init = {i: sorted((r for r in runs if r["init"] == i), key=lambda r: r["seed"]) for i in config.inits}
@@ -339,7 +366,20 @@ def summarise(config: CompareConfig, results: list[dict], ranks: dict, seconds: 
                                                      [r["dice"][metric] for r in by_init[b]])
                      for a in config.inits if a != "random" for b in baselines if a != b}
             for metric in HEADLINES}
-    return {"table": table, "differences": differences, "ranks": ranks, "seconds": seconds}
+        if all(len(r.get("organ_mean_by_phase", {})) > 1 for r in runs):
+            by_phase[str(n)] = summarise_phases(by_init, baselines)
+    return {"table": table, "differences": differences, "by_phase": by_phase, "ranks": ranks, "seconds": seconds}
+
+
+def summarise_phases(by_init: dict[str, list[dict]], baselines: list[str]) -> dict:
+    """Organ mean per contrast phase of the test scans: mean, SD over seeds and paired differences per init."""
+    phases = list(next(iter(by_init.values()))[0]["organ_mean_by_phase"])
+    values = {i: {p: [r["organ_mean_by_phase"][p] for r in rs] for p in phases} for i, rs in by_init.items()}
+    table = {i: {p: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
+                 for p, v in by_phase.items()} for i, by_phase in values.items()}
+    differences = {f"{a} - {b}": {p: paired_difference(values[a][p], values[b][p]) for p in phases}
+                   for a in by_init if a != "random" for b in baselines if a != b}
+    return {"table": table, "differences": differences}
 
 
 DEMO_PRESETS = {

@@ -3,7 +3,8 @@
 Each subject (one seed) has its own body size, fat thickness, organ shapes, positions and enhancement,
 scanner spacing (0.7-0.9 mm in-plane, 2-5 mm slices), texture, partial volume and noise. Organ intensities
 overlap as in portal-venous CT (liver ~ spleen ~ pancreas, kidney cortex ~ aorta ~ oral contrast), so a
-segmentation needs shape and context. Coordinates are RAS millimetres (+x Right, +y Anterior, +z Superior)
+segmentation needs shape and context. A scan can instead be drawn in the late arterial phase or without
+contrast (`phases`), where the organs take other, literature-typical intensities. Coordinates are RAS millimetres (+x Right, +y Anterior, +z Superior)
 with the origin at the body centre.
 """
 from __future__ import annotations
@@ -22,6 +23,20 @@ from .progress import ProgressCallback, emit
 LABELS = {1: "liver", 2: "spleen", 3: "right kidney", 4: "left kidney", 5: "tumour"}
 ORGANS = ("liver", "spleen", "right kidney", "left kidney")  # the labels that are organs (not lesions)
 FIELD_OF_VIEW_MM = (360.0, 300.0, 200.0)
+
+# HU ranges per contrast phase. "*_drop" are subtracted from the organ's value, "hepatic_vein" is added to the
+# liver's; venous is the phantoms' original (and default) phase.
+PHASES = {
+    "venous": {"liver": (95, 135), "spleen": (100, 140), "kidney": (140, 200), "pancreas": (80, 115),
+               "medulla_drop": (30, 60), "aorta": (150, 220), "ivc": (110, 160), "hepatic_vein": (35, 70),
+               "liver_lesion_drop": (25, 60), "kidney_lesion_drop": (40, 90)},
+    "arterial": {"liver": (65, 85), "spleen": (110, 150), "kidney": (180, 260), "pancreas": (100, 135),
+                 "medulla_drop": (90, 140), "aorta": (250, 350), "ivc": (70, 110), "hepatic_vein": (-25, -5),
+                 "liver_lesion_drop": (10, 35), "kidney_lesion_drop": (60, 120)},
+    "native": {"liver": (50, 70), "spleen": (40, 55), "kidney": (28, 40), "pancreas": (35, 50),
+               "medulla_drop": (0, 8), "aorta": (35, 50), "ivc": (35, 50), "hepatic_vein": (-25, -10),
+               "liver_lesion_drop": (10, 30), "kidney_lesion_drop": (5, 25)},
+}
 
 
 @dataclass
@@ -111,8 +126,19 @@ class Canvas:
         return (sl, m)
 
 
-def make_phantom(seed: int, spacing_scale: float = 1.0) -> PhantomCase:
-    """One synthetic abdominal CT (portal-venous phase) and its label map."""
+def phase_of(seed: int, phases: tuple[str, ...] = ("venous",)) -> str:
+    """The contrast phase of subject `seed`: `phases` in turn by seed, so any run of seeds is balanced."""
+    unknown = [p for p in phases if p not in PHASES]
+    if not phases or unknown:
+        from .errors import PGLError
+
+        raise PGLError(f"contrast phases: unknown {unknown or 'none given'}; choose from {', '.join(PHASES)}.")
+    return phases[seed % len(phases)]
+
+
+def make_phantom(seed: int, spacing_scale: float = 1.0, phase: str = "venous") -> PhantomCase:
+    """One synthetic abdominal CT in the given contrast phase (see PHASES) and its label map."""
+    hu_range = PHASES[phase]
     rng = np.random.default_rng([seed, 7321])
     in_plane, thickness = rng.uniform(0.7, 0.9), rng.uniform(2.0, 5.0)
     spacing = np.array([in_plane, in_plane, thickness]) * spacing_scale
@@ -155,8 +181,8 @@ def make_phantom(seed: int, spacing_scale: float = 1.0) -> PhantomCase:
         bowel_hu.append(hu)
 
     # organs
-    liver_hu, spleen_hu = rng.uniform(95, 135), rng.uniform(100, 140)
-    kidney_hu, pancreas_hu = rng.uniform(140, 200), rng.uniform(80, 115)
+    liver_hu, spleen_hu = rng.uniform(*hu_range["liver"]), rng.uniform(*hu_range["spleen"])
+    kidney_hu, pancreas_hu = rng.uniform(*hu_range["kidney"]), rng.uniform(*hu_range["pancreas"])
     jitter = lambda: rng.normal(0, 6, 3)  # noqa: E731
     canvas.paint(Blob.random(rng, np.array((-10, yv + rv + 35, 5)) + jitter(), (65 * sx, 13, 12), 8, 15),
                  pancreas_hu, within=cavity)
@@ -182,7 +208,8 @@ def make_phantom(seed: int, spacing_scale: float = 1.0) -> PhantomCase:
         center = np.array((side * (rv + 48), yv + 8, dz)) + jitter()
         kidney = Blob.random(rng, center, np.array((28, 30, 55)) * rng.uniform(0.85, 1.15), 15, side * 20, 0.06)
         canvas.paint(kidney, kidney_hu, label, within=cavity)
-        canvas.paint(kidney.scaled(0.55), kidney_hu - rng.uniform(30, 60), Canvas.KEEP, within=cavity)  # medulla
+        medulla_hu = kidney_hu - rng.uniform(*hu_range["medulla_drop"])
+        canvas.paint(kidney.scaled(0.55), medulla_hu, Canvas.KEEP, within=cavity)
         pelvis = Blob(center - np.array((side * 14, 0, 0)), np.array((8, 10, 18)))
         canvas.paint(pelvis, rng.uniform(0, 25), Canvas.KEEP, within=cavity)
         notch = Blob(center - np.array((side * 30, 0, 0)), np.array((12, 12, 22)))
@@ -191,13 +218,14 @@ def make_phantom(seed: int, spacing_scale: float = 1.0) -> PhantomCase:
 
     # vessels: aorta, IVC, hepatic veins (kept inside the liver label)
     canvas.paint(Blob(np.array((-12, yv + rv + 12, 0)), np.array((12, 12, 300)) * rng.uniform(0.85, 1.1)),
-                 rng.uniform(150, 220))
+                 rng.uniform(*hu_range["aorta"]))
     canvas.paint(Blob(np.array((22, yv + rv + 15, 0)), np.array((14, 10, 300)) * rng.uniform(0.85, 1.1)),
-                 rng.uniform(110, 160))
+                 rng.uniform(*hu_range["ivc"]))
     for _ in range(int(rng.integers(2, 5))):
         c = right_lobe.center + rng.normal(0, 20, 3)
         vessel = Blob(c, np.array((3.5, 3.5, 40)) * rng.uniform(0.8, 1.3), _rotation(rng, 60))
-        canvas.paint(vessel, liver_hu + rng.uniform(35, 70), Canvas.KEEP, within=canvas.labels == 1)
+        vein_hu = liver_hu + rng.uniform(*hu_range["hepatic_vein"])
+        canvas.paint(vessel, vein_hu, Canvas.KEEP, within=canvas.labels == 1)
 
     _paint_bones(canvas, rng, X, Y, Z, a, b, fat, rv, yv)
 
@@ -206,12 +234,12 @@ def make_phantom(seed: int, spacing_scale: float = 1.0) -> PhantomCase:
     for _ in range(int(rng.integers(0, 4)) if len(liver_voxels) else 0):
         c = grid.origin + liver_voxels[rng.integers(len(liver_voxels))] * spacing
         canvas.paint(Blob.random(rng, c, np.full(3, rng.uniform(5, 18)), 0, bump=0.1),
-                     liver_hu - rng.uniform(25, 60), 5, within=canvas.labels == 1)
+                     liver_hu - rng.uniform(*hu_range["liver_lesion_drop"]), 5, within=canvas.labels == 1)
     if rng.random() < 0.3:
         label, kidney = kidneys[int(rng.integers(2))]
         c = kidney.center + kidney.rotation @ (kidney.radii * np.array((0.8, 0.3, 0.2)))
         canvas.paint(Blob.random(rng, c, np.full(3, rng.uniform(8, 16)), 0, bump=0.1),
-                     kidney_hu - rng.uniform(40, 90), 5, within=cavity)
+                     kidney_hu - rng.uniform(*hu_range["kidney_lesion_drop"]), 5, within=cavity)
 
     image = _texture_and_noise(canvas.hu, np.broadcast_to(body, shape), spacing, rng)
     affine = np.diag([*spacing, 1.0])
@@ -262,31 +290,50 @@ def _texture_and_noise(hu: np.ndarray, body: np.ndarray, spacing: np.ndarray, rn
 
 
 def write_cohort(out: str | Path, count: int, labels: bool = False, seed: int = 0, spacing_scale: float = 1.0,
-                 progress: ProgressCallback | None = None) -> list[Path]:
-    """Write `count` phantoms to out/images (and out/labels); returns the image paths."""
+                 phases: tuple[str, ...] = ("venous",), progress: ProgressCallback | None = None) -> list[Path]:
+    """Write `count` phantoms to out/images (and out/labels) and each one's phase to out/phases.json.
+
+    Each subject's contrast phase is drawn from `phases`; returns the image paths."""
     from .errors import PGLError
 
     if count < 1:
         raise PGLError(f"--count must be >= 1, got {count}.")
     if spacing_scale <= 0:
         raise PGLError(f"--spacing-scale must be > 0, got {spacing_scale}.")
+    phase_of(seed, tuple(phases))  # refuses unknown phases before anything is written
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     if labels:
         (out / "labels").mkdir(parents=True, exist_ok=True)
-    paths = []
+    paths, phase_by_file = [], {}
     for i in range(count):
-        case = make_phantom(seed + i, spacing_scale)
         name = f"phantom_{seed + i:03d}.nii.gz"
+        phase_by_file[name] = phase_of(seed + i, tuple(phases))
+        case = make_phantom(seed + i, spacing_scale, phase_by_file[name])
         write_nifti(case.image, case.affine, out / "images" / name)
         if labels:
             write_nifti(case.labels, case.affine, out / "labels" / name)
             write_sidecar(out / "labels" / name, label_table(LABELS))
         paths.append(out / "images" / name)
         emit(progress, "progress", stage="phantom", step=i + 1, total=count, file=name)
+    write_phases(out, phase_by_file)
     if labels:
         write_dataset_json(out, [p.name for p in paths])
     return paths
+
+
+def write_phases(out: Path, phase_by_file: dict[str, str]) -> Path:
+    path = out / "phases.json"
+    path.write_text(json.dumps(phase_by_file, indent=1))
+    return path
+
+
+def read_phases(folder: str | Path) -> dict[str, str]:
+    """File name -> contrast phase of a cohort folder; cohorts written before phases existed are all venous."""
+    path = Path(folder) / "phases.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {p.name: "venous" for p in (Path(folder) / "images").glob("*.nii.gz")}
 
 
 def write_dataset_json(out: Path, names: list[str]) -> Path:

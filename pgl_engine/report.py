@@ -72,13 +72,33 @@ def plot_losses(path: Path, out: Path, inits: tuple[str, ...], results: list[dic
     plt.close(fig)
 
 
+def phase_note(phases: tuple[str, ...]) -> str:
+    if tuple(phases) == ("venous",):
+        return ", all portal-venous"
+    return f"; unlabeled and test scans in turn {', '.join(phases)}, labelled ones portal-venous"
+
+
+def phase_lines(by_phase: dict | None) -> list[str]:
+    """The report's table of organ-mean Dice per contrast phase of the test scans (none for one phase)."""
+    if not by_phase:
+        return []
+    phases = list(next(iter(by_phase["table"].values())))
+    lines = ["", "Organ mean by contrast phase of the test scans (the labelled scans are venous):", "",
+             "| init | " + " | ".join(phases) + " |", "|---" * (len(phases) + 1) + "|"]
+    lines += [f"| {init} | " + " | ".join(_fmt(cells[p]) for p in phases) + " |"
+              for init, cells in by_phase["table"].items()]
+    lines += [f"| {name} | " + " | ".join(_fmt_difference(d[p]) for p in phases) + " |"
+              for name, d in by_phase["differences"].items()]
+    return lines
+
+
 def write_report(out: Path, config, summary: dict, results: list[dict]) -> Path:
     lines = ["# PGL comparison report", "",
              f"Engine {__version__}, torch {torch.__version__}, {platform.machine()}, device `{config.device}`; "
              f"{summary['seconds'] / 60:.1f} min in all (pieces reused from earlier runs are not counted again).",
              "",
              f"Data: synthetic abdominal CT phantoms — {config.unlabeled} unlabeled (pretraining), "
-             f"{max(config.labeled)} labelled (fine-tuning), {config.test} test; resampled to {config.spacing} mm, "
+             f"{max(config.labeled)} labelled (fine-tuning), {config.test} test{phase_note(config.phases)}; resampled to {config.spacing} mm, "
              f"patch {config.patch_size}. Pretraining {config.pretrain_steps} steps, fine-tuning "
              f"{config.finetune_steps} steps (batch {config.batch_size}), {config.seeds} paired seed(s): the same "
              f"seed gives the same head initialisation and patch sequence for every initialisation.", ""]
@@ -100,6 +120,7 @@ def write_report(out: Path, config, summary: dict, results: list[dict]) -> Path:
         for name in next(iter(by_metric.values())):
             cells = [_fmt_difference(by_pair[name]) for by_pair in by_metric.values()]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += phase_lines(summary.get("by_phase", {}).get(str(n)))
         plot_dice(out / f"dice_n{n}.png", table, config.inits, n)
         lines += ["", f"![Dice per organ](dice_n{n}.png)", ""]
     lines += ["## Feature effective rank", "",
