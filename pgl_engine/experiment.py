@@ -22,7 +22,7 @@ from .errors import PGLError
 from .evaluate import evaluate
 from .finetune import finetune
 from .model_store import is_model_dir, load_model
-from .phantom import LABELS, ORGANS, phase_of, read_phases, write_cohort
+from .phantom import LABELS, ORGANS, phantom_name, phase_of, read_phases, write_cohort
 from .pretrain import pretrain
 from .progress import ProgressCallback, emit
 
@@ -114,7 +114,7 @@ def check_phases(folder: Path, seed: int, count: int, phases: tuple[str, ...]) -
     """Refuse to reuse a cohort written with other contrast phases than this comparison asks for."""
     written = read_phases(folder)
     for i in range(count):
-        name = f"phantom_{seed + i:03d}.nii.gz"
+        name = phantom_name(seed + i)
         if written.get(name) != phase_of(seed + i, phases):
             raise PGLError(f"{folder} holds phantoms of other contrast phases than --phases {' '.join(phases)} "
                            f"asks for ({name}: {written.get(name)}); give another --out or remove {folder}.")

@@ -307,7 +307,7 @@ def write_cohort(out: str | Path, count: int, labels: bool = False, seed: int = 
         (out / "labels").mkdir(parents=True, exist_ok=True)
     paths, phase_by_file = [], {}
     for i in range(count):
-        name = f"phantom_{seed + i:03d}.nii.gz"
+        name = phantom_name(seed + i)
         phase_by_file[name] = phase_of(seed + i, tuple(phases))
         case = make_phantom(seed + i, spacing_scale, phase_by_file[name])
         write_nifti(case.image, case.affine, out / "images" / name)
@@ -320,6 +320,11 @@ def write_cohort(out: str | Path, count: int, labels: bool = False, seed: int = 
     if labels:
         write_dataset_json(out, [p.name for p in paths])
     return paths
+
+
+def phantom_name(seed: int) -> str:
+    """File name of subject `seed` in a cohort folder."""
+    return f"phantom_{seed:03d}.nii.gz"
 
 
 def write_phases(out: Path, phase_by_file: dict[str, str]) -> Path:
