@@ -349,6 +349,16 @@ def with_organ_mean(result: dict) -> dict:
     return {**result, "dice": {**result["dice"], "organ mean": organ_mean(result["dice"])}}
 
 
+def spread(values: list[float]) -> dict:
+    """Mean and SD over seeds (NaN-aware; SD 0 for one seed)."""
+    return {"mean": float(np.nanmean(values)), "sd": float(np.nanstd(values, ddof=1)) if len(values) > 1 else 0.0}
+
+
+def compared_pairs(inits, baselines: list[str]) -> list[tuple[str, str]]:
+    """(init, baseline) pairs of the paired differences: each init but random against random and BYOL."""
+    return [(a, b) for a in inits if a != "random" for b in baselines if a != b]
+
+
 def summarise(config: CompareConfig, results: list[dict], ranks: dict, seconds: float) -> dict:
     """Per labelled count: Dice per organ per init (mean, SD over seeds) and paired differences of the
     organ mean and the all-label mean; each result's Dice must hold the organ mean (`with_organ_mean`)."""
@@ -357,14 +367,12 @@ def summarise(config: CompareConfig, results: list[dict], ranks: dict, seconds: 
     for n in config.labeled:
         runs = [r for r in results if r["labeled"] == n]
         by_init = {i: sorted((r for r in runs if r["init"] == i), key=lambda r: r["seed"]) for i in config.inits}
-        table[str(n)] = {i: {o: {"mean": float(np.nanmean([r["dice"][o] for r in rs])),
-                                 "sd": float(np.nanstd([r["dice"][o] for r in rs], ddof=1)) if len(rs) > 1 else 0.0}
-                             for o in organs} for i, rs in by_init.items()}
+        table[str(n)] = {i: {o: spread([r["dice"][o] for r in rs]) for o in organs} for i, rs in by_init.items()}
         baselines = [b for b in ("random", "byol") if b in by_init]
         differences[str(n)] = {
             metric: {f"{a} - {b}": paired_difference([r["dice"][metric] for r in by_init[a]],
                                                      [r["dice"][metric] for r in by_init[b]])
-                     for a in config.inits if a != "random" for b in baselines if a != b}
+                     for a, b in compared_pairs(config.inits, baselines)}
             for metric in HEADLINES}
         if all(len(r.get("organ_mean_by_phase", {})) > 1 for r in runs):
             by_phase[str(n)] = summarise_phases(by_init, baselines)
@@ -375,10 +383,9 @@ def summarise_phases(by_init: dict[str, list[dict]], baselines: list[str]) -> di
     """Organ mean per contrast phase of the test scans: mean, SD over seeds and paired differences per init."""
     phases = list(next(iter(by_init.values()))[0]["organ_mean_by_phase"])
     values = {i: {p: [r["organ_mean_by_phase"][p] for r in rs] for p in phases} for i, rs in by_init.items()}
-    table = {i: {p: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
-                 for p, v in by_phase.items()} for i, by_phase in values.items()}
+    table = {i: {p: spread(v) for p, v in by_phase.items()} for i, by_phase in values.items()}
     differences = {f"{a} - {b}": {p: paired_difference(values[a][p], values[b][p]) for p in phases}
-                   for a in by_init if a != "random" for b in baselines if a != b}
+                   for a, b in compared_pairs(by_init, baselines)}
     return {"table": table, "differences": differences}
 
 

@@ -4,8 +4,8 @@ Each subject (one seed) has its own body size, fat thickness, organ shapes, posi
 scanner spacing (0.7-0.9 mm in-plane, 2-5 mm slices), texture, partial volume and noise. Organ intensities
 overlap as in portal-venous CT (liver ~ spleen ~ pancreas, kidney cortex ~ aorta ~ oral contrast), so a
 segmentation needs shape and context. A scan can instead be drawn in the late arterial phase or without
-contrast (`phases`), where the organs take other, literature-typical intensities. Coordinates are RAS millimetres (+x Right, +y Anterior, +z Superior)
-with the origin at the body centre.
+contrast (`PHASES`), where the organs take other, literature-typical intensities. Coordinates are RAS
+millimetres (+x Right, +y Anterior, +z Superior) with the origin at the body centre.
 """
 from __future__ import annotations
 
