@@ -85,6 +85,38 @@ def test_transferred_weights_get_the_init_lr_scale(cohort, tmp_path):
     assert [g["initial_lr"] for g in plain.optimizer.param_groups] == [pytest.approx(3e-3)]
 
 
+def test_head_first_steps_hold_the_transferred_weights_then_train_them(cohort, tmp_path):
+    network = NetworkConfig(**SEG_NETWORK)
+    pre = pretrain(tiny_config(cohort / "images", tmp_path / "pre", tmp_path / "cache", steps=1, network=network,
+                               spacing=(6.0, 6.0, 8.0), patch_size=(32, 32, 16)))
+    options = seg_options(cohort, tmp_path / "ft", tmp_path / "cache", init=str(pre), steps=4, head_first_steps=2)
+    options.pop("network")
+    run = Finetuner(FinetuneConfig(**resolve_init(options)))
+    run.model = run.forward_model = run.prepare()
+    run.build_optimizer()
+    fresh, held = run.optimizer.param_groups
+    ids = {id(p) for p in held["params"]}
+    names = {name for name, p in run.model.named_parameters() if id(p) in ids}
+    assert names == {"backbone." + k for k in run.transferred if "backbone." + k in dict(run.model.named_parameters())}
+
+    def snapshot():
+        return {name: p.detach().clone() for name, p in run.model.named_parameters()}
+
+    start = snapshot()
+    batches = iter(run.batches(0))
+    for _ in range(2):
+        assert held["lr"] == 0.0 and fresh["lr"] > 0
+        run.train_step(next(batches))
+    after_two = snapshot()
+    assert all(torch.equal(after_two[n], start[n]) for n in names)  # held while the head trains
+    assert any(not torch.equal(after_two[n], start[n]) for n in after_two if n not in names)
+    assert held["lr"] > 0
+    run.train_step(next(batches))
+    assert any(not torch.equal(p.detach(), after_two[n]) for n, p in run.model.named_parameters() if n in names)
+    with pytest.raises(PGLError, match="--head-first-steps"):
+        FinetuneConfig(**{**resolve_init(options), "head_first_steps": 4}).validate()
+
+
 def test_pretrained_model_with_another_network_is_refused(cohort, tmp_path):
     pre = pretrain(tiny_config(cohort / "images", tmp_path / "pre", tmp_path / "cache", steps=1))
     with pytest.raises(PGLError, match="another network configuration"):

@@ -10,7 +10,8 @@
 # Whatever finished when the budget ends is packed into OUT_DIR/gpu_suite.tar.gz (finished runs of an
 # interrupted comparison are reused by `pgl compare` with the same options, e.g. with fewer --seeds).
 # Usage: benchmarks/gpu_suite.sh OUT_DIR [SECONDS]   (env: PRETRAIN_STEPS, FINETUNE_STEPS, JOBS,
-# SEEDS, INITS, LABELED (labelled counts, e.g. "1 2"), PRETRAIN_OPTIONS (e.g. "nonmonotone_p=0.3"),
+# SEEDS, TEST (test phantoms, default 4), CONVERGE_SEEDS (default 2), INITS, LABELED (labelled counts,
+# e.g. "1 2"), PRETRAIN_OPTIONS (e.g. "nonmonotone_p=0.3"),
 # FINETUNE_OPTIONS (e.g. "structure_shift_hu=40", also given to the longer random-init run), PHASES
 # (contrast phases of the unlabeled and test phantoms, e.g. "venous arterial native"), DEVICE,
 # PYTHON, WORK; BENCH=0 skips the benchmarks, CONVERGE=0 the longer random-init run, SMOKE=0 the CUDA paths
@@ -21,7 +22,7 @@ BUDGET=${2:-570}
 END=$(($(date +%s) + BUDGET))
 PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
-P=${PRETRAIN_STEPS:-1800} F=${FINETUNE_STEPS:-2000} JOBS=${JOBS:-6} SEEDS=${SEEDS:-5}
+P=${PRETRAIN_STEPS:-1800} F=${FINETUNE_STEPS:-2000} JOBS=${JOBS:-6} SEEDS=${SEEDS:-5} TEST=${TEST:-4}
 read -r -a INIT_LIST <<<"${INITS:-random byol pgl pgl-nodeep}"
 read -r -a LABELED_LIST <<<"${LABELED:-2}"
 read -r -a PHASE_LIST <<<"${PHASES:-venous}"
@@ -49,7 +50,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, and record
 
 # the comparison's cohorts (CPU only) while the benchmarks use the GPU
 COHORT="from pgl_engine.experiment import CompareConfig, make_data
-make_data(CompareConfig(out='$W/cmp', labeled=($MOST_LABELED,), test=4, unlabeled=24,
+make_data(CompareConfig(out='$W/cmp', labeled=($MOST_LABELED,), test=$TEST, unlabeled=24,
                         phases=tuple('${PHASE_LIST[*]}'.split())), None)"
 step cohort 120 $PY -c "$COHORT" &
 COHORT_PID=$!
@@ -61,14 +62,14 @@ fi
 wait $COHORT_PID
 
 # the comparison and the convergence check of random init (same cohorts and cache)
-COMMON=(--labeled "${LABELED_LIST[@]}" --test 4 --unlabeled 24 --phases "${PHASE_LIST[@]}" --device "$DEVICE"
+COMMON=(--labeled "${LABELED_LIST[@]}" --test "$TEST" --unlabeled 24 --phases "${PHASE_LIST[@]}" --device "$DEVICE"
         --progress json)
 mkdir -p "$W/conv" "$W/cmp/cache" && ln -sfn "$W/cmp/data" "$W/conv/data" && ln -sfn "$W/cmp/cache" "$W/conv/cache"
 step compare $(left) $PY -m pgl_engine compare --out "$W/cmp" "${COMMON[@]}" --seeds "$SEEDS" \
     --pretrain-steps "$P" --finetune-steps "$F" --jobs "$JOBS" --inits "${INIT_LIST[@]}" \
     ${PRETRAIN_ARGS[@]+"${PRETRAIN_ARGS[@]}"} ${FINETUNE_ARGS[@]+"${FINETUNE_ARGS[@]}"} &
 COMPARE_PID=$!
-[ "${CONVERGE:-1}" = 1 ] && step converge $(left) $PY -m pgl_engine compare --out "$W/conv" "${COMMON[@]}" --seeds 2 \
+[ "${CONVERGE:-1}" = 1 ] && step converge $(left) $PY -m pgl_engine compare --out "$W/conv" "${COMMON[@]}" --seeds "${CONVERGE_SEEDS:-2}" \
     --inits random --finetune-steps $((2 * F)) --jobs 2 ${FINETUNE_ARGS[@]+"${FINETUNE_ARGS[@]}"} &
 CONVERGE_PID=$!
 

@@ -223,6 +223,9 @@ class FinetuneConfig(TrainConfig):
         "whole", "what --init gives: the whole backbone (paper) or its encoder only (decoder starts random)")
     init_lr_scale: float = option(
         1.0, "learning-rate multiplier for the weights taken from --init (the head always gets --lr)")
+    head_first_steps: int = option(
+        0, "keep the weights taken from --init fixed for the first N steps while the rest trains, then fine-tune "
+           "them on their own warm-up and cosine (linear probing, then fine-tuning)")
     label_names: tuple[str, ...] = option((), "names of labels 1, 2, ... when no dataset.json gives them")
     label_fraction: float = option(1.0, "use this fraction of the labelled scans (the paper's few-label settings)")
     max_labeled: int = option(0, "use at most N labelled scans (0 = all)")
@@ -241,6 +244,8 @@ class FinetuneConfig(TrainConfig):
              "give --images and --labels, or --dataset path/dataset.json."),
             (self.transfer in ("whole", "encoder"), f"--transfer must be whole or encoder, got {self.transfer!r}."),
             (self.init_lr_scale > 0, f"--init-lr-scale must be > 0, got {self.init_lr_scale}."),
+            (0 <= self.head_first_steps < self.steps,
+             f"--head-first-steps must be >= 0 and below --steps ({self.steps}), got {self.head_first_steps}."),
             (0.0 < self.label_fraction <= 1.0, f"--label-fraction must be in (0, 1], got {self.label_fraction}."),
             (self.max_labeled >= 0, f"--max-labeled must be >= 0, got {self.max_labeled}."),
             (self.val_count >= 0, f"--val-count must be >= 0, got {self.val_count}."),

@@ -198,15 +198,16 @@ class Finetuner(TrainingRun):
         return network
 
     def parameter_groups(self) -> list[dict]:
-        """The head and any freshly initialised weights at --lr; transferred weights at --lr x --init-lr-scale."""
-        scale = self.config.init_lr_scale
-        if scale == 1.0 or not self.transferred:
+        """The head and any freshly initialised weights at --lr; transferred weights at --lr x --init-lr-scale,
+        held fixed for the first --head-first-steps."""
+        scale, delay = self.config.init_lr_scale, self.config.head_first_steps
+        if (scale == 1.0 and delay == 0) or not self.transferred:
             return super().parameter_groups()
         fresh, pretrained = [], []
         for name, parameter in self.model.named_parameters():
             inside = name.removeprefix("backbone.")
             (pretrained if name != inside and inside in self.transferred else fresh).append(parameter)
-        return [{"params": fresh}, {"params": pretrained, "lr_scale": scale}]
+        return [{"params": fresh}, {"params": pretrained, "lr_scale": scale, "delay": delay}]
 
     def batches(self, start_step: int):
         c = self.config

@@ -57,6 +57,13 @@ def warmup_cosine(warmup: int, total: int):
     return factor
 
 
+def delayed(schedule, delay: int):
+    """Learning-rate factor that is 0 for the first `delay` steps, then follows `schedule` from its step 0."""
+    def factor(step: int) -> float:
+        return 0.0 if step < delay else schedule(step - delay)
+    return factor
+
+
 def merge_resume_config(config: TrainConfig, saved: dict, progress: ProgressCallback | None) -> TrainConfig:
     """On --resume keep the checkpoint's training settings (`saved`); only runtime options may change."""
     current = config.to_dict()
@@ -95,7 +102,8 @@ class TrainingRun:
         return self.model.parameters()
 
     def parameter_groups(self) -> list[dict]:
-        """Optimiser parameter groups; a group's "lr_scale" multiplies the effective learning rate."""
+        """Optimiser parameter groups; a group's "lr_scale" multiplies the effective learning rate, and a group's
+        "delay" holds it fixed for that many steps before its own warm-up and cosine over the remaining steps."""
         return [{"params": list(self.trainable_parameters())}]
 
     def batches(self, start_step: int) -> Iterable[dict]:
@@ -131,11 +139,12 @@ class TrainingRun:
         return self.config.lr * factor[self.config.lr_scaling]
 
     def build_optimizer(self) -> None:
-        groups = [{"params": g["params"], "lr": self.effective_lr * g.get("lr_scale", 1.0)}
-                  for g in self.parameter_groups()]
+        spec = self.parameter_groups()
+        groups = [{"params": g["params"], "lr": self.effective_lr * g.get("lr_scale", 1.0)} for g in spec]
         self.optimizer = torch.optim.AdamW(groups, lr=self.effective_lr, weight_decay=self.config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(self.config.effective_warmup, self.config.steps))
+        warmup, steps = self.config.effective_warmup, self.config.steps
+        schedules = [delayed(warmup_cosine(warmup, steps - g.get("delay", 0)), g.get("delay", 0)) for g in spec]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedules)
         self.amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
