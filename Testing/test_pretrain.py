@@ -134,6 +134,13 @@ def test_output_folders_are_never_clobbered(cohort, tmp_path):
     assert (tmp_path / "mine" / "model.safetensors").read_bytes() == before
     run(cohort, tmp_path, "mine", steps=2, overwrite=True, seed=5)
     assert (tmp_path / "mine" / "model.safetensors").read_bytes() != before
+    stopped = tmp_path / "stopped"  # a run stopped before its first checkpoint left only its log
+    stopped.mkdir()
+    (stopped / "train_log.jsonl").write_text("")
+    with pytest.raises(PGLError, match="--resume"):
+        run(cohort, tmp_path, "stopped", steps=2)
+    run(cohort, tmp_path, "stopped", steps=2, overwrite=True)
+    assert (stopped / "model.safetensors").is_file()
 
 
 def test_scans_smaller_than_the_patch_are_padded(cohort, tmp_path):

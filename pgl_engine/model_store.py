@@ -136,7 +136,8 @@ def prepare_output_dir(out: str | Path, resume: bool, overwrite: bool) -> Path:
     if resume:
         return out
     if out.is_dir() and any(out.iterdir()):
-        ours = is_model_dir(out) or (out / "checkpoints").is_dir()
+        started_run = {p.name for p in out.iterdir()} <= {"train_log.jsonl", "checkpoints"}  # stopped early
+        ours = is_model_dir(out) or (out / "checkpoints").is_dir() or started_run
         if not ours:
             raise PGLError(f"{out}: already holds other files; choose an empty or new folder for --out "
                            f"(nothing was changed).")
