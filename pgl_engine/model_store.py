@@ -128,6 +128,9 @@ def require_kind(model: LoadedModel, kind: str, hint: str) -> None:
         raise PGLError(f"{model.path}: is a {model.kind} model, not a {kind} model; {hint}")
 
 
+LOG_FILE = "train_log.jsonl"  # one JSON line per training step, written by training.TrainingRun
+
+
 def prepare_output_dir(out: str | Path, resume: bool, overwrite: bool) -> Path:
     """Refuse an output folder that holds something other than our own run, so nothing is lost."""
     out = Path(out)
@@ -136,8 +139,8 @@ def prepare_output_dir(out: str | Path, resume: bool, overwrite: bool) -> Path:
     if resume:
         return out
     if out.is_dir() and any(out.iterdir()):
-        started_run = {p.name for p in out.iterdir()} <= {"train_log.jsonl", "checkpoints"}  # stopped early
-        ours = is_model_dir(out) or (out / "checkpoints").is_dir() or started_run
+        stopped_early = [p.name for p in out.iterdir()] == [LOG_FILE]  # before its first checkpoint
+        ours = is_model_dir(out) or (out / "checkpoints").is_dir() or stopped_early
         if not ours:
             raise PGLError(f"{out}: already holds other files; choose an empty or new folder for --out "
                            f"(nothing was changed).")

@@ -24,13 +24,12 @@ from .config import TrainConfig
 from .distributed import World
 from .errors import PGLError, TrainingInterrupted
 from .interrupt import StopRequest
-from .model_store import prepare_output_dir
+from .model_store import LOG_FILE, prepare_output_dir
 from .progress import EtaClock, ProgressCallback, emit
 
 # options that may differ when resuming; all others are taken from the checkpoint
 RUNTIME_OPTIONS = {"steps", "device", "workers", "checkpoint_every", "cache_dir", "resume", "overwrite", "images",
                    "out", "labels", "dataset", "init", "lr_scaling"}
-LOG_FILE = "train_log.jsonl"
 
 
 def resolve_device(name: str) -> torch.device:
