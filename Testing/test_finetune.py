@@ -1,6 +1,7 @@
 """Fine-tuning: learns on 2 phantoms, loads pretrained weights, refuses bad labels and wrong models."""
 import json
 import shutil
+from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
@@ -15,6 +16,7 @@ from pgl_engine.evaluate import dice_per_label
 from pgl_engine.finetune import Finetuner, finetune, resolve_init
 from pgl_engine.networks import is_decoder_key
 from pgl_engine.segment import segment
+from pgl_engine.training import merge_resume_config
 
 
 def test_fine_tuning_reaches_dice_well_above_chance(seg_model, cohort, tmp_path):
@@ -113,8 +115,20 @@ def test_head_first_steps_hold_the_transferred_weights_then_train_them(cohort, t
     assert held["lr"] > 0
     run.train_step(next(batches))
     assert any(not torch.equal(p.detach(), after_two[n]) for n, p in run.model.named_parameters() if n in names)
-    with pytest.raises(PGLError, match="--head-first-steps"):
-        FinetuneConfig(**{**resolve_init(options), "head_first_steps": 4}).validate()
+    for bad in (4, -2):
+        with pytest.raises(PGLError, match="--head-first-steps"):
+            FinetuneConfig(**{**resolve_init(options), "head_first_steps": bad}).validate()
+
+
+def test_head_first_steps_default_to_an_eighth_of_the_steps_and_stay_off_for_older_checkpoints(cohort, tmp_path):
+    options = seg_options(cohort, tmp_path / "ft", tmp_path / "cache", steps=100)
+    default = FinetuneConfig(**options)
+    assert default.head_first_steps == -1 and default.head_first == 12
+    assert replace(default, steps=6400).head_first == 800  # resolved from the steps in force, not stored
+    assert FinetuneConfig(**{**options, "head_first_steps": 0}).head_first == 0
+    saved = default.to_dict()
+    del saved["head_first_steps"]  # as written by an engine without the option, which trained without it
+    assert merge_resume_config(default, saved, None).head_first == 0
 
 
 def test_pretrained_model_with_another_network_is_refused(cohort, tmp_path):

@@ -211,9 +211,16 @@ class PretrainConfig(TrainConfig):
         ]
 
 
+def resolve_head_first(head_first_steps: int, steps: int) -> int:
+    """--head-first-steps as a step count: -1 means the first eighth of the fine-tuning steps."""
+    return steps // 8 if head_first_steps == -1 else head_first_steps
+
+
 @dataclass
 class FinetuneConfig(TrainConfig):
     """Everything `pgl finetune` needs; shared options have the names of `pgl pretrain`."""
+
+    ABSENT_MEANS: ClassVar[dict] = {"head_first_steps": 0}  # checkpoints from before the option: it was off
 
     images: str = option("", "folder of scans to fine-tune on (or give --dataset)")
     labels: str = option("", "folder of label maps with the scans' file names")
@@ -224,8 +231,9 @@ class FinetuneConfig(TrainConfig):
     init_lr_scale: float = option(
         1.0, "learning-rate multiplier for the weights taken from --init (the head always gets --lr)")
     head_first_steps: int = option(
-        0, "keep the weights taken from --init fixed for the first N steps while the rest trains, then fine-tune "
-           "them on their own warm-up and cosine (linear probing, then fine-tuning)")
+        -1, "keep the weights taken from --init fixed for the first N steps while the rest trains, then fine-tune "
+            "them on their own warm-up and cosine (linear probing, then fine-tuning); -1 = the first eighth of "
+            "--steps (measured: README, try 27), 0 = off")
     label_names: tuple[str, ...] = option((), "names of labels 1, 2, ... when no dataset.json gives them")
     label_fraction: float = option(1.0, "use this fraction of the labelled scans (the paper's few-label settings)")
     max_labeled: int = option(0, "use at most N labelled scans (0 = all)")
@@ -244,8 +252,9 @@ class FinetuneConfig(TrainConfig):
              "give --images and --labels, or --dataset path/dataset.json."),
             (self.transfer in ("whole", "encoder"), f"--transfer must be whole or encoder, got {self.transfer!r}."),
             (self.init_lr_scale > 0, f"--init-lr-scale must be > 0, got {self.init_lr_scale}."),
-            (0 <= self.head_first_steps < self.steps,
-             f"--head-first-steps must be >= 0 and below --steps ({self.steps}), got {self.head_first_steps}."),
+            (self.head_first_steps == -1 or 0 <= self.head_first_steps < self.steps,
+             f"--head-first-steps must be -1 (an eighth of --steps) or from 0 to below --steps ({self.steps}), "
+             f"got {self.head_first_steps}."),
             (0.0 < self.label_fraction <= 1.0, f"--label-fraction must be in (0, 1], got {self.label_fraction}."),
             (self.max_labeled >= 0, f"--max-labeled must be >= 0, got {self.max_labeled}."),
             (self.val_count >= 0, f"--val-count must be >= 0, got {self.val_count}."),
@@ -254,6 +263,11 @@ class FinetuneConfig(TrainConfig):
             (all(a in (0, 1, 2) for a in self.flip_axes), f"--flip-axes takes 0, 1, 2, got {self.flip_axes}."),
             (self.structure_shift_hu >= 0, f"--structure-shift-hu must be >= 0, got {self.structure_shift_hu}."),
         ]
+
+    @property
+    def head_first(self) -> int:
+        """Steps during which the weights taken from --init stay fixed (--head-first-steps with -1 resolved)."""
+        return resolve_head_first(self.head_first_steps, self.steps)
 
     def __post_init__(self) -> None:
         self.label_names = tuple(str(n) for n in self.label_names)

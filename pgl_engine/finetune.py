@@ -200,7 +200,7 @@ class Finetuner(TrainingRun):
     def parameter_groups(self) -> list[dict]:
         """The head and any freshly initialised weights at --lr; transferred weights at --lr x --init-lr-scale,
         held fixed for the first --head-first-steps."""
-        scale, delay = self.config.init_lr_scale, self.config.head_first_steps
+        scale, delay = self.config.init_lr_scale, self.config.head_first
         if (scale == 1.0 and delay == 0) or not self.transferred:
             return super().parameter_groups()
         fresh, pretrained = [], []

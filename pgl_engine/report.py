@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .config import NetworkConfig
+from .config import FinetuneConfig, NetworkConfig, resolve_head_first
 
 
 def _fmt(cell: dict) -> str:
@@ -92,6 +92,11 @@ def phase_lines(by_phase: dict | None) -> list[str]:
     return lines
 
 
+def held_steps(config) -> int:
+    """Fine-tuning steps during which the pretrained weights stay fixed in this comparison's runs."""
+    return resolve_head_first(int(config.finetune_options.get("head_first_steps", FinetuneConfig.head_first_steps)), config.finetune_steps)
+
+
 def write_report(out: Path, config, summary: dict, results: list[dict]) -> Path:
     lines = ["# PGL comparison report", "",
              f"Engine {__version__}, torch {torch.__version__}, {platform.machine()}, device `{config.device}`; "
@@ -101,7 +106,9 @@ def write_report(out: Path, config, summary: dict, results: list[dict]) -> Path:
              f"{max(config.labeled)} labelled (fine-tuning), {config.test} test{phase_note(config.phases)}; resampled to {config.spacing} mm, "
              f"patch {config.patch_size}. Pretraining {config.pretrain_steps} steps, fine-tuning "
              f"{config.finetune_steps} steps (batch {config.batch_size}), {config.seeds} paired seed(s): the same "
-             f"seed gives the same head initialisation and patch sequence for every initialisation.", ""]
+             f"seed gives the same head initialisation and patch sequence for every initialisation. Pretrained "
+             f"weights stay fixed for the first {held_steps(config)} fine-tuning steps while the rest trains "
+             f"(`--head-first-steps`).", ""]
     options = [f"`--{kind}-option {key}={value if isinstance(value, str) else json.dumps(value)}`"
                for kind, given in (("pretrain", config.pretrain_options), ("finetune", config.finetune_options))
                for key, value in given.items()]
