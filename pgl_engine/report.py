@@ -106,9 +106,10 @@ def write_report(out: Path, config, summary: dict, results: list[dict]) -> Path:
              f"{max(config.labeled)} labelled (fine-tuning), {config.test} test{phase_note(config.phases)}; resampled to {config.spacing} mm, "
              f"patch {config.patch_size}. Pretraining {config.pretrain_steps} steps, fine-tuning "
              f"{config.finetune_steps} steps (batch {config.batch_size}), {config.seeds} paired seed(s): the same "
-             f"seed gives the same head initialisation and patch sequence for every initialisation. Pretrained "
-             f"weights stay fixed for the first {held_steps(config)} fine-tuning steps while the rest trains "
-             f"(`--head-first-steps`).", ""]
+             f"seed gives the same head initialisation and patch sequence for every initialisation. "
+             + (f"Pretrained weights stay fixed for the first {held_steps(config)} fine-tuning steps while the rest "
+                f"trains (`--head-first-steps`)." if held_steps(config) else
+                "Every weight trains from the first fine-tuning step (no `--head-first-steps`)."), ""]
     options = [f"`--{kind}-option {key}={value if isinstance(value, str) else json.dumps(value)}`"
                for kind, given in (("pretrain", config.pretrain_options), ("finetune", config.finetune_options))
                for key, value in given.items()]
