@@ -94,10 +94,12 @@ def phase_lines(by_phase: dict | None) -> list[str]:
 
 def held_steps(config) -> int:
     """Fine-tuning steps during which the pretrained weights stay fixed in this comparison's runs."""
-    return resolve_head_first(int(config.finetune_options.get("head_first_steps", FinetuneConfig.head_first_steps)), config.finetune_steps)
+    given = config.finetune_options.get("head_first_steps", FinetuneConfig.head_first_steps)
+    return resolve_head_first(int(given), config.finetune_steps)
 
 
 def write_report(out: Path, config, summary: dict, results: list[dict]) -> Path:
+    held = held_steps(config)
     lines = ["# PGL comparison report", "",
              f"Engine {__version__}, torch {torch.__version__}, {platform.machine()}, device `{config.device}`; "
              f"{summary['seconds'] / 60:.1f} min in all (pieces reused from earlier runs are not counted again).",
@@ -107,8 +109,8 @@ def write_report(out: Path, config, summary: dict, results: list[dict]) -> Path:
              f"patch {config.patch_size}. Pretraining {config.pretrain_steps} steps, fine-tuning "
              f"{config.finetune_steps} steps (batch {config.batch_size}), {config.seeds} paired seed(s): the same "
              f"seed gives the same head initialisation and patch sequence for every initialisation. "
-             + (f"Pretrained weights stay fixed for the first {held_steps(config)} fine-tuning steps while the rest "
-                f"trains (`--head-first-steps`)." if held_steps(config) else
+             + (f"Pretrained weights stay fixed for the first {held} fine-tuning steps while the rest "
+                f"trains (`--head-first-steps`)." if held else
                 "Every weight trains from the first fine-tuning step (no `--head-first-steps`)."), ""]
     options = [f"`--{kind}-option {key}={value if isinstance(value, str) else json.dumps(value)}`"
                for kind, given in (("pretrain", config.pretrain_options), ("finetune", config.finetune_options))
