@@ -1,21 +1,36 @@
 """Start engine jobs for the module logics and turn their outcome into results or clear errors."""
 from __future__ import annotations
 
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
-from .jobs import EngineJob, engine_command, engine_environment
+from .jobs import EngineJob, engine_environment
 
 
 class EngineError(RuntimeError):
     """The engine reported a failure; the message is the engine's own."""
 
 
-def start_engine(command: str, args: list, device: str = "auto", job_class: type = EngineJob) -> EngineJob:
-    return job_class(engine_command(command, args), env=engine_environment(device)).start()
+def start_engine(command: str, args: list, device: str = "auto", job_class: type = EngineJob,
+                 cleanup: Iterable[Path] = ()) -> EngineJob:
+    """Start `pgl_engine <command>`; `cleanup` folders belong to the job and go when it is released."""
+    return job_class.for_engine(command, args, env=engine_environment(device), cleanup=cleanup).start()
 
 
-def wait_for(job: EngineJob, on_event: Callable[[dict], None] | None = None, timeout: float | None = None) -> dict:
-    """Block until the job ends; return its `done` event or raise EngineError with the engine's message."""
+def application_keep_alive() -> Callable[[], None] | None:
+    """Inside the Slicer application: slicer.app.processEvents, so a blocking wait keeps the GUI painting."""
+    try:
+        import slicer
+    except ImportError:
+        return None
+    return getattr(getattr(slicer, "app", None), "processEvents", None)
+
+
+def wait_for(job: EngineJob, on_event: Callable[[dict], None] | None = None, timeout: float | None = None,
+             then: Callable[[dict], Any] | None = None) -> Any:
+    """Block until the job ends; return its `done` event, or `then(done event)` read before the job's temporary
+    folders are released. Raises EngineError with the engine's message. In Slicer the event loop keeps running
+    meanwhile (the window repaints, buttons respond)."""
     result = {}
 
     def collect(event: dict) -> None:
@@ -24,7 +39,10 @@ def wait_for(job: EngineJob, on_event: Callable[[dict], None] | None = None, tim
         if on_event:
             on_event(event)
 
-    code = job.wait(collect, timeout)
-    if code != 0:
-        raise EngineError("cancelled" if job.cancelled else job.failure_message())
-    return result
+    try:
+        code = job.wait(collect, timeout, keep_alive=application_keep_alive())
+        if code != 0:
+            raise EngineError("cancelled" if job.cancelled else job.failure_message())
+        return then(result) if then else result
+    finally:
+        job.release()

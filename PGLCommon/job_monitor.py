@@ -1,5 +1,10 @@
 """Qt side of job monitoring, shared by both modules: a QTimer drains the job's events on the main thread and
-shows the JobState on a Start/Cancel button, a progress bar, a status label and a log pane."""
+shows the JobState on a Start/Cancel button, a progress bar, a status label and a log pane.
+
+Nothing here waits: cancel asks the engine to stop and returns; the timer's poll escalates to a kill after the
+grace period and releases the job's temporary folders when it has ended. A job whose panel goes away (module
+reload, application exit) is handed to `orphans`, which keeps polling it until it has ended.
+"""
 from __future__ import annotations
 
 from typing import Callable
@@ -9,6 +14,36 @@ import qt
 from .job_state import JobState
 
 DEVICES = {"Auto": "auto", "CPU": "cpu", "GPU (CUDA)": "cuda"}  # device combo box text -> engine --device
+
+
+class OrphanJobs:
+    """Jobs that outlived their panel: cancelled, polled until they end (kill after the grace), then released."""
+
+    def __init__(self, interval_ms: int = 500):
+        self.jobs: list = []
+        self.interval_ms = interval_ms
+        self.timer = None
+
+    def adopt(self, job) -> None:
+        job.cancel()
+        self.jobs.append(job)
+        if self.timer is None:
+            self.timer = qt.QTimer()
+            self.timer.setInterval(self.interval_ms)
+            self.timer.connect("timeout()", self.poll)
+        self.timer.start()
+
+    def poll(self) -> None:
+        for job in list(self.jobs):
+            job.poll()
+            if job.finished():
+                job.release()
+                self.jobs.remove(job)
+        if not self.jobs and self.timer is not None:
+            self.timer.stop()
+
+
+orphans = OrphanJobs()  # one per Slicer session: PGLCommon is not re-imported when a module is reloaded
 
 
 class JobMonitor:
@@ -36,6 +71,7 @@ class JobMonitor:
         self.show()
 
     def cancel(self) -> None:
+        """Ask the running job to stop; returns at once (the panel shows "Cancelling..." until it has)."""
         if self.job is not None and self.state.request_cancel():
             self.show()
             self.job.cancel()
@@ -45,6 +81,10 @@ class JobMonitor:
         self.state.start()
         self.state.finish(1, message)
         self.show()
+
+    def log(self, message: str) -> None:
+        """A line in the log pane from the panel itself (e.g. a warning found before the job started)."""
+        self.log_view.appendPlainText(message)
 
     def poll(self) -> None:
         if self.job is None:
@@ -57,8 +97,11 @@ class JobMonitor:
             self.timer.stop()
             self.state.finish(self.job.exit_code, self.job.failure_message())
             job, self.job = self.job, None
-            if self.on_finished:
-                self.on_finished(self.state, job)
+            try:
+                if self.on_finished:
+                    self.on_finished(self.state, job)
+            finally:
+                job.release()
         self.show()
 
     def show(self) -> None:
@@ -70,9 +113,11 @@ class JobMonitor:
         self.status_label.text = s.status
 
     def shutdown(self) -> None:
-        """Module closed or scene closed: stop the job cleanly (its checkpoint is kept)."""
+        """The panel goes away (module reload, application exit): cancel the job without waiting for it (its
+        checkpoint is still written) and leave it to `orphans`; the panel is back to idle."""
         self.timer.stop()
         if self.job is not None:
-            self.state.request_cancel()
-            self.job.cancel()
-            self.job = None
+            job, self.job = self.job, None
+            orphans.adopt(job)
+        self.state = JobState()
+        self.show()

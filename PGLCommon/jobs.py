@@ -1,8 +1,11 @@
 """Run the engine as a subprocess and read its JSON events without blocking the caller.
 
 A reader thread per stream puts parsed lines on a queue; the caller drains it with poll() whenever it likes
-(a QTimer in the GUI, a loop in wait()). Qt is never touched from the reader threads. Cancel sends SIGTERM to
-the whole process tree (the engine saves a checkpoint and exits), then kills whatever is left.
+(a QTimer in the GUI, a loop in wait()). Qt is never touched from the reader threads.
+
+Cancel never waits: it creates the job's stop file, which the engine polls on every OS (it saves a checkpoint
+and exits), and poll() kills the whole process tree if it is still alive after a grace period. Temporary
+folders the job owns are removed by release(), once, when it has ended.
 """
 from __future__ import annotations
 
@@ -12,14 +15,16 @@ import queue
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-import psutil
+from .process_tree import kill_tree, popen_options
 
 EXIT_CANCELLED = 130
+CANCEL_GRACE_S = 60.0  # time for the engine to save its checkpoint before the tree is killed
 ENGINE_DIR = Path(__file__).resolve().parent.parent  # pgl_engine is installed beside PGLCommon
 
 
@@ -31,9 +36,10 @@ def python_executable() -> str:
     return sys.executable
 
 
-def engine_command(command: str, args: Iterable[str]) -> list[str]:
-    """`python -m pgl_engine <command> ... --progress json`."""
-    return [python_executable(), "-m", "pgl_engine", command, *[str(a) for a in args], "--progress", "json"]
+def engine_command(command: str, args: Iterable[str], stop_file: Path | None = None) -> list[str]:
+    """`python -m pgl_engine <command> ... --progress json [--stop-file F]`."""
+    stop = ["--stop-file", str(stop_file)] if stop_file else []
+    return [python_executable(), "-m", "pgl_engine", command, *[str(a) for a in args], "--progress", "json", *stop]
 
 
 def engine_environment(device: str = "auto") -> dict[str, str]:
@@ -47,20 +53,40 @@ def engine_environment(device: str = "auto") -> dict[str, str]:
 
 
 class EngineJob:
-    """One engine subprocess and the events it printed."""
+    """One engine subprocess, the events it printed, and the temporary folders it owns."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None):
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
+                 stop_file: Path | None = None, cleanup: Iterable[Path] = (), grace_s: float = CANCEL_GRACE_S):
         self.args, self.env, self.cwd = args, env, cwd
+        self.stop_file = Path(stop_file) if stop_file else None
+        self.cleanup = [Path(p) for p in cleanup]
+        self.work: Path | None = None  # the folder of the job's inputs and outputs, where the caller keeps them
+        self.grace_s = grace_s
         self.process: subprocess.Popen | None = None
         self.events: queue.Queue = queue.Queue()
         self.error_message: str | None = None
         self.stderr_tail: list[str] = []
         self.cancelled = False
+        self.killed = False
+        self._kill_at: float | None = None
         self._readers: list[threading.Thread] = []
 
+    @classmethod
+    def for_engine(cls, command: str, args: Iterable, env: dict[str, str] | None = None,
+                   cleanup: Iterable[Path] = ()) -> "EngineJob":
+        """A job for `pgl_engine <command>` with its own control folder (stop file), removed on release()."""
+        control = Path(tempfile.mkdtemp(prefix="pgl_job_"))
+        stop_file = control / "stop"
+        return cls(engine_command(command, args, stop_file), env=env, stop_file=stop_file,
+                   cleanup=[control, *cleanup])
+
     def start(self) -> "EngineJob":
-        self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        bufsize=1, env=self.env, cwd=self.cwd)
+        try:
+            self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                            bufsize=1, env=self.env, cwd=self.cwd, **popen_options())
+        except OSError:
+            self.release()
+            raise
         for stream, parse in ((self.process.stdout, self._parse_stdout), (self.process.stderr, self._parse_stderr)):
             reader = threading.Thread(target=self._read, args=(stream, parse), daemon=True)
             reader.start()
@@ -98,7 +124,11 @@ class EngineJob:
         return None if self.process is None else self.process.poll()
 
     def poll(self) -> list[dict]:
-        """Every event received since the last call (never blocks)."""
+        """Every event received since the last call (never blocks); kills the tree once a cancel's grace is over."""
+        if self._kill_at is not None and time.monotonic() >= self._kill_at and self.running:
+            self._kill_at = None
+            self.killed = True
+            kill_tree(self.process)
         out = []
         while True:
             try:
@@ -111,8 +141,11 @@ class EngineJob:
         return self.exit_code is not None and not any(r.is_alive() for r in self._readers)
 
     def wait(self, on_event: Callable[[dict], None] | None = None, timeout: float | None = None,
-             interval: float = 0.05) -> int:
-        """Block until the job ends (for scripts and self-tests), passing events on; returns the exit code."""
+             interval: float = 0.05, keep_alive: Callable[[], None] | None = None) -> int:
+        """Block until the job ends (scripts and self-tests), passing events on; returns the exit code.
+
+        `keep_alive` is called between polls (in Slicer: slicer.app.processEvents, so the GUI stays alive).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.finished():
             if deadline is not None and time.monotonic() > deadline:
@@ -120,11 +153,21 @@ class EngineJob:
             for event in self.poll():
                 if on_event:
                     on_event(event)
+            if keep_alive:
+                keep_alive()
             time.sleep(interval)
         for event in self.poll():
             if on_event:
                 on_event(event)
         return self.exit_code
+
+    def release(self) -> None:
+        """Remove the folders this job owns (its stop file, exported inputs); only once it has ended."""
+        if self.process is not None and self.process.poll() is None:
+            return
+        for path in self.cleanup:
+            shutil.rmtree(path, ignore_errors=True)
+        self.cleanup = []
 
     def failure_message(self) -> str:
         """What went wrong, for the user: the engine's error event, else the end of its stderr."""
@@ -133,40 +176,29 @@ class EngineJob:
         tail = "\n".join(self.stderr_tail[-5:])
         return f"the engine stopped with exit code {self.exit_code}" + (f":\n{tail}" if tail else ".")
 
-    def cancel(self, grace_s: float = 30.0) -> None:
-        """SIGTERM to the whole tree (the engine saves a checkpoint), then kill what is still alive."""
+    def cancel(self, grace_s: float | None = None) -> None:
+        """Ask the engine to stop (it saves a checkpoint first) and return at once; poll() kills the tree if it
+        is still running after `grace_s` seconds."""
         if not self.running:
             return
         self.cancelled = True
-        try:
-            descendants = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            descendants = []
-        for p in descendants:
-            _signal(p, "terminate")
-        self.process.terminate()
-        # our own child is reaped by Popen (psutil would take its exit code); the rest are polled by psutil
-        try:
-            self.process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        _, alive = psutil.wait_procs(descendants, timeout=grace_s)
-        for p in alive:
-            _signal(p, "kill")
-        psutil.wait_procs(alive, timeout=5)
+        if self.stop_file is not None:
+            try:
+                self.stop_file.parent.mkdir(parents=True, exist_ok=True)
+                self.stop_file.touch()
+            except OSError:
+                self._kill_at = time.monotonic()  # no way to ask politely: kill at the next poll
+                return
+        else:
+            self.process.terminate()
+        self._kill_at = time.monotonic() + (self.grace_s if grace_s is None else grace_s)
 
-    def process_tree(self) -> list[psutil.Process]:
-        """The job's process and all its descendants (e.g. the launcher and the real Python)."""
+    def process_tree(self) -> list:
+        """The job's process and all its descendants as psutil processes (needs psutil)."""
+        import psutil
+
         try:
             root = psutil.Process(self.process.pid)
             return [root, *root.children(recursive=True)]
         except psutil.NoSuchProcess:
             return []
-
-
-def _signal(process: psutil.Process, action: str) -> None:
-    try:
-        getattr(process, action)()
-    except psutil.NoSuchProcess:
-        pass

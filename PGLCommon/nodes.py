@@ -6,6 +6,7 @@ exports segments onto a reference volume's grid whatever grid they were drawn on
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,25 @@ class NodeError(ValueError):
 
 def segmentations_logic():
     return slicer.modules.segmentations.logic()
+
+
+@contextmanager
+def scratch_nodes(scene):
+    """Every node added inside the block is removed at its end (a label map export also adds a display node and a
+    `<name>_ColorTable` node), except the nodes appended to the yielded list, their display nodes and singletons."""
+    before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+    keep: list = []
+    try:
+        yield keep
+    finally:
+        kept = set()
+        for node in keep:
+            kept.add(node.GetID())
+            kept.update(node.GetNthDisplayNodeID(i) for i in range(node.GetNumberOfDisplayNodes()))
+        added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+        for node in added:
+            if node.GetID() not in before and node.GetID() not in kept and not node.GetSingletonTag():
+                scene.RemoveNode(node)
 
 
 def write_volume(node, path: Path) -> Path:
@@ -52,9 +72,8 @@ def export_labels(segmentation_node, names: list[str], reference_volume, path: P
     segments that are empty on this volume (they are simply absent from this case).
     """
     ids = segment_ids_by_name(segmentation_node, names)
-    scene = segmentation_node.GetScene()
-    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__pgl_export__")
-    try:
+    with scratch_nodes(segmentation_node.GetScene()):
+        labelmap = segmentation_node.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__pgl_export__")
         id_array = vtk.vtkStringArray()
         for segment_id in ids:
             id_array.InsertNextValue(segment_id)
@@ -70,15 +89,14 @@ def export_labels(segmentation_node, names: list[str], reference_volume, path: P
                             f"{reference_volume.GetName()}; draw them on this volume or leave the pair out.")
         write_volume(labelmap, path)
         return path, empty
-    finally:
-        scene.RemoveNode(labelmap)
 
 
 def load_segmentation(path: Path, label_table: dict[str, dict], name: str, reference_volume):
-    """A new segmentation node from an engine label map: segments named and coloured from the model."""
+    """A new segmentation node from an engine label map: segments named and coloured from the model, under the
+    reference volume's parent transform (the label map is on the volume's own grid)."""
     scene = reference_volume.GetScene()
-    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__pgl_result__")
-    try:
+    with scratch_nodes(scene) as keep:
+        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__pgl_result__")
         storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
         storage.SetFileName(str(path))
         if not storage.ReadData(labelmap):
@@ -86,10 +104,9 @@ def load_segmentation(path: Path, label_table: dict[str, dict], name: str, refer
         segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
         segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
         if not segmentations_logic().ImportLabelmapToSegmentationNode(labelmap, segmentation_node):
-            scene.RemoveNode(segmentation_node)
             raise NodeError(f"{path}: could not be turned into segments.")
-    finally:
-        scene.RemoveNode(labelmap)
+        keep.append(segmentation_node)
+    segmentation_node.SetAndObserveTransformNodeID(reference_volume.GetTransformNodeID())
     segmentation = segmentation_node.GetSegmentation()
     for i in range(segmentation.GetNumberOfSegments()):
         segment = segmentation.GetNthSegment(i)

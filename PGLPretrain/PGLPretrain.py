@@ -1,5 +1,6 @@
 """PGL Pretrain: self-supervised PGL pretraining on a folder of unlabeled CT scans."""
 import os
+import shutil
 import sys
 import tempfile
 
@@ -50,15 +51,15 @@ class PGLPretrainTest(ScriptedLoadableModuleTest):
         self.test_pretrain_on_phantoms()
 
     def test_pretrain_on_phantoms(self):
-        from PGLSegmentationLib.logic import PGLSegmentationLogic
-
         from PGLCommon.dependencies import ensure_dependencies
+        from PGLCommon.sample_data import write_sample_data
 
         ensure_dependencies(ask=False)
         work = tempfile.mkdtemp(prefix="pgl_selftest_")
-        PGLSegmentationLogic().sample_data(os.path.join(work, "data"), count=2)
+        write_sample_data(os.path.join(work, "data"), count=2)
         model = PGLPretrainLogic().pretrain(os.path.join(work, "data", "images"), os.path.join(work, "model"),
                                             steps=3, patchSize=(16, 16, 16), spacing=(8, 8, 8), device="cpu",
                                             extraArgs=["--workers", "0"], wait=True)
         self.assertTrue(os.path.isfile(os.path.join(model, "pgl_model.json")))
+        shutil.rmtree(work, ignore_errors=True)
         self.delayDisplay("PGL Pretrain self-test passed")

@@ -76,3 +76,19 @@ def mrml():
     harness = MRMLHarness()
     yield harness
     harness.close()
+
+
+STALL_LIMIT_MS = 250  # the GUI never waits longer than this on the event loop
+
+
+@pytest.fixture
+def slicer_app(tmp_path):
+    """The Slicer stand-in (Qt event loop, PythonQt-style qt, CTK/qMRML stand-ins, MRML scene); an exception
+    escaping a slot fails the test."""
+    from slicer_harness import SlicerHarness
+
+    harness = SlicerHarness(tmp_path / "slicer")
+    yield harness
+    errors = list(harness.slot_errors)
+    harness.close()
+    assert not errors, "an exception escaped a slot:\n" + "\n".join(errors)

@@ -1,5 +1,6 @@
 """The job runner with real engine subprocesses: events in order while the caller stays free, cancel, errors."""
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -58,3 +59,84 @@ def test_engine_errors_surface_their_message(tmp_path):
     with pytest.raises(EngineError, match="missing: no such folder"):
         wait_for(job, timeout=120)
     assert job.exit_code == 1
+
+
+IGNORES_STOP = "import signal, subprocess, sys, time\n" \
+               "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" \
+               "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n" \
+               "print(child.pid, flush=True)\ntime.sleep(600)\n"
+
+
+def gone(pid: int) -> bool:
+    """Dead or a zombie (read from /proc, so it works with psutil blocked)."""
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("with_psutil", [True, False])
+def test_cancel_returns_at_once_and_poll_kills_the_tree_after_the_grace(tmp_path, monkeypatch, with_psutil):
+    import sys
+
+    from PGLCommon.jobs import EngineJob
+
+    if not with_psutil:
+        monkeypatch.setitem(sys.modules, "psutil", None)  # as in Slicer's own Python
+    job = EngineJob([sys.executable, "-c", IGNORES_STOP], stop_file=tmp_path / "stop", cleanup=[tmp_path / "work"],
+                    grace_s=1.0)
+    (tmp_path / "work").mkdir()
+    job.start()
+    events = []
+    deadline = time.monotonic() + 30
+    while not events:
+        events += job.poll()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    grandchild = int(events[0]["message"])
+    started = time.perf_counter()
+    job.cancel()
+    assert time.perf_counter() - started < 0.1 and (tmp_path / "stop").exists()
+    assert job.running  # still alive: it ignores the request
+    assert job.wait(timeout=30) != 0 and job.killed
+    deadline = time.monotonic() + 10
+    while not gone(grandchild):
+        assert time.monotonic() < deadline, "the grandchild outlived the kill"
+        time.sleep(0.05)
+    job.release()
+    assert not (tmp_path / "work").exists()
+
+
+def test_jobs_import_and_stop_without_psutil(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psutil", None)
+    for name in ("PGLCommon.process_tree", "PGLCommon.jobs"):
+        importlib.reload(importlib.import_module(name))
+    from PGLCommon.process_tree import descendants
+
+    assert descendants(1) == []
+
+
+@pytest.mark.parametrize("os_name, expected", [
+    ("nt", {"creationflags": 0x08000000 | 0x00000200}),  # CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP
+    ("posix", {"start_new_session": True}),
+])
+def test_no_console_window_on_windows_and_an_own_process_group(os_name, expected):
+    from PGLCommon.process_tree import popen_options
+
+    assert popen_options(os_name) == expected
+
+
+def test_the_stop_file_stops_a_command_that_has_no_checkpoint(tmp_path, cohort):
+    """The engine side of a GUI cancel on every OS: segment/evaluate/phantom stop with the cancelled exit code."""
+    import subprocess
+    import sys
+
+    stop = tmp_path / "stop"
+    stop.touch()
+    result = subprocess.run([sys.executable, "-m", "pgl_engine", "phantom", "--out", str(tmp_path / "p"), "--count",
+                             "50", "--stop-file", str(stop)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == EXIT_CANCELLED, result.stderr
+    assert len(list((tmp_path / "p" / "images").glob("*.nii.gz"))) < 50 if (tmp_path / "p").exists() else True

@@ -128,3 +128,17 @@ def test_engine_failure_surfaces_its_message(mrml, cohort, tmp_path):
         logic.finetune([volume], [segmentation], str(tmp_path / "m"), steps=1, device="cpu",
                        extraArgs=["--workers", "0"], wait=True)
     assert (tmp_path / "m" / "thesis.txt").read_text() == "mine"
+
+
+def test_exports_leave_no_helper_nodes_and_results_follow_the_volume_transform(mrml, cohort, tmp_path):
+    volume, segmentation = phantom_pair(mrml, cohort, 0)
+    transform = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "moved")
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    before = mrml.scene.GetNumberOfNodes()
+    PGLSegmentationLogic().export_training_data([volume], [segmentation], ["liver"], tmp_path / "data")
+    assert mrml.scene.GetNumberOfNodes() == before
+    assert not [n.GetName() for n in mrml.scene.GetNodesByClass("vtkMRMLColorTableNode") if "__pgl" in n.GetName()]
+    table = read_label_table(cohort / "labels" / "phantom_000.labels.json")
+    result = load_segmentation(cohort / "labels" / "phantom_000.nii.gz", table, "result", volume)
+    assert result.GetTransformNodeID() == transform.GetID()
+    assert mrml.scene.GetNumberOfNodes() == before + 2  # the segmentation and its display node

@@ -11,6 +11,7 @@ from . import __version__
 from .cli_options import add_dataclass_options, dataclass_from_args
 from .config import FinetuneConfig, NetworkConfig, PretrainConfig
 from .errors import PGLError, TrainingInterrupted
+from .interrupt import watch_stop_file
 from .progress import JsonLinesReporter, TerminalReporter, emit
 
 EXIT_ERROR = 1
@@ -18,8 +19,11 @@ EXIT_INTERRUPTED = 130
 
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:
+    """The options every command shares: --progress and --stop-file."""
     parser.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto",
                         help="bar on a terminal, json = one JSON event per line on stdout (default: auto)")
+    parser.add_argument("--stop-file", default="", metavar="PATH",
+                        help="stop gracefully (checkpoint first) once this file exists; how a GUI cancels a run")
 
 
 def make_reporter(mode: str):
@@ -192,6 +196,8 @@ COMMANDS = {"phantom": run_phantom, "pretrain": run_pretrain, "finetune": run_fi
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     reporter = make_reporter(args.progress)
+    if args.stop_file:
+        watch_stop_file(args.stop_file)
     try:
         COMMANDS[args.command](args, reporter)
     except TrainingInterrupted as e:

@@ -1,4 +1,6 @@
 """The one error type for problems a user can cause and fix."""
+from __future__ import annotations
+
 
 
 class PGLError(Exception):

@@ -1,8 +1,15 @@
-"""Turn Ctrl-C and SIGTERM into a flag the training loop checks between steps."""
+"""Turn Ctrl-C, SIGTERM and a stop file into a flag the training loop checks between steps.
+
+The stop file is how a GUI asks for a graceful stop on every OS (on Windows a child cannot be sent SIGTERM:
+terminate() there is TerminateProcess, which runs no handler).
+"""
 from __future__ import annotations
 
+import _thread
+import os
 import signal
 import threading
+import time
 
 
 class StopRequest:
@@ -27,3 +34,17 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def watch_stop_file(path: str, interval_s: float = 0.25) -> threading.Thread:
+    """Once `path` exists, interrupt the main thread as Ctrl-C would (once): a training loop saves a checkpoint
+    and stops, any other command stops with the `cancelled` exit code."""
+
+    def watch() -> None:
+        while not os.path.exists(path):
+            time.sleep(interval_s)
+        _thread.interrupt_main()
+
+    watcher = threading.Thread(target=watch, name="pgl-stop-file", daemon=True)
+    watcher.start()
+    return watcher

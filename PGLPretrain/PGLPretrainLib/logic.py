@@ -9,7 +9,8 @@ from PGLCommon.jobs import EngineJob
 
 
 class PGLPretrainLogic:
-    """Console use: `PGLPretrainLogic().pretrain("/data/ct", "/models/pgl", steps=300, wait=True)`."""
+    """Console use: `PGLPretrainLogic().pretrain("/data/ct", "/models/pgl", steps=300, wait=True)` (the GUI keeps
+    running while it waits)."""
 
     def __init__(self, job_class: type = EngineJob):
         self.job_class = job_class
@@ -17,7 +18,7 @@ class PGLPretrainLogic:
     @staticmethod
     def arguments(folder: str, outputDir: str, method: str = "pgl", steps: int = 300,
                   patchSize: Sequence[int] = (64, 64, 32), spacing: Sequence[float] = (1.5, 1.5, 3.0),
-                  device: str = "auto", resume: bool = False, batchSize: int = 2,
+                  device: str = "auto", resume: bool = False, batchSize: int = 2, overwrite: bool = False,
                   extraArgs: Sequence[str] = ()) -> list[str]:
         if not folder or not Path(folder).is_dir():
             raise ValueError(f"Choose the folder of scans to pretrain on (got {folder!r}).")
@@ -27,17 +28,20 @@ class PGLPretrainLogic:
                 "--batch-size", batchSize, "--patch-size", *patchSize, "--spacing", *spacing, "--device", device]
         if resume:
             args.append("--resume")
+        elif overwrite:
+            args.append("--overwrite")
         return [str(a) for a in [*args, *extraArgs]]
 
     def pretrain(self, folder: str, outputDir: str, method: str = "pgl", steps: int = 300,
                  patchSize: Sequence[int] = (64, 64, 32), spacing: Sequence[float] = (1.5, 1.5, 3.0),
-                 device: str = "auto", resume: bool = False, batchSize: int = 2, extraArgs: Sequence[str] = (),
-                 wait: bool = False, onEvent: Callable[[dict], None] | None = None):
-        """Start pretraining. wait=True blocks and returns the model folder (EngineError on failure);
-        wait=False returns the running EngineJob (poll() its events, cancel() it)."""
+                 device: str = "auto", resume: bool = False, batchSize: int = 2, overwrite: bool = False,
+                 extraArgs: Sequence[str] = (), wait: bool = False, onEvent: Callable[[dict], None] | None = None):
+        """Start pretraining. A folder holding a run is continued with resume=True, replaced with overwrite=True,
+        and refused otherwise. wait=True blocks, GUI alive, and returns the model folder (EngineError on
+        failure); wait=False returns the running EngineJob (poll() its events, cancel() it)."""
         args = self.arguments(folder, outputDir, method, steps, patchSize, spacing, device, resume, batchSize,
-                              extraArgs)
+                              overwrite, extraArgs)
         job = start_engine("pretrain", args, device, self.job_class)
         if not wait:
             return job
-        return wait_for(job, onEvent).get("model_dir", outputDir)
+        return wait_for(job, onEvent, then=lambda done: done.get("model_dir", outputDir))

@@ -5,6 +5,7 @@ import slicer
 
 from PGLCommon.dependencies import DependencyError, ensure_dependencies
 from PGLCommon.job_monitor import DEVICES, JobMonitor
+from PGLCommon.output_folders import holds_pgl_run
 
 from .logic import PGLPretrainLogic
 
@@ -24,8 +25,7 @@ class PretrainPanel:
                                   "Start", self.on_finished)
         self.ui.startButton.connect("clicked()", self.on_start_or_cancel)
         self.ui.modelFolderLabel.text = ""
-        self.scene_observer = slicer.mrmlScene.AddObserver(slicer.mrmlScene.StartCloseEvent,
-                                                           lambda *args: self.monitor.shutdown())
+        # no scene observer: pretraining reads files only, so a scene close leaves a long run alone
 
     def settings(self) -> dict:
         ui = self.ui
@@ -39,9 +39,15 @@ class PretrainPanel:
         if self.monitor.busy:
             self.monitor.cancel()
             return
+        settings = self.settings()
+        overwrite = not settings["resume"] and holds_pgl_run(settings["outputDir"])
+        if overwrite and not slicer.util.confirmOkCancelDisplay(
+                f"{settings['outputDir']} already holds a PGL model or run. Replace it? (Check 'Resume' to "
+                f"continue it instead.)", windowTitle="PGL Pretrain"):
+            return
         try:
             ensure_dependencies()
-            job = self.logic.pretrain(**self.settings(), wait=False)
+            job = self.logic.pretrain(**settings, overwrite=overwrite, wait=False)
         except (DependencyError, ValueError, OSError) as e:
             self.report(str(e))
             return
@@ -60,5 +66,5 @@ class PretrainPanel:
             slicer.util.errorDisplay(message, windowTitle="PGL Pretrain")
 
     def shutdown(self) -> None:
+        """Module reload or application exit: a running job is cancelled without waiting (checkpoint kept)."""
         self.monitor.shutdown()
-        slicer.mrmlScene.RemoveObserver(self.scene_observer)

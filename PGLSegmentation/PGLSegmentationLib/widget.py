@@ -11,10 +11,18 @@ from PGLCommon.dependencies import DependencyError, ensure_dependencies
 from PGLCommon.engine_runs import EngineError
 from PGLCommon.job_monitor import DEVICES, JobMonitor
 from PGLCommon.nodes import NodeError
+from PGLCommon.output_folders import holds_pgl_run, is_model_folder
 
-from .logic import PGLSegmentationLogic, is_model_folder, segment_names
+from .logic import PGLSegmentationLogic, segment_names
 
 MODELS_SETTING = "PGL/Models"
+
+
+def settings_list(value) -> list[str]:
+    """A QSettings list as a list: an ini file reads a one-item list back as a plain string, and none as None."""
+    if not value:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
 class SegmentationPanel:
@@ -26,7 +34,7 @@ class SegmentationPanel:
         widget.setMRMLScene(slicer.mrmlScene)
         self.ui = slicer.util.childWidgetVariables(widget)
         self.pairs: list[tuple[str, str]] = []  # (volume node ID, segmentation node ID)
-        self.segment_work = None
+        self.segment_volume_id = ""
         self.ui.deviceComboBox.addItems(list(DEVICES))
         self.ui.sampleFolderLineEdit.currentPath = os.path.join(tempfile.gettempdir(), "PGLSampleData")
         self.finetune_monitor = JobMonitor(self.ui.finetuneButton, self.ui.finetuneProgressBar,
@@ -35,7 +43,7 @@ class SegmentationPanel:
         self.segment_monitor = JobMonitor(self.ui.applyButton, self.ui.segmentProgressBar,
                                           self.ui.segmentStatusLabel, self.ui.segmentLogTextEdit, "Apply",
                                           self.on_segment_finished)
-        for model in slicer.app.settings().value(MODELS_SETTING, []) or []:
+        for model in settings_list(slicer.app.settings().value(MODELS_SETTING)):
             if is_model_folder(model):
                 self.logic.remember(model)
         self.refresh_models()
@@ -46,8 +54,9 @@ class SegmentationPanel:
         self.ui.applyButton.connect("clicked()", self.on_apply)
         self.ui.browseModelButton.connect("clicked()", self.browse_model)
         self.ui.sampleDataButton.connect("clicked()", self.on_sample_data)
+        # a scene close takes the volume a segmentation result belongs to; fine-tuning uses files and goes on
         self.scene_observer = slicer.mrmlScene.AddObserver(slicer.mrmlScene.StartCloseEvent,
-                                                           lambda *args: self.stop_jobs())
+                                                           lambda *args: self.segment_monitor.cancel())
 
     # --- pairs and segments -------------------------------------------------------------------------------
     def add_pair(self) -> None:
@@ -78,8 +87,11 @@ class SegmentationPanel:
             item.setCheckState(qt.Qt.Checked)
             self.ui.segmentsListWidget.addItem(item)
 
-    def chosen_segments(self) -> list[str]:
+    def chosen_segments(self) -> list[str] | None:
+        """The checked segment names; None when no segment is listed yet (then every segment is used)."""
         widget = self.ui.segmentsListWidget
+        if widget.count == 0:
+            return None
         return [widget.item(i).text() for i in range(widget.count) if widget.item(i).checkState() == qt.Qt.Checked]
 
     # --- fine-tune ----------------------------------------------------------------------------------------
@@ -91,24 +103,24 @@ class SegmentationPanel:
                                 getattr(self.ui.trainSegmentationSelector.currentNode(), "GetID", lambda: "")())]
         volumes = [slicer.mrmlScene.GetNodeByID(v) for v, _ in pairs]
         segmentations = [slicer.mrmlScene.GetNodeByID(s) for _, s in pairs]
+        output = self.ui.finetuneOutputPathLineEdit.currentPath
+        overwrite = holds_pgl_run(output)
+        if overwrite and not slicer.util.confirmOkCancelDisplay(
+                f"{output} already holds a PGL model or run. Replace it?", windowTitle="PGL fine-tuning"):
+            return
         try:
             ensure_dependencies()
-            job = self.logic.finetune(volumes, segmentations, self.ui.finetuneOutputPathLineEdit.currentPath,
-                                      segmentNames=self.chosen_segments(),
+            job = self.logic.finetune(volumes, segmentations, output, segmentNames=self.chosen_segments(),
                                       init=self.ui.initPathLineEdit.currentPath or "none",
                                       steps=self.ui.finetuneStepsSpinBox.value,
-                                      device=DEVICES[self.ui.deviceComboBox.currentText], wait=False)
+                                      device=DEVICES[self.ui.deviceComboBox.currentText], overwrite=overwrite,
+                                      wait=False)
         except (DependencyError, NodeError, EngineError, OSError) as e:
             self.report(self.finetune_monitor, str(e))
             return
         self.finetune_monitor.start(job)
 
     def on_finetune_finished(self, state, job) -> None:
-        cleanup = getattr(job, "cleanup", None)
-        if cleanup:
-            import shutil
-
-            shutil.rmtree(cleanup, ignore_errors=True)
         if state.state == "done":
             self.logic.remember(state.result.get("model_dir", ""))
             slicer.app.settings().setValue(MODELS_SETTING, self.logic.models[-20:])
@@ -136,8 +148,8 @@ class SegmentationPanel:
         volume = self.ui.inputVolumeSelector.currentNode()
         try:
             ensure_dependencies()
-            job, self.segment_work = self.logic.start_segment(
-                volume, model, self.ui.largestComponentCheckBox.checked, DEVICES[self.ui.deviceComboBox.currentText])
+            job = self.logic.start_segment(volume, model, self.ui.largestComponentCheckBox.checked,
+                                           DEVICES[self.ui.deviceComboBox.currentText])
         except (DependencyError, NodeError, OSError) as e:
             self.report(self.segment_monitor, str(e))
             return
@@ -151,8 +163,8 @@ class SegmentationPanel:
                 slicer.util.errorDisplay(state.message, windowTitle="PGL segmentation")
             return
         try:
-            node = self.logic.segment_result(volume, self.segment_work)
-        except NodeError as e:
+            node = self.logic.segment_result(volume, job)
+        except (NodeError, OSError, ValueError) as e:
             self.report(self.segment_monitor, str(e))
             return
         if self.ui.show3DCheckBox.checked:
@@ -182,10 +194,8 @@ class SegmentationPanel:
         if self.show_errors:
             slicer.util.errorDisplay(message, windowTitle="PGL Segmentation")
 
-    def stop_jobs(self) -> None:
+    def shutdown(self) -> None:
+        """Module reload or application exit: running jobs are cancelled without waiting."""
         self.finetune_monitor.shutdown()
         self.segment_monitor.shutdown()
-
-    def shutdown(self) -> None:
-        self.stop_jobs()
         slicer.mrmlScene.RemoveObserver(self.scene_observer)

@@ -1,0 +1,28 @@
+"""What a folder the user picked holds, read without the engine (so without torch): a model, a run, nothing."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+MODEL_FILE = "pgl_model.json"
+LOG_FILE = "train_log.jsonl"
+
+
+def is_model_folder(path: str) -> bool:
+    """A PGL model folder (pgl_model.json of our format) of any kind."""
+    try:
+        return json.loads((Path(path) / MODEL_FILE).read_text()).get("format") == "pgl-model"
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+
+
+def holds_pgl_run(path: str) -> bool:
+    """A model, checkpoints, or a run stopped before its first checkpoint: what --overwrite would replace."""
+    folder = Path(path) if path else None
+    if folder is None or not folder.is_dir():
+        return False
+    return is_model_folder(path) or (folder / "checkpoints").is_dir() or [p.name for p in folder.iterdir()] == [LOG_FILE]
+
+
+def same_folder(a: str, b: str) -> bool:
+    return bool(a) and bool(b) and Path(a).expanduser().resolve() == Path(b).expanduser().resolve()

@@ -1,0 +1,42 @@
+"""Tiny-network logics for driving the real panels quickly on 2 cores (the panels take their logic as a
+dependency; only the engine options they do not expose are added)."""
+from __future__ import annotations
+
+import time
+
+from PGLPretrainLib.logic import PGLPretrainLogic
+from PGLSegmentationLib.logic import PGLSegmentationLogic
+
+TINY_PRETRAIN = ["--batch-size", "1", "--grid-size", "4", "--workers", "0", "--feature-channels", "8", "--channels",
+                 "4", "8", "16", "--strides", "2", "2", "--projector-hidden", "8", "--predictor-hidden", "8",
+                 "--projector-dim", "8", "--checkpoint-every", "1"]
+TINY_FINETUNE = ["--feature-channels", "8", "--channels", "8", "16", "32", "--strides", "2", "2", "--workers", "0",
+                 "--lr", "3e-3", "--batch-size", "2"]
+
+
+class TinyPretrainLogic(PGLPretrainLogic):
+    def __init__(self, cache):
+        super().__init__()
+        self.cache = str(cache)
+
+    def pretrain(self, *args, extraArgs=(), **kwargs):
+        return super().pretrain(*args, extraArgs=[*TINY_PRETRAIN, "--cache-dir", self.cache, *extraArgs], **kwargs)
+
+
+class TinySegmentationLogic(PGLSegmentationLogic):
+    def __init__(self, cache):
+        super().__init__()
+        self.cache = str(cache)
+
+    def finetune(self, *args, extraArgs=(), patchSize=None, spacing=None, **kwargs):
+        return super().finetune(*args, patchSize=(32, 32, 16), spacing=(6.0, 6.0, 8.0),
+                                extraArgs=[*TINY_FINETUNE, "--cache-dir", self.cache, *extraArgs], **kwargs)
+
+
+def click(harness, button) -> float:
+    """Click like a user and return how long the click's slot kept the event loop (ms)."""
+    start = time.perf_counter()
+    button.click()
+    elapsed = (time.perf_counter() - start) * 1000
+    harness.process_events()
+    return elapsed

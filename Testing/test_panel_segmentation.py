@@ -1,0 +1,165 @@
+"""The PGL Segmentation panel in a Qt event loop, driven by clicks, against real engine subprocesses."""
+import pytest
+from conftest import STALL_LIMIT_MS
+from panel_helpers import TinySegmentationLogic, click
+from slicer_harness import Heartbeat
+
+from PGLCommon.sample_data import load_sample_case
+
+
+@pytest.fixture
+def panel(slicer_app, tmp_path):
+    widget = slicer_app.load_module("PGLSegmentation")
+    widget.panel.logic = TinySegmentationLogic(tmp_path / "cache")
+    widget.panel.ui.deviceComboBox.currentText = "CPU"
+    return widget.panel
+
+
+def set_checked(panel, names):
+    import qt
+
+    widget = panel.ui.segmentsListWidget
+    for i in range(widget.count):
+        widget.item(i).setCheckState(qt.Qt.Checked if widget.item(i).text() in names else qt.Qt.Unchecked)
+
+
+def test_volume_selectors_list_scalar_volumes_only(slicer_app, panel, cohort):
+    volume, segmentation = load_sample_case(str(cohort), slicer_app.scene, 0)
+    slicer_app.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "a label map")
+    slicer_app.scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "a colour image")
+    slicer_app.process_events()
+    for selector in (panel.ui.trainVolumeSelector, panel.ui.inputVolumeSelector):
+        assert [selector.nodeFromIndex(i).GetName() for i in range(selector.nodeCount())] == [volume.GetName()]
+    assert panel.ui.trainSegmentationSelector.nodeFromIndex(0) is segmentation
+
+
+def test_pairs_segments_finetune_and_apply(slicer_app, panel, cohort, seg_model, tmp_path):
+    ui = panel.ui
+    cases = [load_sample_case(str(cohort), slicer_app.scene, i) for i in (0, 1, 2)]
+    for volume, segmentation in cases[:2]:
+        ui.trainVolumeSelector.setCurrentNode(volume)
+        ui.trainSegmentationSelector.setCurrentNode(segmentation)
+        click(slicer_app, ui.addPairButton)
+    assert ui.pairsListWidget.count == 2
+    ui.pairsListWidget.currentRow = 1
+    click(slicer_app, ui.removePairButton)
+    assert ui.pairsListWidget.count == 1 and len(panel.pairs) == 1
+    ui.trainVolumeSelector.setCurrentNode(cases[1][0])
+    ui.trainSegmentationSelector.setCurrentNode(cases[1][1])
+    click(slicer_app, ui.addPairButton)
+    widget = ui.segmentsListWidget
+    assert {widget.item(i).text() for i in range(widget.count)} >= {"liver", "spleen"}
+
+    ui.finetuneOutputPathLineEdit.currentPath = str(tmp_path / "liver model")
+    set_checked(panel, [])
+    click(slicer_app, ui.finetuneButton)
+    assert "No segment is chosen" in ui.finetuneStatusLabel.text and panel.finetune_monitor.job is None
+
+    set_checked(panel, ["liver"])
+    ui.finetuneStepsSpinBox.value = 20
+    beat = Heartbeat().start()
+    click(slicer_app, ui.finetuneButton)
+    job = panel.finetune_monitor.job
+    assert ui.finetuneButton.text == "Cancel" and "--overwrite" not in job.args
+    exported = job.cleanup[-1]
+    assert sorted(p.name for p in (exported / "labels").iterdir()) == ["case_000.nii.gz", "case_001.nii.gz"]
+    slicer_app.wait_until(lambda: panel.finetune_monitor.state.state == "done", 240, "fine-tuning")
+    finetune_stall = beat.stop()
+    assert not exported.exists()  # the exported training data went with the job
+    assert ui.modelComboBox.itemData(0) == str(tmp_path / "liver model")
+
+    slicer_app.folder_answers.append(str(seg_model))
+    click(slicer_app, ui.browseModelButton)
+    assert ui.modelComboBox.itemData(ui.modelComboBox.currentIndex) == str(seg_model)
+    ui.inputVolumeSelector.setCurrentNode(cases[2][0])
+    ui.show3DCheckBox.checked = False
+    beat.start()
+    click(slicer_app, ui.applyButton)
+    slicer_app.wait_until(lambda: panel.segment_monitor.state.state == "done", 180, "segmentation")
+    segment_stall = beat.stop()
+    results = [n for n in slicer_app.scene.GetNodesByClass("vtkMRMLSegmentationNode") if n.GetName() == "phantom_002 PGL"]
+    assert len(results) == 1
+    segmentation = results[0].GetSegmentation()
+    names = {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegment(i).GetColor()
+             for i in range(segmentation.GetNumberOfSegments())}
+    assert "liver" in names and names["liver"] == pytest.approx((221 / 255, 130 / 255, 101 / 255))
+    assert not slicer_app.scene.GetNodesByName("__pgl_result__").GetNumberOfItems()
+    assert slicer_app.shown() == ["No segment is chosen: check at least one segment to train on."]
+    print("longest event-loop stall (ms): fine-tune", round(finetune_stall), "segment", round(segment_stall))
+    assert max(finetune_stall, segment_stall) < STALL_LIMIT_MS
+
+
+def test_the_initial_model_is_never_replaced_and_an_old_one_only_after_asking(slicer_app, panel, cohort,
+                                                                              seg_model, tmp_path):
+    ui = panel.ui
+    volume, segmentation = load_sample_case(str(cohort), slicer_app.scene, 0)
+    ui.trainVolumeSelector.setCurrentNode(volume)
+    ui.trainSegmentationSelector.setCurrentNode(segmentation)
+    ui.initPathLineEdit.currentPath = str(seg_model)
+    ui.finetuneOutputPathLineEdit.currentPath = str(seg_model)
+    click(slicer_app, ui.finetuneButton)
+    assert "is the initial model" in ui.finetuneStatusLabel.text and panel.finetune_monitor.job is None
+    ui.initPathLineEdit.currentPath = ""
+    slicer_app.confirm_answer = False
+    click(slicer_app, ui.finetuneButton)
+    assert panel.finetune_monitor.job is None
+    assert "already holds a PGL model" in slicer_app.shown("confirmOkCancelDisplay")[-1]
+
+
+def test_scene_close_during_segmentation_leaves_the_panel_usable(slicer_app, panel, cohort, seg_model, tmp_path):
+    ui = panel.ui
+    volume, _ = load_sample_case(str(cohort), slicer_app.scene, 2)
+    slicer_app.folder_answers.append(str(seg_model))
+    click(slicer_app, ui.browseModelButton)
+    ui.inputVolumeSelector.setCurrentNode(volume)
+    click(slicer_app, ui.applyButton)
+    job = panel.segment_monitor.job
+    work = job.work
+    assert work.is_dir() and ui.applyButton.text == "Cancel"
+    beat = Heartbeat().start()
+    slicer_app.close_scene()
+    slicer_app.wait_until(lambda: not panel.segment_monitor.busy, 120, "the segmentation job to stop")
+    assert beat.stop() < STALL_LIMIT_MS
+    assert ui.applyButton.text == "Apply" and ui.applyButton.enabled and not work.exists()
+    assert slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+    # and it works again in the new scene
+    volume, _ = load_sample_case(str(cohort), slicer_app.scene, 2)
+    ui.inputVolumeSelector.setCurrentNode(volume)
+    click(slicer_app, ui.applyButton)
+    slicer_app.wait_until(lambda: panel.segment_monitor.state.state == "done", 180, "segmentation")
+    assert slicer_app.scene.GetNodesByName("phantom_002 PGL").GetNumberOfItems() == 1
+
+
+def test_error_paths_show_a_message_in_the_panel(slicer_app, panel, cohort, tmp_path):
+    ui = panel.ui
+    click(slicer_app, ui.applyButton)
+    assert ui.segmentStatusLabel.text.startswith("failed: Choose an input volume")
+    volume, _ = load_sample_case(str(cohort), slicer_app.scene, 0)
+    ui.inputVolumeSelector.setCurrentNode(volume)
+    slicer_app.folder_answers.append(str(tmp_path))
+    click(slicer_app, ui.browseModelButton)
+    click(slicer_app, ui.applyButton)
+    assert "is not a PGL model folder" in ui.segmentStatusLabel.text
+    click(slicer_app, ui.finetuneButton)
+    assert ui.finetuneStatusLabel.text.startswith("failed: pair 1: choose both")
+    assert len(slicer_app.shown()) == 3
+
+
+def test_models_are_remembered_across_sessions_even_one(slicer_app, seg_model):
+    import slicer
+
+    slicer.app.settings().setValue("PGL/Models", [str(seg_model)])  # an ini file reads one item back as a string
+    widget = slicer_app.load_module("PGLSegmentation")
+    combo = widget.panel.ui.modelComboBox
+    assert [combo.itemData(i) for i in range(combo.count)] == [str(seg_model)]
+
+
+def test_sample_data_button_loads_a_case(slicer_app, panel, tmp_path):
+    panel.ui.sampleFolderLineEdit.currentPath = str(tmp_path / "sample")
+    beat = Heartbeat().start()
+    click(slicer_app, panel.ui.sampleDataButton)
+    assert beat.stop() < STALL_LIMIT_MS  # the engine writes the phantoms while the GUI keeps running
+    volume = panel.ui.trainVolumeSelector.currentNode()
+    assert volume is not None and volume.GetName() == "phantom_000"
+    assert panel.ui.trainSegmentationSelector.currentNode().GetName() == "phantom_000 labels"
+    assert not slicer_app.shown()
