@@ -95,3 +95,16 @@ def test_index_entry_and_extension_metadata():
 def test_engine_never_imports_slicer_or_qt():
     for path in (ROOT / "pgl_engine").glob("*.py"):
         assert not re.search(r"^\s*(import|from)\s+(slicer|qt|ctk|PGLCommon)\b", path.read_text(), re.M), path
+
+
+def test_each_module_loads_without_the_other():
+    for module, other in (("PGLPretrain", "PGLSegmentation"), ("PGLSegmentation", "PGLPretrain")):
+        for path in (ROOT / module).rglob("*.py"):
+            assert not re.search(rf"^\s*(import|from)\s+{other}", path.read_text(), re.M), path
+
+
+def test_every_screenshot_url_is_a_file_of_the_repository():
+    urls = re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]+)"\)', (ROOT / "CMakeLists.txt").read_text()).group(1)
+    for url in urls.split():
+        path = ROOT / url.split("/main/", 1)[1]
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", url

@@ -59,9 +59,9 @@ def segmentation_pictures(harness, work: Path, out: Path) -> None:
     ui.addPairButton.click()
     ui.initPathLineEdit.currentPath = str(work / "pgl model")
     ui.finetuneOutputPathLineEdit.currentPath = str(work / "organ model")
-    ui.finetuneStepsSpinBox.value = 250
+    ui.finetuneStepsSpinBox.value = 80
     ui.finetuneButton.click()
-    harness.wait_until(lambda: panel.finetune_monitor.state.step >= 60, 300, "fine-tuning progress")
+    harness.wait_until(lambda: panel.finetune_monitor.state.step >= 25, 300, "fine-tuning progress")
     harness.render(frame, out / "segmentation_running.png")
     harness.wait_until(lambda: panel.finetune_monitor.state.state == "done", 600, "fine-tuning")
     ui.show3DCheckBox.checked = False
