@@ -87,8 +87,8 @@ def test_output_folder_with_other_files_is_left_alone(capsys, tmp_path, cohort):
     (out / "notes.txt").write_text("mine")
     code, stdout, err = pgl(capsys, "pretrain", "--images", cohort / "images", "--out", out,
                             "--cache-dir", tmp_path / "cache", "--progress", "json", *TINY)
-    assert code != 0 and "already holds other files" in err
-    assert json.loads(stdout.splitlines()[-1]) == {"event": "error", "message": err.split("error: ", 1)[1].strip()}
+    last = json.loads(stdout.splitlines()[-1])
+    assert code != 0 and last["event"] == "error" and "already holds other files" in last["message"]
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
@@ -161,3 +161,12 @@ def test_variable_length_options_take_no_values_or_several():
     assert dataclass_from_args(PretrainConfig, args).flip_axes == (0, 2)
     with pytest.raises(PGLError, match="--flip-axes takes 0, 1, 2"):
         PretrainConfig(images="i", out="o", flip_axes=(3,))
+
+
+def test_with_json_progress_an_error_is_reported_once(capsys, tmp_path):
+    code, out, err = pgl(capsys, "segment", "--model", tmp_path / "nope", "--input", tmp_path, "--output",
+                         tmp_path / "out", "--progress", "json")
+    errors = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert code != 0 and [e["event"] for e in errors] == ["error"]
+    assert "nope: no such model folder" in errors[0]["message"]
+    assert "no such model folder" not in err  # the GUI reads both streams: the same message would show twice

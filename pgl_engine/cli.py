@@ -223,4 +223,5 @@ def _report_failure(reporter, message: str, kind: str) -> None:
     if isinstance(reporter, JsonLinesReporter):
         if kind == "error":
             reporter({"event": "error", "message": message})
+            return  # the JSON event is the report; the same line on stderr would reach the GUI log twice
     print(f"{kind if kind != 'cancelled' else 'stopped'}: {message}", file=sys.stderr)

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from .binding import QtCore, QtWidgets  # noqa: E402
+from .binding import QtCore, QtWidgets, check_signal_refcounts  # noqa: E402
 
 from . import ctk_widgets, mrml_widgets, pythonqt, scripted_module  # noqa: E402
 
@@ -112,6 +112,7 @@ class SlicerHarness:
         from mrml_harness import MRMLHarness
 
         self.qapp = QtWidgets.QApplication.instance() or QtWidgets.QApplication(["slicer-harness"])
+        check_signal_refcounts()
         QtCore.QSettings.setDefaultFormat(QtCore.QSettings.IniFormat)
         QtCore.QSettings.setPath(QtCore.QSettings.IniFormat, QtCore.QSettings.UserScope, str(tmp_path / "settings"))
         scripted_module.install()
