@@ -65,24 +65,48 @@ def segment_ids_by_name(segmentation_node, names: list[str]) -> list[str]:
     return [by_name[n] for n in names]
 
 
-def export_labels(segmentation_node, names: list[str], reference_volume, path: Path) -> tuple[Path, list[str]]:
-    """Label map of the named segments on the reference volume's grid: value i+1 for names[i].
+def label_array(segmentation_node, names: list[str], reference_volume) -> tuple[np.ndarray, list[str]]:
+    """The named segments as one label array on the reference volume's grid (value i+1 for names[i], array
+    indexed k, j, i as slicer.util.arrayFromVolume); also the names that are missing or empty there.
 
-    Overlaps: where segments overlap, the later name in the list wins. Returns the path and the names of
-    segments that are empty on this volume (they are simply absent from this case).
-    """
+    A segment the node lacks counts as empty (a model's result has no segment for a structure it did not find).
+    Overlaps: where segments overlap, the later name in the list wins."""
+    segmentation = segmentation_node.GetSegmentation()
+    have = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
+    present = [n for n in names if n in have]
+    shape = tuple(reversed(reference_volume.GetImageData().GetDimensions()))
+    if not present:
+        return np.zeros(shape, np.uint8), list(names)
+    with scratch_nodes(segmentation_node.GetScene()):
+        labelmap = _export_labelmap(segmentation_node, segment_ids_by_name(segmentation_node, present),
+                                    reference_volume)
+        exported = slicer.util.arrayFromVolume(labelmap)
+        to_value = np.array([0] + [names.index(n) + 1 for n in present], dtype=np.uint8)
+        values = to_value[exported]
+    found = set(np.unique(values).tolist())
+    return values, [n for i, n in enumerate(names) if i + 1 not in found]
+
+
+def _export_labelmap(segmentation_node, ids: list[str], reference_volume):
+    labelmap = segmentation_node.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__pgl_export__")
+    id_array = vtk.vtkStringArray()
+    for segment_id in ids:
+        id_array.InsertNextValue(segment_id)
+    if not segmentations_logic().ExportSegmentsToLabelmapNode(segmentation_node, id_array, labelmap,
+                                                               reference_volume):
+        raise NodeError(f"{segmentation_node.GetName()}: its segments could not be exported onto "
+                        f"{reference_volume.GetName()}'s grid.")
+    return labelmap
+
+
+def export_labels(segmentation_node, names: list[str], reference_volume, path: Path) -> tuple[Path, list[str]]:
+    """Label map file of the named segments on the reference volume's grid: value i+1 for names[i] (the later
+    name wins where segments overlap). Returns the path and the names of segments empty on this volume (they
+    are simply absent from this case)."""
     ids = segment_ids_by_name(segmentation_node, names)
     with scratch_nodes(segmentation_node.GetScene()):
-        labelmap = segmentation_node.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__pgl_export__")
-        id_array = vtk.vtkStringArray()
-        for segment_id in ids:
-            id_array.InsertNextValue(segment_id)
-        if not segmentations_logic().ExportSegmentsToLabelmapNode(segmentation_node, id_array, labelmap,
-                                                                   reference_volume):
-            raise NodeError(f"{segmentation_node.GetName()}: its segments could not be exported onto "
-                            f"{reference_volume.GetName()}'s grid.")
-        values = slicer.util.arrayFromVolume(labelmap)
-        present = set(np.unique(values).tolist())
+        labelmap = _export_labelmap(segmentation_node, ids, reference_volume)
+        present = set(np.unique(slicer.util.arrayFromVolume(labelmap)).tolist())
         empty = [n for i, n in enumerate(names) if i + 1 not in present]
         if len(empty) == len(names):
             raise NodeError(f"{segmentation_node.GetName()}: every chosen segment is empty on "
@@ -91,9 +115,10 @@ def export_labels(segmentation_node, names: list[str], reference_volume, path: P
         return path, empty
 
 
-def load_segmentation(path: Path, label_table: dict[str, dict], name: str, reference_volume):
-    """A new segmentation node from an engine label map: segments named and coloured from the model, under the
-    reference volume's parent transform (the label map is on the volume's own grid)."""
+def load_segmentation(path: Path, label_table: dict[str, dict], name: str, reference_volume, into=None):
+    """A segmentation node from an engine label map: segments named and coloured from the model, under the
+    reference volume's parent transform (the label map is on the volume's own grid). With `into`, that node's
+    segments are replaced instead of a new node being added."""
     scene = reference_volume.GetScene()
     with scratch_nodes(scene) as keep:
         labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__pgl_result__")
@@ -101,7 +126,11 @@ def load_segmentation(path: Path, label_table: dict[str, dict], name: str, refer
         storage.SetFileName(str(path))
         if not storage.ReadData(labelmap):
             raise NodeError(f"{path}: the engine's result could not be read.")
-        segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        if into is not None:
+            segmentation_node = into
+            segmentation_node.GetSegmentation().RemoveAllSegments()
+        else:
+            segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
         segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
         if not segmentations_logic().ImportLabelmapToSegmentationNode(labelmap, segmentation_node):
             raise NodeError(f"{path}: could not be turned into segments.")

@@ -263,3 +263,27 @@ def test_patches_get_structure_shifts_only_when_asked(cohort):
 def test_fine_tuning_with_structure_shifts_records_them(cohort, tmp_path):
     out = finetune(**seg_options(cohort, tmp_path / "ft", tmp_path / "cache", steps=2, structure_shift_hu=40))
     assert load_model(out).metadata["training"]["structure_shift_hu"] == 40
+
+
+def test_a_segmentation_model_with_the_same_labels_is_continued_head_included(cohort, tmp_path, seg_model):
+    events = []
+    more = finetune(**seg_options(cohort, tmp_path / "more", tmp_path / "cache", init=str(seg_model), steps=2,
+                                  lr=1e-9, warmup_steps=0, network=None), progress=events.append)
+    first, second = load_model(seg_model), load_model(more)
+    for name, value in first.network.state_dict().items():  # a vanishing learning rate: the weights stay
+        torch.testing.assert_close(second.network.state_dict()[name], value, atol=1e-5, rtol=0)
+    assert second.metadata["init"]["transfer"] == "continued"
+    lineage = second.metadata["lineage"]
+    assert [entry["steps"] for entry in lineage] == [250, 2] and lineage[1]["continued"] is True
+    assert lineage[1]["init"] == str(seg_model.resolve()) and lineage[1]["cases"] == ["phantom_000", "phantom_001"]
+    assert any("head included" in e.get("message", "") for e in events)
+
+
+def test_a_segmentation_model_with_other_labels_gives_its_backbone_and_says_so(cohort, tmp_path, seg_model):
+    events = []
+    other = finetune(**seg_options(cohort, tmp_path / "other", tmp_path / "cache", init=str(seg_model), steps=1,
+                                   label_names=tuple(f"structure {i}" for i in range(1, 6)), network=None),
+                      progress=events.append)
+    model = load_model(other)
+    assert model.metadata["init"]["transfer"] == "whole" and model.label_table["1"]["name"] == "structure 1"
+    assert any("new head is trained" in e.get("message", "") for e in events)

@@ -140,3 +140,26 @@ def test_an_existing_run_is_replaced_only_after_the_user_agrees(slicer_app, pane
     click(slicer_app, panel.ui.startButton)
     assert "--overwrite" in panel.monitor.job.args
     slicer_app.wait_until(lambda: panel.monitor.state.state == "done", 180, "the replacing run")
+
+
+def test_a_dicom_tree_is_surveyed_before_starting_and_pretrained_on(slicer_app, panel, cohort, tmp_path):
+    from dicom_series import write_localizer, write_series
+
+    from pgl_engine.imaging import read_image
+
+    archive = tmp_path / "archive"
+    for i in (0, 1):
+        image = read_image(cohort / "images" / f"phantom_00{i}.nii.gz")
+        write_series(image, archive / f"PATIENT{i}" / "CT", number=2)
+    write_localizer(image, archive / "PATIENT1" / "SCOUT")
+    fill(panel, cohort, tmp_path / "model", 4)
+    beat = Heartbeat().start()
+    panel.ui.scansPathLineEdit.currentPath = str(archive)
+    slicer_app.wait_until(lambda: "will be used" in panel.ui.scanCountLabel.text, 120, "the folder's survey")
+    assert beat.stop() < STALL_LIMIT_MS
+    text = panel.ui.scanCountLabel.text
+    assert text.startswith("2 scan(s) will be used (0 file(s), 2 DICOM series); 1 skipped") and "localizer" in text
+    click(slicer_app, panel.ui.startButton)
+    slicer_app.wait_until(lambda: panel.monitor.state.state == "done", 240, "pretraining on the DICOM tree")
+    log = panel.ui.logTextEdit.toPlainText()
+    assert "skipped 1 series or folder(s)" in log and "2 scans ready" in log

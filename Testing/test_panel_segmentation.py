@@ -1,4 +1,8 @@
 """The PGL Segmentation panel in a Qt event loop, driven by clicks, against real engine subprocesses."""
+import json
+import re
+from pathlib import Path
+
 import pytest
 from conftest import STALL_LIMIT_MS
 from panel_helpers import TinySegmentationLogic, click
@@ -163,3 +167,50 @@ def test_sample_data_button_loads_a_case(slicer_app, panel, tmp_path):
     assert volume is not None and volume.GetName() == "phantom_000"
     assert panel.ui.trainSegmentationSelector.currentNode().GetName() == "phantom_000 labels"
     assert not slicer_app.shown()
+
+
+def replace_segments(target, source) -> None:
+    """What a user's correction in the Segment Editor amounts to here: the target's segments become the source's."""
+    segmentation = target.GetSegmentation()
+    segmentation.RemoveAllSegments()
+    truth = source.GetSegmentation()
+    for i in range(truth.GetNumberOfSegments()):
+        segmentation.CopySegmentFromSegmentation(truth, truth.GetNthSegmentID(i))
+
+
+def test_apply_correct_refine_continues_the_model_and_segments_again_into_the_same_node(slicer_app, panel, cohort,
+                                                                                          seg_model):
+    ui = panel.ui
+    click(slicer_app, ui.refineButton)
+    assert "Apply a model to a volume first" in ui.refineStatusLabel.text
+    volume, truth = load_sample_case(str(cohort), slicer_app.scene, 2)
+    slicer_app.folder_answers.append(str(seg_model))
+    click(slicer_app, ui.browseModelButton)
+    assert "Trained from random initialisation on 2 case(s) (phantom_000, phantom_001), 250 steps" in \
+        ui.modelInfoLabel.text
+    ui.inputVolumeSelector.setCurrentNode(volume)
+    ui.show3DCheckBox.checked = False
+    click(slicer_app, ui.applyButton)
+    slicer_app.wait_until(lambda: panel.segment_monitor.state.state == "done", 180, "segmentation")
+    (result,) = [n for n in slicer_app.scene.GetNodesByClass("vtkMRMLSegmentationNode") if n.GetName().endswith("PGL")]
+    replace_segments(result, truth)
+
+    ui.refineStepsSpinBox.value = 15
+    beat = Heartbeat().start()
+    click(slicer_app, ui.refineButton)
+    assert ui.refineButton.text == "Cancel"
+    slicer_app.wait_until(lambda: panel.refine_monitor.state.state == "done" and not panel.refine_round, 300,
+                          "refine: fine-tuning, then segmenting again")
+    stall = beat.stop()
+    refined = f"{seg_model} refined 1"
+    metadata = json.loads((Path(refined) / "pgl_model.json").read_text())
+    assert metadata["init"]["transfer"] == "continued" and [e["steps"] for e in metadata["lineage"]] == [250, 15]
+    assert ui.modelComboBox.itemData(ui.modelComboBox.currentIndex) == refined
+    assert "continued from" in ui.modelInfoLabel.text and "Trained on one scan only" in ui.modelInfoLabel.text
+    results = [n for n in slicer_app.scene.GetNodesByClass("vtkMRMLSegmentationNode") if n.GetName().endswith("PGL")]
+    assert results == [result] and result.GetSegmentation().GetNumberOfSegments() >= 1  # the same node, refilled
+    before, after = [float(v) for v in re.findall(r"(\d\.\d\d) -> (\d\.\d\d) \(", ui.refineDiceLabel.text)[0]]
+    print(ui.refineDiceLabel.text, panel.logic.models, f"; longest stall {stall:.0f} ms")
+    assert 0 <= before < 1 and 0 <= after <= 1 and stall < STALL_LIMIT_MS
+    assert slicer_app.shown() == ["Apply a model to a volume first, correct the result in the Segment Editor, then "
+                                  "press Refine."]  # the early press only

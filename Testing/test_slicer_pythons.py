@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "Testing" / "helpers" / "slicer_python_probe.py"
 SLICER_PYTHONS = {"3.9": "Slicer 5.8 (and 5.6)", "3.12": "Slicer 5.10"}
-LIGHT_PACKAGES = ["numpy", "scipy", "nibabel", "SimpleITK", "tqdm", "safetensors"]
+LIGHT_PACKAGES = ["numpy", "scipy", "nibabel", "SimpleITK", "pydicom", "tqdm", "safetensors"]
 
 
 def pyenv_python(version: str) -> Path | None:
@@ -25,13 +25,14 @@ def probe_environment(version: str) -> Path:
     """A venv of that Python with the light packages, kept under .venv/ between runs."""
     venv = ROOT / ".venv" / f"compat-{version}"
     python = venv / "bin" / "python"
-    if not (venv / ".ready").exists():
+    marker = venv / ".ready"
+    if not marker.is_file() or marker.read_text() != " ".join(LIGHT_PACKAGES):  # built, with these packages
         base = pyenv_python(version)
         if base is None:
             pytest.skip(f"Python {version} is not installed (pyenv)")
         subprocess.run([str(base), "-m", "venv", "--clear", str(venv)], check=True, timeout=300)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", *LIGHT_PACKAGES], check=True, timeout=900)
-        (venv / ".ready").touch()
+        marker.write_text(" ".join(LIGHT_PACKAGES))
     return python
 
 
@@ -46,4 +47,5 @@ def test_imports_and_every_help_parse_on_the_python_slicer_embeds(version):
     modules = {"pgl_engine.cli", "PGLCommon.jobs", "PGLCommon.dependencies", "PGLPretrain", "PGLSegmentation",
                "PGLPretrainLib.widget", "PGLSegmentationLib.widget"}
     assert modules <= set(report["imported"])
-    assert set(report["help"]) == {"pgl", "phantom", "pretrain", "finetune", "segment", "evaluate", "compare", "demo"}
+    assert set(report["help"]) == {"pgl", "phantom", "pretrain", "finetune", "segment", "evaluate", "scan-list",
+                                   "compare", "demo"}

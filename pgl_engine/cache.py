@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from .atomic import atomic_write
+from .dicom import DicomSeries
 from .errors import PGLError
 from .imaging import load_ras, normalise_hu
 
@@ -61,8 +62,14 @@ class ScanCache:
         self.hits = 0
         self.misses = 0
 
-    def _digest(self, path: Path) -> str:
-        """Content hash, remembered per (path, size, mtime) so unchanged files are not re-read."""
+    def _digest(self, scan) -> str:
+        """Content hash, remembered per file (path, size, mtime) so unchanged files are not re-read; a DICOM
+        series hashes its files' hashes in slice order (their SOP instances and pixel data)."""
+        if isinstance(scan, DicomSeries):
+            return hashlib.sha256("\n".join(["dicom-series", *map(self._file_digest, scan.files)]).encode()).hexdigest()
+        return self._file_digest(scan)
+
+    def _file_digest(self, path: Path) -> str:
         st = path.stat()
         stat_key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
         memo = self.root / "digests" / stat_key[:2] / stat_key
@@ -74,9 +81,10 @@ class ScanCache:
         atomic_write(memo, lambda tmp: tmp.write_text(digest))
         return digest
 
-    def get(self, path: str | Path) -> CachedScan:
-        """The cached, preprocessed scan for `path`; decodes and stores it on the first call."""
-        path = Path(path)
+    def get(self, path) -> CachedScan:
+        """The cached, preprocessed scan for `path` (a file or a DicomSeries); decodes and stores it on the first
+        call."""
+        path = path if isinstance(path, DicomSeries) else Path(path)
         digest = self._digest(path)
         key = hashlib.sha256((digest + json.dumps(self.settings, sort_keys=True)).encode()).hexdigest()
         entry = self.root / "scans" / key[:2]

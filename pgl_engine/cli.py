@@ -1,4 +1,4 @@
-"""`pgl` command line: phantom | pretrain | finetune | segment | evaluate."""
+"""`pgl` command line: phantom | pretrain | finetune | segment | evaluate | scan-list | compare | demo."""
 from __future__ import annotations
 
 import argparse
@@ -24,6 +24,11 @@ def add_progress_option(parser: argparse.ArgumentParser) -> None:
                         help="bar on a terminal, json = one JSON event per line on stdout (default: auto)")
     parser.add_argument("--stop-file", default="", metavar="PATH",
                         help="stop gracefully (checkpoint first) once this file exists; how a GUI cancels a run")
+
+
+def add_modalities_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--modalities", nargs="+", default=["CT"], metavar="MODALITY",
+                        help="DICOM modalities to use (scan files are always used; default: CT)")
 
 
 def make_reporter(mode: str):
@@ -68,7 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     sg.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default: 0.5)")
     sg.add_argument("--sw-batch-size", type=int, default=4, help="windows per forward pass (default: 4)")
+    add_modalities_option(sg)
     add_progress_option(sg)
+
+    sl = sub.add_parser("scan-list", help="what --images would use from a folder tree, and what it skips and why")
+    sl.add_argument("--images", required=True, help="folder of scans or DICOM series (searched recursively)")
+    add_modalities_option(sl)
+    add_progress_option(sl)
 
     ev = sub.add_parser("evaluate", help="Dice and 95%% Hausdorff distance of label maps against references")
     ev.add_argument("--pred", required=True, help="folder of predicted label maps")
@@ -147,7 +158,16 @@ def run_segment(args, progress) -> None:
     from .segment import segment
 
     segment(args.model, args.input, args.output, tta=args.tta, largest_component=args.largest_component,
-            device=args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=progress)
+            device=args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=progress,
+            modalities=tuple(m.upper() for m in args.modalities))
+
+
+def run_scan_list(args, progress) -> None:
+    from .scan_list import describe_search, scan_listing
+
+    listing = scan_listing(args.images, tuple(m.upper() for m in args.modalities))
+    show(args, describe_search(listing))
+    emit(progress, "done", **listing)
 
 
 def run_evaluate(args, progress) -> None:
@@ -190,7 +210,7 @@ def run_demo(args, progress) -> None:
 
 
 COMMANDS = {"phantom": run_phantom, "pretrain": run_pretrain, "finetune": run_finetune, "segment": run_segment,
-            "evaluate": run_evaluate, "compare": run_compare, "demo": run_demo}
+            "evaluate": run_evaluate, "scan-list": run_scan_list, "compare": run_compare, "demo": run_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,7 +74,9 @@ class TrainConfig:
     # values of settings added since, for checkpoints written before they existed (see merge_resume_config)
     ABSENT_MEANS: ClassVar[dict] = {}
 
-    images: str = option("", "folder of scans (.nii, .nii.gz, .nrrd, .mha)", required=True)
+    images: str = option("", "folder (searched recursively) of scans: .nii, .nii.gz, .nrrd, .mha files or DICOM series",
+                         required=True)
+    modalities: tuple[str, ...] = option(("CT",), "DICOM modalities to use from --images (scan files are always used)")
     out: str = option("", "output folder: the model, checkpoints and the training log", required=True)
     steps: int = option(300, "optimisation steps")
     batch_size: int = option(2, "samples per step (per process)")
@@ -101,6 +103,7 @@ class TrainConfig:
         self.patch_size = _triple(self.patch_size, "--patch-size", int)
         self.spacing = _triple(self.spacing, "--spacing", float)
         self.hu_window = tuple(float(v) for v in self.hu_window)
+        self.modalities = tuple(str(m).upper() for m in self.modalities)
         self.validate()
 
     def checks(self) -> list[tuple[bool, str]]:
@@ -117,6 +120,8 @@ class TrainConfig:
             (self.checkpoint_every >= 1, f"--checkpoint-every must be >= 1, got {self.checkpoint_every}."),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}."),
             (self.lr_scaling in ("none", "linear", "sqrt"), "--lr-scaling must be none, linear or sqrt."),
+            (len(self.modalities) >= 1 and all(str(m).strip() for m in self.modalities),
+             f"--modalities needs at least one DICOM modality (e.g. CT), got {list(self.modalities)}."),
         ]
 
     def validate(self) -> None:

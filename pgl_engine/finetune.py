@@ -18,6 +18,7 @@ from .dataset import make_loader
 from .errors import PGLError
 from .evaluate import dice_per_label
 from .inference import predict_logits
+from .imaging import scan_name
 from .labels import LabelledPair, label_table, label_values, load_label_on_grid, pair_folders, read_dataset_json
 from .model_store import load_model, read_metadata, save_model
 from .networks import SegmentationNet, build_segmentation_net, is_decoder_key
@@ -94,7 +95,7 @@ def labelled_pairs(config: FinetuneConfig, progress: ProgressCallback | None
     if config.dataset:
         pairs, names = read_dataset_json(config.dataset)
     else:
-        pairs, notes = pair_folders(config.images, config.labels)
+        pairs, notes = pair_folders(config.images, config.labels, tuple(config.modalities))
         for note in notes:
             emit(progress, "warning", message=note)
         names = {}
@@ -170,37 +171,58 @@ class Finetuner(TrainingRun):
         if not self.train_cases:
             raise PGLError(f"--val-count {config.val_count} leaves no scan to train on ({len(labelled)} labelled).")
         self.scans = [scan for _, scan in cases]
+        self.case_names = [scan_name(pair.image) for pair, _ in cases[: len(self.train_cases)]]
         self.best_dice, self.best_step = -1.0, 0
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
         torch.manual_seed(config.seed)
         network = build_segmentation_net(config.network, len(names) + 1)
         self.init_info = {"path": "none"}
         self.transferred: set[str] = set()  # backbone parameter names whose values came from --init
+        self.continued = False  # --init is a segmentation model with these labels: its head goes on too
+        self.lineage: list[dict] = []
         if config.init and config.init != "none":
-            pretrained = load_model(config.init)
-            if pretrained.network_config != config.network:
-                raise PGLError(f"{config.init}: was pretrained with another network configuration "
-                               f"({pretrained.network_config.to_dict()}) than this fine-tuning uses "
-                               f"({config.network.to_dict()}); use the model's network or --init none.")
+            self.take_init(network, load_model(config.init))
+        emit(self.progress, "info", message=f"fine-tuning on {len(self.train_cases)} labelled scan(s), "
+                                           f"{len(self.val_cases)} for validation, labels: {names}")
+        return network
+
+    def take_init(self, network: SegmentationNet, pretrained) -> None:
+        """Start from --init: a segmentation model with the same labels continues whole (head included), any
+        other model gives its backbone."""
+        config = self.config
+        if pretrained.network_config != config.network:
+            raise PGLError(f"{config.init}: was pretrained with another network configuration "
+                           f"({pretrained.network_config.to_dict()}) than this fine-tuning uses "
+                           f"({config.network.to_dict()}); use the model's network or --init none.")
+        if pretrained.kind == "segmentation":
+            theirs = {int(k): v["name"] for k, v in pretrained.label_table.items()}
+            self.lineage = list(pretrained.metadata.get("lineage") or [])
+            if theirs == self.names:
+                network.load_state_dict(pretrained.network.state_dict())
+                self.continued = True
+            else:
+                emit(self.progress, "info", message=f"{config.init}: has the labels {theirs}, this fine-tuning "
+                                                    f"{self.names}; its backbone is transferred and a new head "
+                                                    f"is trained.")
+        if not self.continued:
             weights = pretrained.backbone.state_dict()
             if config.transfer == "encoder":
                 weights = {**network.backbone.state_dict(),
                            **{k: v for k, v in weights.items() if not is_decoder_key(k)}}
             network.backbone.load_state_dict(weights)
-            self.transferred = {k for k in pretrained.backbone.state_dict()
-                                if config.transfer == "whole" or not is_decoder_key(k)}
-            self.init_info = {"path": str(Path(config.init).resolve()), "kind": pretrained.kind,
-                              "transfer": config.transfer,
-                              "method": pretrained.metadata.get("method"),
-                              "weights_sha256": pretrained.metadata.get("weights_sha256")}
-        emit(self.progress, "info", message=f"fine-tuning on {len(self.train_cases)} labelled scan(s), "
-                                           f"{len(self.val_cases)} for validation, labels: {names}")
-        return network
+        self.transferred = {k for k in pretrained.backbone.state_dict()
+                            if self.continued or config.transfer == "whole" or not is_decoder_key(k)}
+        self.init_info = {"path": str(Path(config.init).resolve()), "kind": pretrained.kind,
+                          "transfer": "continued" if self.continued else config.transfer,
+                          "method": pretrained.metadata.get("method"),
+                          "weights_sha256": pretrained.metadata.get("weights_sha256")}
+        if self.continued:
+            emit(self.progress, "info", message=f"continuing {config.init} (same labels: head included)")
 
     def parameter_groups(self) -> list[dict]:
         """The head and any freshly initialised weights at --lr; transferred weights at --lr x --init-lr-scale,
         held fixed for the first --head-first-steps."""
-        scale, delay = self.config.init_lr_scale, self.config.head_first
+        scale, delay = self.config.init_lr_scale, 0 if self.continued else self.config.head_first
         if (scale == 1.0 and delay == 0) or not self.transferred:
             return super().parameter_groups()
         fresh, pretrained = [], []
@@ -239,6 +261,13 @@ class Finetuner(TrainingRun):
             self.best_dice, self.best_step = dice, self.step
             self.save_model()
 
+    def lineage_entry(self) -> dict:
+        """This run in the model's history: what it started from, on which cases, for how many steps."""
+        return {"init": self.init_info["path"], "init_kind": self.init_info.get("kind", "none"),
+                "continued": self.continued, "cases": self.case_names, "steps": self.step,
+                "validation_dice": self.best_dice if self.val_cases else None,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
     def extra_state(self) -> dict:
         return {"best_dice": self.best_dice, "best_step": self.best_step}
 
@@ -260,6 +289,7 @@ class Finetuner(TrainingRun):
             "init": self.init_info, "training": {**training, "steps": self.step},
             "validation": {"dice": self.best_dice, "step": self.best_step} if self.val_cases else None,
             "data_fingerprint": data_fingerprint(self.scans), "num_scans": len(self.train_cases),
+            "cases": self.case_names, "lineage": [*self.lineage, self.lineage_entry()],
             "engine_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         save_model(self.out, self.model.state_dict(), metadata)

@@ -6,14 +6,17 @@ Geometry is handled by SimpleITK (LPS internally); the conversion to RAS happens
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
 from .atomic import atomic_write
+from .dicom import DicomSeries, Skipped, find_series, read_series
 from .errors import PGLError
 
 SCAN_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
@@ -37,22 +40,98 @@ def is_scan_file(path: Path) -> bool:
     return path.is_file() and not name.startswith(".") and name.endswith(SCAN_SUFFIXES)
 
 
-def list_scans(folder: str | Path) -> list[Path]:
-    """The scan files of a folder, sorted; a clear error when there are none."""
+Scan = Union[Path, DicomSeries]  # a scan file, or a DICOM series (a set of files)
+LABEL_FOLDERS = {"labels", "labelstr", "labelsts", "segmentations"}  # label maps, not scans, in a cohort tree
+
+
+@dataclass
+class ScanSearch:
+    """What a folder tree holds: the scans to use, what was skipped and why, and how many other files."""
+
+    folder: Path
+    scans: list
+    skipped: list[Skipped]
+    other_files: int
+
+    def summary(self) -> str:
+        files = sum(1 for s in self.scans if isinstance(s, Path))
+        parts = [f"{len(self.scans)} scan(s) to use ({files} file(s), {len(self.scans) - files} DICOM series)",
+                 f"{len(self.skipped)} skipped"]
+        if self.other_files:
+            parts.append(f"{self.other_files} other file(s) ignored")
+        return f"{self.folder}: " + ", ".join(parts)
+
+
+def find_scans(folder: str | Path, modalities: tuple[str, ...] = ("CT",), exclude: tuple = ()) -> ScanSearch:
+    """Scan files and DICOM series anywhere under `folder` (hidden folders, label-map folders and `exclude` aside).
+
+    Scan files keep their file name, so two with one name in different subfolders are refused (outputs and label
+    maps pair with scans by name)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise PGLError(f"{folder}: no such folder. Give a folder that holds CT scans ({', '.join(SCAN_SUFFIXES)}).")
-    scans = sorted(p for p in folder.iterdir() if is_scan_file(p))
-    if not scans:
+        raise PGLError(f"{folder}: no such folder. Give a folder that holds CT scans ({', '.join(SCAN_SUFFIXES)}) "
+                       f"or DICOM series.")
+    excluded = {Path(p).resolve() for p in exclude}
+    files, others, skipped = [], [], []
+    for here, subfolders, names in os.walk(folder):
+        here_path = Path(here)
+        keep = []
+        for sub in sorted(subfolders):
+            path = here_path / sub
+            if sub.startswith(".") or path.resolve() in excluded:
+                continue
+            if sub.lower() in LABEL_FOLDERS:
+                skipped.append(Skipped(str(path), "a folder of label maps, not scans"))
+                continue
+            keep.append(sub)
+        subfolders[:] = keep
+        for name in sorted(names):
+            path = here_path / name
+            if name.startswith("."):
+                continue
+            (files if is_scan_file(path) else others).append(path)
+    series, dicom_skipped, not_dicom = find_series(others, folder, modalities)
+    by_name: dict[str, Path] = {}
+    for path in files:
+        if path.name in by_name:
+            raise PGLError(f"{by_name[path.name]} and {path}: two scans named {path.name}; outputs and label maps are "
+                           f"paired with scans by file name, so rename one of them.")
+        by_name[path.name] = path
+    not_scans = [p for p in not_dicom if not p.name.lower().endswith((".json", ".txt", ".csv", ".md"))]
+    return ScanSearch(folder, sorted(files) + series, skipped + dicom_skipped, len(not_scans))
+
+
+def list_scans(folder: str | Path, modalities: tuple[str, ...] = ("CT",), exclude: tuple = ()) -> list:
+    """The scans of a folder tree, sorted; a clear error when there are none."""
+    search = find_scans(folder, modalities, exclude)
+    if not search.scans:
+        folder = Path(folder)
+        reasons = "".join(f"\n  skipped {s}" for s in search.skipped[:10])
         raise PGLError(
-            f"{folder}: holds no scans. Put 3D CT files ({', '.join(SCAN_SUFFIXES)}) in it, "
-            f"or generate a test cohort with `pgl phantom --out {folder.parent / 'phantoms'}`."
+            f"{folder}: holds no scans. Put 3D CT files ({', '.join(SCAN_SUFFIXES)}) or DICOM series in it, "
+            f"or generate a test cohort with `pgl phantom --out {folder.parent / 'phantoms'}`.{reasons}"
         )
-    return scans
+    return search.scans
 
 
-def read_image(path: str | Path) -> sitk.Image:
-    """Read one 3D scalar image; PGLError naming the file if it is corrupt, truncated, 2D or 4D."""
+def scan_name(scan) -> str:
+    """The name outputs and label maps take after a scan: its file name without suffix, or the series' name."""
+    return scan.name if isinstance(scan, DicomSeries) else strip_scan_suffix(scan.name)
+
+
+def strip_scan_suffix(name: str) -> str:
+    lowered = name.lower()
+    for suffix in SCAN_SUFFIXES:
+        if lowered.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def read_image(path) -> sitk.Image:
+    """Read one 3D scalar image (a file or a DICOM series); PGLError naming it if it is corrupt, truncated, 2D
+    or 4D."""
+    if isinstance(path, DicomSeries):
+        return read_series(path)
     path = Path(path)
     try:
         image = _read_nifti(path) if path.name.lower().endswith((".nii", ".nii.gz")) else sitk.ReadImage(str(path))
@@ -109,8 +188,10 @@ def image_affine_ras(image: sitk.Image) -> np.ndarray:
     return _affine_ras(image.GetDirection(), image.GetSpacing(), image.GetOrigin())
 
 
-def read_geometry(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
+def read_geometry(path) -> tuple[tuple[int, ...], np.ndarray]:
     """(size, voxel-to-RAS affine) from the header only, without reading the voxels."""
+    if isinstance(path, DicomSeries):
+        return tuple(path.size), _affine_ras(path.direction, path.spacing, path.origin)
     path = Path(path)
     try:
         if path.name.lower().endswith((".nii", ".nii.gz")):

@@ -10,7 +10,8 @@ import SimpleITK as sitk
 
 from .cache import CachedScan
 from .errors import PGLError
-from .imaging import SCAN_SUFFIXES, image_affine_ras, list_scans, read_geometry, read_image, resample
+from .imaging import (SCAN_SUFFIXES, image_affine_ras, list_scans, read_geometry, read_image, resample, scan_name,
+                      strip_scan_suffix as strip_suffix)
 
 # colours for structures users commonly label (RGB 0-255); others cycle through PALETTE
 KNOWN_COLOURS = {"liver": (221, 130, 101), "spleen": (157, 108, 162), "kidney": (185, 102, 83),
@@ -67,24 +68,18 @@ def names_from_sidecar(label_map: Path) -> dict[int, str] | None:
 
 @dataclass
 class LabelledPair:
-    image: Path
+    image: Path  # a scan file or a DicomSeries
     label: Path
 
 
-def strip_suffix(name: str) -> str:
-    lowered = name.lower()
-    for suffix in SCAN_SUFFIXES:
-        if lowered.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def pair_folders(images: str | Path, labels: str | Path) -> tuple[list[LabelledPair], list[str]]:
-    """Scans and label maps with the same file name (suffix aside); also returns notes on the unpaired."""
+def pair_folders(images: str | Path, labels: str | Path, modalities: tuple[str, ...] = ("CT",)
+                 ) -> tuple[list[LabelledPair], list[str]]:
+    """Scans (files or DICOM series) and label maps with the same name (suffix aside); also returns notes on the
+    unpaired."""
     labels = Path(labels)
     if not labels.is_dir():
         raise PGLError(f"{labels}: no such folder of label maps.")
-    scans = {strip_suffix(p.name): p for p in list_scans(images)}
+    scans = {scan_name(p): p for p in list_scans(images, modalities, exclude=(labels,))}
     label_files = {strip_suffix(p.name): p for p in labels.iterdir() if p.name.lower().endswith(SCAN_SUFFIXES)}
     pairs = [LabelledPair(scans[k], label_files[k]) for k in sorted(scans) if k in label_files]
     notes = [f"{label_files[k]}: no scan named like it in {images}" for k in sorted(set(label_files) - set(scans))]

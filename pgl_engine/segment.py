@@ -27,6 +27,7 @@ from .imaging import (
     ras_image,
     read_image,
     resample,
+    scan_name,
     write_image_like,
     write_nifti,
 )
@@ -105,17 +106,18 @@ def keep_largest_components(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
-def write_label_map(labels_zyx: np.ndarray, reference: sitk.Image, source: Path, output: Path) -> None:
+def write_label_map(labels_zyx: np.ndarray, reference: sitk.Image, source, output: Path) -> None:
     """NIfTI outputs keep a NIfTI input's exact affine and codes; other formats copy the ITK geometry."""
     if output.name.lower().endswith((".nii", ".nii.gz")):
-        like = nib.load(str(source)) if source.name.lower().endswith((".nii", ".nii.gz")) else None
+        like = nib.load(str(source)) if isinstance(source, Path) and source.name.lower().endswith((".nii", ".nii.gz")) \
+            else None
         affine = like.affine if like is not None else image_affine_ras(reference)
         write_nifti(np.ascontiguousarray(labels_zyx.transpose(2, 1, 0)), affine, output, like)
     else:
         write_image_like(labels_zyx, reference, output)
 
 
-def segment_file(model: LoadedModel, source: Path, output: Path, device: torch.device, tta: bool = False,
+def segment_file(model: LoadedModel, source, output: Path, device: torch.device, tta: bool = False,
                  largest_component: bool = False, overlap: float = 0.5, sw_batch_size: int = 4) -> dict[str, float]:
     """Segment one scan and write its label map plus `<name>.labels.json` (names and colours); returns the
     seconds spent per phase (read, preprocess, inference, resample back, write)."""
@@ -161,11 +163,13 @@ class PhaseClock:
         self.last = now
 
 
-def output_paths(inputs: list[Path], input_arg: Path, output: Path) -> list[Path]:
-    """One output per input: same file names in an output folder, or the given file for a single input."""
-    if input_arg.is_dir() or output.is_dir() or str(output).endswith(("/", "\\")):
+def output_paths(inputs: list, input_arg: Path, output: Path) -> list[Path]:
+    """One output per input: same file names in an output folder (`<series name>.nii.gz` for a DICOM series), or
+    the given file for a single input."""
+    as_file = output.name.lower().endswith(SCAN_SUFFIXES) and not output.is_dir() and len(inputs) == 1
+    if not as_file and (input_arg.is_dir() or output.is_dir() or str(output).endswith(("/", "\\"))):
         output.mkdir(parents=True, exist_ok=True)
-        return [output / p.name for p in inputs]
+        return [output / (p.name if isinstance(p, Path) else f"{scan_name(p)}.nii.gz") for p in inputs]
     if not output.name.lower().endswith(SCAN_SUFFIXES):
         raise PGLError(f"{output}: give an output file ending in {', '.join(SCAN_SUFFIXES)}, or a folder.")
     return [output]
@@ -173,8 +177,8 @@ def output_paths(inputs: list[Path], input_arg: Path, output: Path) -> list[Path
 
 def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Path, tta: bool = False,
             largest_component: bool = False, device: str = "auto", overlap: float = 0.5, sw_batch_size: int = 4,
-            progress: ProgressCallback | None = None) -> list[Path]:
-    """Segment a scan or a folder of scans; returns the written label maps."""
+            progress: ProgressCallback | None = None, modalities: tuple[str, ...] = ("CT",)) -> list[Path]:
+    """Segment a scan, or every scan and DICOM series in a folder tree; returns the written label maps."""
     model = model if isinstance(model, LoadedModel) else load_model(model)
     require_kind(model, "segmentation", "fine-tune it first (`pgl finetune --init MODEL ...`).")
     if not 0 <= overlap < 1:
@@ -184,13 +188,13 @@ def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Pa
                                           f"predictions would be wrong; --tta is ignored.")
     input, output = Path(input), Path(output)
     if input.is_dir():
-        inputs = list_scans(input)
+        inputs = list_scans(input, modalities, exclude=(output,))
     elif is_scan_file(input):
         inputs = [input]
     else:
         raise PGLError(f"{input}: no such scan or folder ({', '.join(SCAN_SUFFIXES)}).")
     outputs = output_paths(inputs, input, output)
-    clash = [str(o) for i, o in zip(inputs, outputs) if o.resolve() == i.resolve()]
+    clash = [str(o) for i, o in zip(inputs, outputs) if isinstance(i, Path) and o.resolve() == i.resolve()]
     if clash:
         raise PGLError(f"{clash[0]}: the output would overwrite the input scan; choose another --output.")
     torch_device = resolve_device(device)

@@ -45,3 +45,24 @@ class PGLPretrainLogic:
         if not wait:
             return job
         return wait_for(job, onEvent, then=lambda done: done.get("model_dir", outputDir))
+
+    def scan_list(self, folder: str, wait: bool = False, onEvent: Callable[[dict], None] | None = None):
+        """What pretraining would use from `folder` (scan files and DICOM series, searched recursively) and what
+        it skips, why: wait=True returns the engine's listing (dict with counts, scans, skipped), else the job."""
+        if not folder or not Path(folder).is_dir():
+            raise ValueError(f"Choose the folder of scans to pretrain on (got {folder!r}).")
+        job = start_engine("scan-list", ["--images", folder], "cpu", self.job_class)
+        return wait_for(job, onEvent) if wait else job
+
+
+def describe_listing(listing: dict) -> str:
+    """'12 scan(s) will be used (2 files, 10 DICOM series); 3 skipped: ...' for the panel."""
+    counts = listing.get("counts", {})
+    text = (f"{counts.get('scans', 0)} scan(s) will be used ({counts.get('files', 0)} file(s), "
+            f"{counts.get('series', 0)} DICOM series); {counts.get('skipped', 0)} skipped")
+    skipped = listing.get("skipped", [])
+    if skipped:
+        text += ":\n" + "\n".join(f"  {s['what']}: {s['reason']}" for s in skipped[:5])
+        text += f"\n  ... and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    return text
+

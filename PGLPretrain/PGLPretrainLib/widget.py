@@ -1,13 +1,14 @@
 """The PGL Pretrain panel: GUI wiring only; the work is in logic.py, the job display in PGLCommon."""
 from __future__ import annotations
 
+import qt
 import slicer
 
 from PGLCommon.dependencies import DependencyError, ensure_dependencies
-from PGLCommon.job_monitor import DEVICES, JobMonitor
+from PGLCommon.job_monitor import DEVICES, JobMonitor, orphans
 from PGLCommon.output_folders import holds_pgl_run
 
-from .logic import PGLPretrainLogic
+from .logic import PGLPretrainLogic, describe_listing
 
 METHODS = {"PGL (local, prior-guided)": "pgl", "BYOL (global baseline)": "byol"}
 
@@ -25,6 +26,16 @@ class PretrainPanel:
                                   "Start", self.on_finished)
         self.ui.startButton.connect("clicked()", self.on_start_or_cancel)
         self.ui.modelFolderLabel.text = ""
+        self.ui.scanCountLabel.text = ""
+        self.survey_job = None  # the engine listing the chosen folder (scan files, DICOM series, skipped)
+        self.survey_delay = qt.QTimer()  # typing a path changes it per key: list once the user paused
+        self.survey_delay.setSingleShot(True)
+        self.survey_delay.setInterval(500)
+        self.survey_delay.connect("timeout()", self.survey_folder)
+        self.survey_timer = qt.QTimer()
+        self.survey_timer.setInterval(200)
+        self.survey_timer.connect("timeout()", self.poll_survey)
+        self.ui.scansPathLineEdit.connect("currentPathChanged(QString)", lambda *args: self.survey_delay.start())
         # no scene observer: pretraining reads files only, so a scene close leaves a long run alone
 
     def settings(self) -> dict:
@@ -60,6 +71,43 @@ class PretrainPanel:
         elif state.state == "failed":
             self.report(state.message)
 
+    # --- what the folder holds ------------------------------------------------------------------------
+    def survey_folder(self) -> None:
+        """List the chosen folder with the engine (in the background): how many scans and series will be used."""
+        self.stop_survey()
+        folder = self.ui.scansPathLineEdit.currentPath
+        try:
+            self.survey_job = self.logic.scan_list(folder)
+        except (ValueError, OSError) as e:
+            self.ui.scanCountLabel.text = str(e) if folder else ""
+            return
+        self.ui.scanCountLabel.text = "Looking for scans and DICOM series..."
+        self.survey_timer.start()
+
+    def poll_survey(self) -> None:
+        job = self.survey_job
+        if job is None:
+            return
+        listing = None
+        for event in job.poll():
+            if event.get("event") == "done":
+                listing = event
+            elif event.get("event") == "error":
+                self.ui.scanCountLabel.text = event.get("message", "")
+        if listing is not None:
+            self.ui.scanCountLabel.text = describe_listing(listing)
+        if job.finished():
+            self.stop_survey()
+
+    def stop_survey(self) -> None:
+        self.survey_timer.stop()
+        if self.survey_job is not None:
+            job, self.survey_job = self.survey_job, None
+            if job.finished():
+                job.release()
+            else:
+                orphans.adopt(job)
+
     def report(self, message: str) -> None:
         self.monitor.fail(message)
         if self.show_errors:
@@ -67,4 +115,6 @@ class PretrainPanel:
 
     def shutdown(self) -> None:
         """Module reload or application exit: a running job is cancelled without waiting (checkpoint kept)."""
+        self.survey_delay.stop()
+        self.stop_survey()
         self.monitor.shutdown()

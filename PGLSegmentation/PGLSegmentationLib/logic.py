@@ -4,6 +4,9 @@ Console use (the GUI keeps running while these wait):
     logic = PGLSegmentationLogic()
     modelDir = logic.finetune([volume], [segmentation], "/models/liver", init="/models/pgl", wait=True)
     segmentationNode = logic.segment(volume, modelDir)
+    # correct segmentationNode in the Segment Editor, then teach the model from the correction:
+    refinedDir = logic.refine(volume, segmentationNode, modelDir, steps=100, wait=True)
+    logic.segment(volume, refinedDir, into=segmentationNode)
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Callable, Sequence
 
 from PGLCommon.engine_runs import start_engine, wait_for
 from PGLCommon.jobs import EngineJob
+from PGLCommon.model_info import label_names, next_free_folder, read_model_metadata
 from PGLCommon.output_folders import is_model_folder, same_folder
 from PGLCommon.nodes import NodeError, export_labels, load_segmentation, read_label_table, write_volume
 from PGLCommon.sample_data import load_sample_case, write_sample_data
@@ -99,6 +103,21 @@ class PGLSegmentationLogic:
         self.remember(modelDir)
         return modelDir
 
+    def refine(self, volume, correctedSegmentation, model: str, steps: int = 100, earlierPairs: Sequence = (),
+               outputDir: str | None = None, device: str = "auto", extraArgs: Sequence[str] = (), wait: bool = False,
+               onEvent: Callable[[dict], None] | None = None):
+        """Teach `model` from a corrected segmentation of `volume` (beside `earlierPairs` of (volume,
+        segmentation)): a short fine-tuning that continues the model, head included, into a new folder
+        (`<model> refined N` unless outputDir is given; the model is never replaced). Returns the new model folder
+        (wait=True) or the running job."""
+        names = label_names(read_model_metadata(model))
+        if not names:
+            raise NodeError(f"{model}: is not a PGL segmentation model; fine-tune one first.")
+        pairs = [(v, s) for v, s in earlierPairs if v is not volume or s is not correctedSegmentation]
+        return self.finetune([*(v for v, _ in pairs), volume], [*(s for _, s in pairs), correctedSegmentation],
+                             outputDir or next_free_folder(model), segmentNames=names, init=model, steps=steps,
+                             device=device, extraArgs=extraArgs, wait=wait, onEvent=onEvent)
+
     def remember(self, modelDir: str) -> None:
         if modelDir in self.models:
             self.models.remove(modelDir)
@@ -126,17 +145,19 @@ class PGLSegmentationLogic:
         return job
 
     @staticmethod
-    def segment_result(volumeNode, job, name: str | None = None):
-        """The new segmentation node from a finished segmentation job's files."""
+    def segment_result(volumeNode, job, name: str | None = None, into=None):
+        """The segmentation node from a finished segmentation job's files: a new one, or `into` with its segments
+        replaced."""
         table = read_label_table(job.work / "output.labels.json")
-        return load_segmentation(job.work / "output.nii.gz", table, name or f"{volumeNode.GetName()} PGL", volumeNode)
+        return load_segmentation(job.work / "output.nii.gz", table, name or f"{volumeNode.GetName()} PGL", volumeNode,
+                                 into=into)
 
     def segment(self, volumeNode, modelDir: str, largestComponent: bool = False, device: str = "auto",
-                onEvent: Callable[[dict], None] | None = None):
-        """Segment a volume node and return the new vtkMRMLSegmentationNode (blocks, GUI alive; EngineError on
-        failure)."""
+                onEvent: Callable[[dict], None] | None = None, into=None):
+        """Segment a volume node and return the vtkMRMLSegmentationNode (new, or `into` with its segments
+        replaced); blocks with the GUI alive; EngineError on failure."""
         job = self.start_segment(volumeNode, modelDir, largestComponent, device)
-        return wait_for(job, onEvent, then=lambda done: self.segment_result(volumeNode, job))
+        return wait_for(job, onEvent, then=lambda done: self.segment_result(volumeNode, job, into=into))
 
     # --- sample data --------------------------------------------------------------------------------------
     def sample_data(self, folder: str, count: int = 4, wait: bool = True,

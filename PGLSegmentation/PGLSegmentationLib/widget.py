@@ -7,10 +7,12 @@ import tempfile
 import qt
 import slicer
 
+from PGLCommon.agreement import describe_change, dice_by_name
 from PGLCommon.dependencies import DependencyError, ensure_dependencies
 from PGLCommon.engine_runs import EngineError
 from PGLCommon.job_monitor import DEVICES, JobMonitor
-from PGLCommon.nodes import NodeError
+from PGLCommon.model_info import describe_model, label_names, read_model_metadata
+from PGLCommon.nodes import NodeError, label_array
 from PGLCommon.output_folders import holds_pgl_run, is_model_folder
 
 from .logic import PGLSegmentationLogic, segment_names
@@ -43,6 +45,11 @@ class SegmentationPanel:
         self.segment_monitor = JobMonitor(self.ui.applyButton, self.ui.segmentProgressBar,
                                           self.ui.segmentStatusLabel, self.ui.segmentLogTextEdit, "Apply",
                                           self.on_segment_finished)
+        self.refine_monitor = JobMonitor(self.ui.refineButton, self.ui.refineProgressBar, self.ui.refineStatusLabel,
+                                         self.ui.refineLogTextEdit, "Refine", self.on_refine_finished)
+        self.segment_model = ""
+        self.last_result: dict | None = None  # the latest result: volume, segmentation, model, labels as applied
+        self.refine_round: dict = {}  # the refine in progress: phase, correction, Dice before
         for model in settings_list(slicer.app.settings().value(MODELS_SETTING)):
             if is_model_folder(model):
                 self.logic.remember(model)
@@ -54,9 +61,11 @@ class SegmentationPanel:
         self.ui.applyButton.connect("clicked()", self.on_apply)
         self.ui.browseModelButton.connect("clicked()", self.browse_model)
         self.ui.sampleDataButton.connect("clicked()", self.on_sample_data)
+        self.ui.refineButton.connect("clicked()", self.on_refine)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.show_model_info)
+        self.show_model_info()
         # a scene close takes the volume a segmentation result belongs to; fine-tuning uses files and goes on
-        self.scene_observer = slicer.mrmlScene.AddObserver(slicer.mrmlScene.StartCloseEvent,
-                                                           lambda *args: self.segment_monitor.cancel())
+        self.scene_observer = slicer.mrmlScene.AddObserver(slicer.mrmlScene.StartCloseEvent, self.on_scene_close)
 
     # --- pairs and segments -------------------------------------------------------------------------------
     def add_pair(self) -> None:
@@ -134,6 +143,18 @@ class SegmentationPanel:
         for model in reversed(self.logic.models):
             self.ui.modelComboBox.addItem(os.path.basename(model.rstrip("/")) or model, model)
 
+    def chosen_model(self) -> str:
+        return self.ui.modelComboBox.itemData(self.ui.modelComboBox.currentIndex) or ""
+
+    def show_model_info(self, *args) -> None:
+        """What the chosen model was trained from, its validation Dice, and warnings."""
+        model = self.chosen_model()
+        if not model:
+            self.ui.modelInfoLabel.text = ""
+            return
+        text, warnings = describe_model(model)
+        self.ui.modelInfoLabel.text = text + "".join(f"\nWarning: {w}" for w in warnings)
+
     def browse_model(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(None, "PGL model folder")
         if folder:
@@ -144,7 +165,7 @@ class SegmentationPanel:
         if self.segment_monitor.busy:
             self.segment_monitor.cancel()
             return
-        model = self.ui.modelComboBox.itemData(self.ui.modelComboBox.currentIndex) or ""
+        model = self.chosen_model()
         volume = self.ui.inputVolumeSelector.currentNode()
         try:
             ensure_dependencies()
@@ -153,7 +174,7 @@ class SegmentationPanel:
         except (DependencyError, NodeError, OSError) as e:
             self.report(self.segment_monitor, str(e))
             return
-        self.segment_volume_id = volume.GetID()
+        self.segment_volume_id, self.segment_model = volume.GetID(), model
         self.segment_monitor.start(job)
 
     def on_segment_finished(self, state, job) -> None:
@@ -167,9 +188,84 @@ class SegmentationPanel:
         except (NodeError, OSError, ValueError) as e:
             self.report(self.segment_monitor, str(e))
             return
+        self.show_result(volume, node, self.segment_model)
+
+    def show_result(self, volume, node, model: str) -> None:
+        """Show a segmentation result and remember it as it came from the model (Refine compares against it)."""
         if self.ui.show3DCheckBox.checked:
             node.CreateClosedSurfaceRepresentation()
         slicer.util.setSliceViewerLayers(background=volume)
+        names = label_names(read_model_metadata(model))
+        try:
+            labels, _ = label_array(node, names, volume)
+        except NodeError:
+            labels = None
+        self.last_result = {"volume": volume.GetID(), "segmentation": node.GetID(), "model": model, "names": names,
+                            "labels": labels}
+
+    # --- refine -------------------------------------------------------------------------------------------
+    def on_refine(self) -> None:
+        """Learn from the corrected result: fine-tune the model further, then segment the volume again."""
+        if self.refine_monitor.busy:
+            self.refine_monitor.cancel()
+            return
+        result = self.last_result or {}
+        volume = slicer.mrmlScene.GetNodeByID(result.get("volume", ""))
+        segmentation = slicer.mrmlScene.GetNodeByID(result.get("segmentation", ""))
+        if volume is None or segmentation is None:
+            self.report(self.refine_monitor, "Apply a model to a volume first, correct the result in the Segment "
+                                             "Editor, then press Refine.")
+            return
+        pairs = [(slicer.mrmlScene.GetNodeByID(v), slicer.mrmlScene.GetNodeByID(s)) for v, s in self.pairs]
+        try:
+            corrected, _ = label_array(segmentation, result["names"], volume)
+            ensure_dependencies()
+            job = self.logic.refine(volume, segmentation, result["model"], steps=self.ui.refineStepsSpinBox.value,
+                                    earlierPairs=[(v, s) for v, s in pairs if v is not None and s is not None],
+                                    device=DEVICES[self.ui.deviceComboBox.currentText], wait=False)
+        except (DependencyError, NodeError, EngineError, OSError) as e:
+            self.report(self.refine_monitor, str(e))
+            return
+        before = dice_by_name(result["labels"], corrected, result["names"]) if result["labels"] is not None else None
+        self.refine_round = {"phase": "train", "corrected": corrected, "before": before}
+        self.ui.refineDiceLabel.text = ""
+        self.refine_monitor.start(job)
+
+    def on_refine_finished(self, state, job) -> None:
+        result, round_ = self.last_result or {}, self.refine_round
+        volume = slicer.mrmlScene.GetNodeByID(result.get("volume", ""))
+        segmentation = slicer.mrmlScene.GetNodeByID(result.get("segmentation", ""))
+        if state.state != "done" or volume is None:
+            if state.state == "failed" and self.show_errors:
+                slicer.util.errorDisplay(state.message, windowTitle="PGL refine")
+            self.refine_round = {}
+            return
+        if round_.get("phase") == "train":
+            model = state.result.get("model_dir", "")
+            self.logic.remember(model)
+            slicer.app.settings().setValue(MODELS_SETTING, self.logic.models[-20:])
+            self.refresh_models()
+            try:
+                next_job = self.logic.start_segment(volume, model, self.ui.largestComponentCheckBox.checked,
+                                                    DEVICES[self.ui.deviceComboBox.currentText])
+            except (NodeError, OSError) as e:
+                self.report(self.refine_monitor, str(e))
+                return
+            round_.update(phase="segment", model=model)
+            self.refine_monitor.start(next_job)
+            return
+        into = segmentation if self.ui.refineReplaceCheckBox.checked else None
+        try:
+            node = self.logic.segment_result(volume, job, into=into)
+        except (NodeError, OSError, ValueError) as e:
+            self.report(self.refine_monitor, str(e))
+            return
+        self.show_result(volume, node, round_["model"])
+        after = dice_by_name(self.last_result["labels"], round_["corrected"], self.last_result["names"]) \
+            if self.last_result["labels"] is not None else None
+        if round_.get("before") is not None and after is not None:
+            self.ui.refineDiceLabel.text = describe_change(round_["before"], after)
+        self.refine_round = {}
 
     # --- sample data -------------------------------------------------------------------------------------
     def on_sample_data(self) -> None:
@@ -194,8 +290,15 @@ class SegmentationPanel:
         if self.show_errors:
             slicer.util.errorDisplay(message, windowTitle="PGL Segmentation")
 
+    def on_scene_close(self, *args) -> None:
+        """The scene's volumes go: cancel what reads or writes them; fine-tuning uses files and goes on."""
+        self.segment_monitor.cancel()
+        self.refine_monitor.cancel()
+        self.last_result = None
+
     def shutdown(self) -> None:
         """Module reload or application exit: running jobs are cancelled without waiting."""
         self.finetune_monitor.shutdown()
         self.segment_monitor.shutdown()
+        self.refine_monitor.shutdown()
         slicer.mrmlScene.RemoveObserver(self.scene_observer)

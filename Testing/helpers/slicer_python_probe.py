@@ -1,6 +1,6 @@
 """Run under another Python (the ones Slicer embeds): import the engine and the Slicer-side code, parse every
 `pgl <command> --help`. torch and MONAI are stood in for (too heavy to install per Python); so are the Slicer
-application modules. numpy, scipy, SimpleITK, nibabel, tqdm and safetensors are real; psutil is absent on purpose,
+application modules. numpy, scipy, SimpleITK, pydicom, nibabel, tqdm and safetensors are real; psutil is absent on purpose,
 as in Slicer's Python. Prints one JSON line: what was imported and which commands parsed; exits 1 on any failure.
 """
 import contextlib

@@ -1,0 +1,59 @@
+"""What a model folder says about itself, for the panel: labels, what it was trained from, validation, warnings.
+Read from pgl_model.json only (no torch, no weights)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .output_folders import MODEL_FILE
+
+
+def read_model_metadata(model_dir: str) -> dict:
+    try:
+        data = json.loads((Path(model_dir) / MODEL_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def label_names(metadata: dict) -> list[str]:
+    """The model's label names in label-value order (value 1 first)."""
+    labels = metadata.get("labels") or {}
+    return [labels[k]["name"] for k in sorted(labels, key=int)]
+
+
+def describe_model(model_dir: str) -> tuple[str, list[str]]:
+    """(one paragraph on the model, warnings a user should see before trusting it)."""
+    meta = read_model_metadata(model_dir)
+    if not meta:
+        return f"{model_dir}: no PGL model here.", []
+    if meta.get("kind") != "segmentation":
+        return f"{Path(model_dir).name}: a pretrained model ({meta.get('method', '?')}); fine-tune it first.", []
+    init = meta.get("init") or {}
+    start = "random initialisation" if init.get("path", "none") == "none" else \
+        f"{'continued from' if init.get('transfer') == 'continued' else 'initialised from'} {Path(init['path']).name}" \
+        f" ({init.get('method') or init.get('kind', '?')})"
+    cases = meta.get("cases") or []
+    steps = (meta.get("training") or {}).get("steps", "?")
+    lineage = meta.get("lineage") or []
+    parts = [f"Labels: {', '.join(label_names(meta)) or 'none'}.",
+             f"Trained from {start} on {len(cases) or meta.get('num_scans', '?')} case(s)"
+             + (f" ({', '.join(cases[:6])}{', ...' if len(cases) > 6 else ''})" if cases else "")
+             + f", {steps} steps" + (f"; round {len(lineage)} of refinement" if len(lineage) > 1 else "") + "."]
+    validation = meta.get("validation")
+    parts.append(f"Validation Dice {validation['dice']:.3f} (step {validation['step']})." if validation and
+                 validation.get("dice") is not None and validation["dice"] >= 0 else "No validation case.")
+    warnings = []
+    if (len(cases) or meta.get("num_scans")) == 1:
+        warnings.append("Trained on one scan only: expect it to fail on scans unlike that one; add pairs.")
+    return " ".join(parts), warnings
+
+
+def next_free_folder(model_dir: str, word: str = "refined") -> str:
+    """`<model> refined 1`, `<model> refined 2`, ...: the first that does not exist (a new model never replaces
+    one)."""
+    base = str(model_dir).rstrip("/\\")
+    n = 1
+    while Path(f"{base} {word} {n}").exists():
+        n += 1
+    return f"{base} {word} {n}"
