@@ -30,14 +30,14 @@ def describe_model(model_dir: str) -> tuple[str, list[str]]:
     if meta.get("kind") != "segmentation":
         return f"{Path(model_dir).name}: a pretrained model ({meta.get('method', '?')}); fine-tune it first.", []
     init = meta.get("init") or {}
-    start = "random initialisation" if init.get("path", "none") == "none" else \
-        f"{'continued from' if init.get('transfer') == 'continued' else 'initialised from'} {Path(init['path']).name}" \
+    start = "Trained from random initialisation" if init.get("path", "none") == "none" else \
+        f"{'Continued from' if init.get('transfer') == 'continued' else 'Initialised from'} {Path(init['path']).name}" \
         f" ({init.get('method') or init.get('kind', '?')})"
     cases = meta.get("cases") or []
     steps = (meta.get("training") or {}).get("steps", "?")
     lineage = meta.get("lineage") or []
     parts = [f"Labels: {', '.join(label_names(meta)) or 'none'}.",
-             f"Trained from {start} on {len(cases) or meta.get('num_scans', '?')} case(s)"
+             f"{start}, on {len(cases) or meta.get('num_scans', '?')} case(s)"
              + (f" ({', '.join(cases[:6])}{', ...' if len(cases) > 6 else ''})" if cases else "")
              + f", {steps} steps" + (f"; round {len(lineage)} of refinement" if len(lineage) > 1 else "") + "."]
     validation = meta.get("validation")

@@ -33,6 +33,10 @@ class TinySegmentationLogic(PGLSegmentationLogic):
         return super().finetune(*args, patchSize=(32, 32, 16), spacing=(6.0, 6.0, 8.0), init=init,
                                 extraArgs=[*network, *TINY_FINETUNE, "--cache-dir", self.cache, *extraArgs], **kwargs)
 
+    def check_pretraining(self, *args, extraArgs=(), **kwargs):
+        return super().check_pretraining(*args, extraArgs=["--patch-size", "16", "--cache-dir", self.cache,
+                                                           *extraArgs], **kwargs)
+
 
 def click(harness, button) -> float:
     """Click like a user and return how long the click's slot kept the event loop (ms)."""
@@ -41,3 +45,12 @@ def click(harness, button) -> float:
     elapsed = (time.perf_counter() - start) * 1000
     harness.process_events()
     return elapsed
+
+
+def replace_segments(target, source) -> None:
+    """What a user's correction in the Segment Editor amounts to here: the target's segments become the source's."""
+    segmentation = target.GetSegmentation()
+    segmentation.RemoveAllSegments()
+    truth = source.GetSegmentation()
+    for i in range(truth.GetNumberOfSegments()):
+        segmentation.CopySegmentFromSegmentation(truth, truth.GetNthSegmentID(i))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from conftest import STALL_LIMIT_MS
-from panel_helpers import TinySegmentationLogic, click
+from panel_helpers import TinySegmentationLogic, click, replace_segments
 from slicer_harness import Heartbeat
 
 from PGLCommon.sample_data import load_sample_case
@@ -66,7 +66,7 @@ def test_pairs_segments_finetune_and_apply(slicer_app, panel, cohort, seg_model,
     job = panel.finetune_monitor.job
     assert ui.finetuneButton.text == "Cancel" and "--overwrite" not in job.args
     exported = job.cleanup[-1]
-    assert sorted(p.name for p in (exported / "labels").iterdir()) == ["case_000.nii.gz", "case_001.nii.gz"]
+    assert sorted(p.name for p in (exported / "labels").iterdir()) == ["phantom_000.nii.gz", "phantom_001.nii.gz"]
     slicer_app.wait_until(lambda: panel.finetune_monitor.state.state == "done", 240, "fine-tuning")
     finetune_stall = beat.stop()
     assert not exported.exists()  # the exported training data went with the job
@@ -169,15 +169,6 @@ def test_sample_data_button_loads_a_case(slicer_app, panel, tmp_path):
     assert not slicer_app.shown()
 
 
-def replace_segments(target, source) -> None:
-    """What a user's correction in the Segment Editor amounts to here: the target's segments become the source's."""
-    segmentation = target.GetSegmentation()
-    segmentation.RemoveAllSegments()
-    truth = source.GetSegmentation()
-    for i in range(truth.GetNumberOfSegments()):
-        segmentation.CopySegmentFromSegmentation(truth, truth.GetNthSegmentID(i))
-
-
 def test_apply_correct_refine_continues_the_model_and_segments_again_into_the_same_node(slicer_app, panel, cohort,
                                                                                           seg_model):
     ui = panel.ui
@@ -186,7 +177,7 @@ def test_apply_correct_refine_continues_the_model_and_segments_again_into_the_sa
     volume, truth = load_sample_case(str(cohort), slicer_app.scene, 2)
     slicer_app.folder_answers.append(str(seg_model))
     click(slicer_app, ui.browseModelButton)
-    assert "Trained from random initialisation on 2 case(s) (phantom_000, phantom_001), 250 steps" in \
+    assert "Trained from random initialisation, on 2 case(s) (phantom_000, phantom_001), 250 steps" in \
         ui.modelInfoLabel.text
     ui.inputVolumeSelector.setCurrentNode(volume)
     ui.show3DCheckBox.checked = False
@@ -202,11 +193,12 @@ def test_apply_correct_refine_continues_the_model_and_segments_again_into_the_sa
     slicer_app.wait_until(lambda: panel.refine_monitor.state.state == "done" and not panel.refine_round, 300,
                           "refine: fine-tuning, then segmenting again")
     stall = beat.stop()
-    refined = f"{seg_model} refined 1"
+    refined = ui.modelComboBox.itemData(ui.modelComboBox.currentIndex)  # the new model, chosen for the next round
+    assert re.fullmatch(re.escape(f"{seg_model} refined ") + r"\d+", refined)  # beside the model, which is kept
     metadata = json.loads((Path(refined) / "pgl_model.json").read_text())
     assert metadata["init"]["transfer"] == "continued" and [e["steps"] for e in metadata["lineage"]] == [250, 15]
-    assert ui.modelComboBox.itemData(ui.modelComboBox.currentIndex) == refined
-    assert "continued from" in ui.modelInfoLabel.text and "Trained on one scan only" in ui.modelInfoLabel.text
+    info = ui.modelInfoLabel.text
+    assert "Continued from model (finetune), on 1 case(s) (phantom_002)" in info and "Trained on one scan only" in info
     results = [n for n in slicer_app.scene.GetNodesByClass("vtkMRMLSegmentationNode") if n.GetName().endswith("PGL")]
     assert results == [result] and result.GetSegmentation().GetNumberOfSegments() >= 1  # the same node, refilled
     before, after = [float(v) for v in re.findall(r"(\d\.\d\d) -> (\d\.\d\d) \(", ui.refineDiceLabel.text)[0]]
@@ -214,3 +206,33 @@ def test_apply_correct_refine_continues_the_model_and_segments_again_into_the_sa
     assert 0 <= before < 1 and 0 <= after <= 1 and stall < STALL_LIMIT_MS
     assert slicer_app.shown() == ["Apply a model to a volume first, correct the result in the Segment Editor, then "
                                   "press Refine."]  # the early press only
+
+
+def test_check_the_pretraining_compares_random_and_pretrained_init_on_the_listed_pairs(slicer_app, panel, cohort,
+                                                                                       tmp_path):
+    from conftest import tiny_config
+
+    from pgl_engine import pretrain
+
+    ui = panel.ui
+    pretrained = pretrain(tiny_config(cohort / "images", tmp_path / "pre", tmp_path / "cache", steps=2))
+    ui.initPathLineEdit.currentPath = str(pretrained)
+    cases = [load_sample_case(str(cohort), slicer_app.scene, i) for i in (0, 1)]
+    ui.trainVolumeSelector.setCurrentNode(cases[0][0])
+    ui.trainSegmentationSelector.setCurrentNode(cases[0][1])
+    click(slicer_app, ui.addPairButton)
+    click(slicer_app, ui.checkButton)
+    assert "Add at least two (volume, segmentation) pairs" in ui.checkStatusLabel.text
+    ui.trainVolumeSelector.setCurrentNode(cases[1][0])
+    ui.trainSegmentationSelector.setCurrentNode(cases[1][1])
+    click(slicer_app, ui.addPairButton)
+    set_checked(panel, ["liver", "spleen"])
+    ui.finetuneStepsSpinBox.value = 2
+    beat = Heartbeat().start()
+    click(slicer_app, ui.checkButton)
+    assert ui.checkButton.text == "Cancel"
+    slicer_app.wait_until(lambda: panel.check_monitor.state.state == "done", 300, "the pretraining check")
+    assert beat.stop() < STALL_LIMIT_MS
+    text = ui.checkResultLabel.text
+    assert text.startswith("Pretrained minus random init:")
+    assert "over 4 paired run(s) (2 held-out cases x 2 seeds, 2 steps each)" in text

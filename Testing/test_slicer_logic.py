@@ -1,8 +1,12 @@
 """Module logics on a real MRML scene (slicer-core): fine-tune through the logic, segment, check the node."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import vtk
 from conftest import ORGANS
+from panel_helpers import replace_segments
 from PGLSegmentationLib import PGLSegmentationLogic
 
 from pgl_engine.evaluate import dice_per_label
@@ -89,7 +93,7 @@ def test_segmentation_drawn_on_another_grid_is_exported_on_the_volume(mrml, coho
     segmentation = load_segmentation(tmp_path / "coarse.nii.gz", table, "coarse seg", volume)
     names, warnings = PGLSegmentationLogic().export_training_data([volume], [segmentation], ["liver", "spleen"],
                                                                   tmp_path / "data")
-    image, label = nib.load(tmp_path / "data/images/case_000.nii.gz"), nib.load(tmp_path / "data/labels/case_000.nii.gz")
+    image, label = nib.load(tmp_path / "data/images/CT.nii.gz"), nib.load(tmp_path / "data/labels/CT.nii.gz")
     assert image.shape == label.shape and np.allclose(image.affine, label.affine, atol=1e-4)
     assert names == ["liver", "spleen"] and set(np.unique(np.asarray(label.dataobj))) == {0, 1, 2}
     truth = np.asarray(nib.load(cohort / "labels" / "phantom_000.nii.gz").dataobj)
@@ -142,3 +146,28 @@ def test_exports_leave_no_helper_nodes_and_results_follow_the_volume_transform(m
     result = load_segmentation(cohort / "labels" / "phantom_000.nii.gz", table, "result", volume)
     assert result.GetTransformNodeID() == transform.GetID()
     assert mrml.scene.GetNumberOfNodes() == before + 2  # the segmentation and its display node
+
+
+def test_refine_from_the_console_continues_the_model_and_refills_the_node(mrml, cohort, seg_model, tmp_path):
+    volume, truth = phantom_pair(mrml, cohort, 2)
+    logic = PGLSegmentationLogic()
+    result = logic.segment(volume, str(seg_model), device="cpu")
+    replace_segments(result, truth)
+    refined = logic.refine(volume, result, str(seg_model), steps=3, device="cpu",
+                           extraArgs=["--workers", "0", "--cache-dir", str(tmp_path / "cache")], wait=True)
+    assert refined.startswith(f"{seg_model} refined ") and logic.models[-1] == refined
+    assert Path(f"{seg_model}/pgl_model.json").is_file()  # the model refined is kept
+    metadata = json.loads((Path(refined) / "pgl_model.json").read_text())
+    assert metadata["init"]["transfer"] == "continued" and metadata["lineage"][-1]["cases"] == ["CT_2"]
+    nodes = mrml.scene.GetNumberOfNodes()
+    assert logic.segment(volume, refined, device="cpu", into=result) is result
+    assert mrml.scene.GetNumberOfNodes() == nodes and result.GetSegmentation().GetNumberOfSegments() >= 3
+    with pytest.raises(NodeError, match="is not a PGL segmentation model"):
+        logic.refine(volume, result, str(tmp_path), wait=True)
+
+
+def test_exported_cases_are_named_after_their_volumes_uniquely(mrml, cohort):
+    from PGLSegmentationLib.logic import case_names
+
+    volumes = [mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name) for name in ("CT 1", "CT_1", "ct/1", "..")]
+    assert case_names(volumes) == ["CT_1", "CT_1_2", "ct_1_3", "case"]

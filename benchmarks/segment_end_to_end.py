@@ -37,21 +37,25 @@ from pgl_engine.training import resolve_device
 SHAPE, SPACING = (512, 512, 200), (0.78, 0.78, 2.5)
 
 
-def make_input(path: Path) -> None:
-    """A phantom resampled onto the benchmark grid (centred, axis-aligned RAS)."""
+def make_input(path: Path, labels_path: Path | None = None) -> None:
+    """A phantom resampled onto the benchmark grid (centred, axis-aligned RAS); its label map too if asked."""
     case = make_phantom(7, spacing_scale=1.0)
-    src = sitk.GetImageFromArray(case.image.transpose(2, 1, 0))
-    src.SetSpacing(tuple(float(v) for v in np.diag(case.affine)[:3]))
-    src.SetOrigin(tuple(float(v) for v in case.affine[:3, 3] * np.array([-1, -1, 1])))
-    src.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
     ref = sitk.Image(SHAPE, sitk.sitkInt16)
     ref.SetSpacing(SPACING)
     ref.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
     ref.SetOrigin(tuple(-(np.array(SHAPE) - 1) / 2 * np.array(SPACING) * np.array([-1, -1, 1])))
-    out = sitk.GetArrayFromImage(sitk.Resample(src, ref, sitk.Transform(), sitk.sitkLinear, -1024))
     affine = np.diag([*SPACING, 1.0])
     affine[:3, 3] = -(np.array(SHAPE) - 1) / 2 * np.array(SPACING)
-    nib.save(nib.Nifti1Image(out.transpose(2, 1, 0).astype(np.int16), affine), str(path))
+    outputs = [(case.image, path, sitk.sitkLinear, -1024, np.int16)]
+    if labels_path is not None:
+        outputs.append((case.labels, labels_path, sitk.sitkNearestNeighbor, 0, np.uint8))
+    for array, target, interpolator, fill, dtype in outputs:
+        src = sitk.GetImageFromArray(array.transpose(2, 1, 0))
+        src.SetSpacing(tuple(float(v) for v in np.diag(case.affine)[:3]))
+        src.SetOrigin(tuple(float(v) for v in case.affine[:3, 3] * np.array([-1, -1, 1])))
+        src.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
+        out = sitk.GetArrayFromImage(sitk.Resample(src, ref, sitk.Transform(), interpolator, fill))
+        nib.save(nib.Nifti1Image(out.transpose(2, 1, 0).astype(dtype), affine), str(target))
 
 
 def make_model(path: Path, spacing, patch) -> None:

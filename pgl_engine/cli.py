@@ -1,4 +1,5 @@
-"""`pgl` command line: phantom | pretrain | finetune | segment | evaluate | scan-list | compare | demo."""
+"""`pgl` command line: phantom | pretrain | finetune | segment | evaluate | scan-list | compare | check-pretraining
+| demo."""
 from __future__ import annotations
 
 import argparse
@@ -96,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--finetune-option", action="append", default=[], metavar="KEY=VALUE",
                     help="extra fine-tuning option for every run, e.g. transfer=encoder")
     add_progress_option(cp)
+
+    from .pretraining_check import CheckConfig
+
+    ck = sub.add_parser("check-pretraining", help="did a pretrained model help on your labelled scans? (paired, "
+                                                   "leave-one-case-out)")
+    add_dataclass_options(ck, CheckConfig)
+    add_progress_option(ck)
 
     dm = sub.add_parser("demo", help="the quick-start job: phantoms -> pretrain -> fine-tune -> segment -> report")
     dm.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
@@ -201,6 +209,12 @@ def run_compare(args, progress) -> None:
     show(args, report.read_text())
 
 
+def run_check(args, progress) -> None:
+    from .pretraining_check import CheckConfig, check_pretraining
+
+    show(args, check_pretraining(dataclass_from_args(CheckConfig, args), progress)["text"])
+
+
 def run_demo(args, progress) -> None:
     from .experiment import demo
 
@@ -210,7 +224,8 @@ def run_demo(args, progress) -> None:
 
 
 COMMANDS = {"phantom": run_phantom, "pretrain": run_pretrain, "finetune": run_finetune, "segment": run_segment,
-            "evaluate": run_evaluate, "scan-list": run_scan_list, "compare": run_compare, "demo": run_demo}
+            "evaluate": run_evaluate, "scan-list": run_scan_list, "compare": run_compare,
+            "check-pretraining": run_check, "demo": run_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

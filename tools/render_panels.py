@@ -3,7 +3,7 @@
     .venv/bin/python tools/render_panels.py [OUT_DIR]     (default: docs/images; about 2 minutes on 2 cores)
 
 Writes pretrain_idle, pretrain_running, pretrain_done, pretrain_error, segmentation_idle, segmentation_running,
-segmentation_done .png, and copies segmentation_done.png to Resources/Screenshots/pgl_segmentation.png (the
+segmentation_done, segmentation_refined .png, and copies segmentation_done.png to Resources/Screenshots/pgl_segmentation.png (the
 extension's screenshot).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "Testing"), str(ROOT), str(ROOT / "PGLPretrain"), str(ROOT / "PGLSegmentation")]
 
-from panel_helpers import TinyPretrainLogic, TinySegmentationLogic  # noqa: E402
+from panel_helpers import TinyPretrainLogic, TinySegmentationLogic, replace_segments  # noqa: E402
 from slicer_harness import SlicerHarness  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def pretrain_pictures(harness, work: Path, out: Path) -> None:
 
 
 def segmentation_pictures(harness, work: Path, out: Path) -> None:
-    panel = harness.load_module("PGLSegmentation").panel
+    panel = harness.load_module("PGLSegmentation", size=(460, 1420)).panel
     panel.logic = TinySegmentationLogic(work / "cache")
     frame = harness.frames[-1]
     ui = panel.ui
@@ -68,6 +68,13 @@ def segmentation_pictures(harness, work: Path, out: Path) -> None:
     ui.applyButton.click()
     harness.wait_until(lambda: panel.segment_monitor.state.state == "done", 300, "segmentation")
     harness.render(frame, out / "segmentation_done.png")
+    # the user corrects the result (here: the truth replaces it), then presses Refine
+    result = harness.scene.GetNodesByName("phantom_000 PGL").GetItemAsObject(0)
+    replace_segments(result, ui.trainSegmentationSelector.currentNode())
+    ui.refineStepsSpinBox.value = 40
+    ui.refineButton.click()
+    harness.wait_until(lambda: panel.refine_monitor.state.state == "done" and not panel.refine_round, 600, "refine")
+    harness.render(frame, out / "segmentation_refined.png")
 
 
 def main(out: Path) -> None:

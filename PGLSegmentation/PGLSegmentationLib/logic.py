@@ -10,6 +10,7 @@ Console use (the GUI keeps running while these wait):
 """
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,6 +27,19 @@ from PGLCommon.sample_data import load_sample_case, write_sample_data
 def segment_names(segmentation_node) -> list[str]:
     segmentation = segmentation_node.GetSegmentation()
     return [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+
+
+def case_names(volumes: Sequence) -> list[str]:
+    """File-name-safe, unique names after the volume nodes: `CT 1` -> `CT_1`, a second `CT_1` -> `CT_1_2`."""
+    names, used = [], set()
+    for volume in volumes:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", volume.GetName()).strip("._") or "case"
+        name, n = base, 2
+        while name.lower() in used:
+            name, n = f"{base}_{n}", n + 1
+        used.add(name.lower())
+        names.append(name)
+    return names
 
 
 def check_pairs(volumes: Sequence, segmentations: Sequence) -> None:
@@ -46,7 +60,8 @@ class PGLSegmentationLogic:
                              folder: Path) -> tuple[list[str], list[str]]:
         """Write each (volume, segmentation) pair as images/case_i + labels/case_i on the volume's grid.
 
-        Returns the label names (value i+1 = names[i]) and warnings about segments empty on a volume.
+        Returns the label names (value i+1 = names[i]) and warnings about segments empty on a volume. Files are
+        named after the volumes (so the model's record of its cases reads like the scene).
         """
         check_pairs(volumes, segmentations)
         if names is not None and not list(names):
@@ -57,11 +72,22 @@ class PGLSegmentationLogic:
         (folder / "images").mkdir(parents=True)
         (folder / "labels").mkdir()
         warnings = []
-        for i, (volume, segmentation) in enumerate(zip(volumes, segmentations)):
-            write_volume(volume, folder / "images" / f"case_{i:03d}.nii.gz")
-            _, empty = export_labels(segmentation, names, volume, folder / "labels" / f"case_{i:03d}.nii.gz")
+        for case, volume, segmentation in zip(case_names(volumes), volumes, segmentations):
+            write_volume(volume, folder / "images" / f"{case}.nii.gz")
+            _, empty = export_labels(segmentation, names, volume, folder / "labels" / f"{case}.nii.gz")
             warnings += [f"{segmentation.GetName()}: segment {n} is empty on {volume.GetName()}" for n in empty]
         return names, warnings
+
+    def export_to_temporary_folder(self, volumes: Sequence, segmentations: Sequence, names: Sequence[str] | None,
+                                   purpose: str) -> tuple[Path, list[str], list[str]]:
+        """export_training_data into a new temporary folder (removed again if the export fails); the folder goes
+        to the job that uses it."""
+        work = Path(tempfile.mkdtemp(prefix=f"pgl_{purpose}_"))
+        try:
+            return (work, *self.export_training_data(volumes, segmentations, names, work))
+        except Exception:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
 
     def finetune(self, volumes: Sequence, segmentations: Sequence, outputDir: str,
                  segmentNames: Sequence[str] | None = None, init: str = "none", steps: int = 300,
@@ -80,12 +106,7 @@ class PGLSegmentationLogic:
             raise NodeError(f"{init}: is not a PGL model folder; choose the folder PGL Pretrain wrote, or none.")
         if init and init != "none" and same_folder(init, outputDir):
             raise NodeError(f"{outputDir}: is the initial model; choose another output folder so it is kept.")
-        work = Path(tempfile.mkdtemp(prefix="pgl_finetune_"))
-        try:
-            names, warnings = self.export_training_data(volumes, segmentations, segmentNames, work)
-        except Exception:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+        work, names, warnings = self.export_to_temporary_folder(volumes, segmentations, segmentNames, "finetune")
         args = ["--images", work / "images", "--labels", work / "labels", "--out", outputDir, "--init", init or "none",
                 "--steps", steps, "--device", device, "--label-names", *names]
         if overwrite:
@@ -117,6 +138,25 @@ class PGLSegmentationLogic:
         return self.finetune([*(v for v, _ in pairs), volume], [*(s for _, s in pairs), correctedSegmentation],
                              outputDir or next_free_folder(model), segmentNames=names, init=model, steps=steps,
                              device=device, extraArgs=extraArgs, wait=wait, onEvent=onEvent)
+
+    def check_pretraining(self, volumes: Sequence, segmentations: Sequence, init: str,
+                          segmentNames: Sequence[str] | None = None, steps: int = 100, seeds: int = 2,
+                          device: str = "auto", extraArgs: Sequence[str] = (), wait: bool = False,
+                          onEvent: Callable[[dict], None] | None = None):
+        """Did the pretrained model `init` help on these pairs? Random vs `init` fine-tuning, leave-one-case-out,
+        `seeds` paired seeds. wait=True returns the summary (its `difference` has `mean`, `ci95`, `n`); else the
+        job."""
+        check_pairs(volumes, segmentations)
+        if len(volumes) < 2:
+            raise NodeError("Add at least two (volume, segmentation) pairs: each is held out once while the others "
+                            "train.")
+        if read_model_metadata(init).get("kind") != "pretrained":
+            raise NodeError(f"{init or 'no model'}: choose the pretrained model (from PGL Pretrain) to check.")
+        work, names, _ = self.export_to_temporary_folder(volumes, segmentations, segmentNames, "check")
+        args = ["--images", work / "images", "--labels", work / "labels", "--init", init, "--out", work / "check",
+                "--steps", steps, "--seeds", seeds, "--device", device, "--label-names", *names]
+        job = start_engine("check-pretraining", [*args, *extraArgs], device, self.job_class, cleanup=[work])
+        return wait_for(job, onEvent) if wait else job
 
     def remember(self, modelDir: str) -> None:
         if modelDir in self.models:

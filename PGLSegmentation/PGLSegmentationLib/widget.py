@@ -47,6 +47,8 @@ class SegmentationPanel:
                                           self.on_segment_finished)
         self.refine_monitor = JobMonitor(self.ui.refineButton, self.ui.refineProgressBar, self.ui.refineStatusLabel,
                                          self.ui.refineLogTextEdit, "Refine", self.on_refine_finished)
+        self.check_monitor = JobMonitor(self.ui.checkButton, self.ui.checkProgressBar, self.ui.checkStatusLabel,
+                                        self.ui.checkLogTextEdit, "Check the pretraining", self.on_check_finished)
         self.segment_model = ""
         self.last_result: dict | None = None  # the latest result: volume, segmentation, model, labels as applied
         self.refine_round: dict = {}  # the refine in progress: phase, correction, Dice before
@@ -62,6 +64,7 @@ class SegmentationPanel:
         self.ui.browseModelButton.connect("clicked()", self.browse_model)
         self.ui.sampleDataButton.connect("clicked()", self.on_sample_data)
         self.ui.refineButton.connect("clicked()", self.on_refine)
+        self.ui.checkButton.connect("clicked()", self.on_check)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.show_model_info)
         self.show_model_info()
         # a scene close takes the volume a segmentation result belongs to; fine-tuning uses files and goes on
@@ -136,6 +139,31 @@ class SegmentationPanel:
             self.refresh_models()
         elif state.state == "failed" and self.show_errors:
             slicer.util.errorDisplay(state.message, windowTitle="PGL fine-tuning")
+
+    def on_check(self) -> None:
+        """Random vs the chosen pretrained model on the listed pairs, each held out once (a paired comparison)."""
+        if self.check_monitor.busy:
+            self.check_monitor.cancel()
+            return
+        volumes = [slicer.mrmlScene.GetNodeByID(v) for v, _ in self.pairs]
+        segmentations = [slicer.mrmlScene.GetNodeByID(s) for _, s in self.pairs]
+        try:
+            ensure_dependencies()
+            job = self.logic.check_pretraining(volumes, segmentations, self.ui.initPathLineEdit.currentPath,
+                                               segmentNames=self.chosen_segments(),
+                                               steps=self.ui.finetuneStepsSpinBox.value,
+                                               device=DEVICES[self.ui.deviceComboBox.currentText], wait=False)
+        except (DependencyError, NodeError, EngineError, OSError) as e:
+            self.report(self.check_monitor, str(e))
+            return
+        self.ui.checkResultLabel.text = ""
+        self.check_monitor.start(job)
+
+    def on_check_finished(self, state, job) -> None:
+        if state.state == "done":
+            self.ui.checkResultLabel.text = state.result.get("text", "")  # the engine's own summary line
+        elif state.state == "failed" and self.show_errors:
+            slicer.util.errorDisplay(state.message, windowTitle="PGL check")
 
     # --- segment ------------------------------------------------------------------------------------------
     def refresh_models(self) -> None:
@@ -301,4 +329,5 @@ class SegmentationPanel:
         self.finetune_monitor.shutdown()
         self.segment_monitor.shutdown()
         self.refine_monitor.shutdown()
+        self.check_monitor.shutdown()
         slicer.mrmlScene.RemoveObserver(self.scene_observer)
