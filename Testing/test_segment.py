@@ -133,3 +133,21 @@ def test_largest_component_keeps_one_blob_per_label():
     labels[10:12, 2:4, 2:4] = 2
     kept = keep_largest_components(labels.copy())
     assert (kept == 1).sum() == 216 and (kept == 2).sum() == 8
+
+
+def test_files_it_did_not_write_are_replaced_only_with_overwrite(seg_model, cohort, tmp_path, capsys):
+    from pgl_engine.cli import main
+
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    reference = refs / "phantom_002.nii.gz"  # a reference label map named like its scan, as they are
+    reference.write_bytes((cohort / "labels" / "phantom_002.nii.gz").read_bytes())
+    before = reference.read_bytes()
+    args = ["segment", "--model", str(seg_model), "--input", str(cohort / "images" / "phantom_002.nii.gz"),
+            "--output", str(reference), "--device", "cpu", "--progress", "none"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "1 file(s) there would be replaced that pgl segment did not write" in err and str(reference) in err
+    assert reference.read_bytes() == before
+    assert main(args + ["--overwrite"]) == 0 and reference.read_bytes() != before
+    assert main(args) == 0  # now a previous output of ours (its .labels.json beside it): replaced without asking

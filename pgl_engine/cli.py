@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     sg.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default: 0.5)")
     sg.add_argument("--sw-batch-size", type=int, default=4, help="windows per forward pass (default: 4)")
+    sg.add_argument("--overwrite", action="store_true",
+                    help="replace existing files in --output that pgl segment did not write (e.g. reference labels)")
     add_modalities_option(sg)
     add_progress_option(sg)
 
@@ -167,7 +169,7 @@ def run_segment(args, progress) -> None:
 
     segment(args.model, args.input, args.output, tta=args.tta, largest_component=args.largest_component,
             device=args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=progress,
-            modalities=tuple(m.upper() for m in args.modalities))
+            modalities=tuple(m.upper() for m in args.modalities), overwrite=args.overwrite)
 
 
 def run_scan_list(args, progress) -> None:

@@ -32,7 +32,7 @@ from .imaging import (
     write_nifti,
 )
 from .inference import predict_logits
-from .labels import write_sidecar
+from .labels import sidecar_path, write_sidecar
 from .model_store import LoadedModel, load_model, require_kind
 from .progress import ProgressCallback, emit
 from .training import resolve_device
@@ -177,8 +177,12 @@ def output_paths(inputs: list, input_arg: Path, output: Path) -> list[Path]:
 
 def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Path, tta: bool = False,
             largest_component: bool = False, device: str = "auto", overlap: float = 0.5, sw_batch_size: int = 4,
-            progress: ProgressCallback | None = None, modalities: tuple[str, ...] = ("CT",)) -> list[Path]:
-    """Segment a scan, or every scan and DICOM series in a folder tree; returns the written label maps."""
+            progress: ProgressCallback | None = None, modalities: tuple[str, ...] = ("CT",),
+            overwrite: bool = False) -> list[Path]:
+    """Segment a scan, or every scan and DICOM series in a folder tree; returns the written label maps.
+
+    An existing file is replaced only when it is a previous output of ours (its `<name>.labels.json` beside it)
+    or with overwrite=True."""
     model = model if isinstance(model, LoadedModel) else load_model(model)
     require_kind(model, "segmentation", "fine-tune it first (`pgl finetune --init MODEL ...`).")
     if not 0 <= overlap < 1:
@@ -197,6 +201,11 @@ def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Pa
     clash = [str(o) for i, o in zip(inputs, outputs) if isinstance(i, Path) and o.resolve() == i.resolve()]
     if clash:
         raise PGLError(f"{clash[0]}: the output would overwrite the input scan; choose another --output.")
+    foreign = [str(o) for o in outputs if o.exists() and not sidecar_path(o).is_file()]
+    if foreign and not overwrite:
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise PGLError(f"{output}: {len(foreign)} file(s) there would be replaced that pgl segment did not write: "
+                       f"{', '.join(foreign[:5])}{more}. Choose another --output, or add --overwrite to replace them.")
     torch_device = resolve_device(device)
     for i, (source, target) in enumerate(zip(inputs, outputs)):
         seconds = segment_file(model, source, target, torch_device, tta, largest_component, overlap, sw_batch_size)
