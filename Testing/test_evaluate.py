@@ -47,3 +47,29 @@ def test_evaluate_folders_and_csv(tmp_path, capsys):
     nib.save(nib.Nifti1Image(ref[:, :, :-1], affine), str(tmp_path / "pred" / "c.nii.gz"))
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--labels", str(tmp_path / "ref")]) == 1
     assert "has another grid than the reference" in capsys.readouterr().err
+
+
+def test_the_csv_replaces_only_its_own_previous_csv_and_never_an_input(tmp_path, capsys):
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    ref = ball((30, 30, 10), (15, 15, 20), 8, (1, 1, 4)).astype(np.uint8)
+    for folder in ("pred", "ref"):
+        nib.save(nib.Nifti1Image(ref, np.diag([1.0, 1.0, 4.0, 1.0])), str(tmp_path / folder / "c.nii.gz"))
+    base = ["evaluate", "--pred", str(tmp_path / "pred"), "--labels", str(tmp_path / "ref"), "--progress", "none"]
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my,own,table\n")
+    reference = tmp_path / "ref" / "c.nii.gz"
+    before = reference.read_bytes()
+    for target, overwrite, message in [
+        (notes, [], "exists and is not a CSV written by pgl evaluate"),
+        (reference, ["--overwrite"], "is one of the label maps being evaluated"),
+        (tmp_path, [], "is a folder; give --csv a file name"),
+        (tmp_path / "missing" / "e.csv", [], "no such folder for --csv"),
+    ]:
+        assert main([*base, "--csv", str(target), *overwrite]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert notes.read_text() == "my,own,table\n" and reference.read_bytes() == before
+    assert main([*base, "--csv", str(notes), "--overwrite"]) == 0
+    assert notes.read_text().startswith("case,label,name,dice,hd95_mm")
+    assert main([*base, "--csv", str(notes)]) == 0  # our own CSV now: replaced without asking

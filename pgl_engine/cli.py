@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--pred", required=True, help="folder of predicted label maps")
     ev.add_argument("--labels", required=True, help="folder of reference label maps (same file names)")
     ev.add_argument("--csv", default="", help="also write per-case, per-label rows to this CSV file")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="let --csv replace an existing file that is not a previous pgl evaluate CSV")
     add_progress_option(ev)
 
     from .experiment import CompareConfig
@@ -183,7 +185,7 @@ def run_scan_list(args, progress) -> None:
 def run_evaluate(args, progress) -> None:
     from .evaluate import evaluate, format_table
 
-    result = evaluate(args.pred, args.labels, args.csv or None, progress=progress)
+    result = evaluate(args.pred, args.labels, args.csv or None, progress=progress, overwrite=args.overwrite)
     show(args, format_table(result))
     emit(progress, "done", mean=result["mean"], csv=args.csv or None)
 

@@ -11,6 +11,7 @@ import SimpleITK as sitk
 import torch
 from monai.metrics import compute_hausdorff_distance
 
+from .atomic import atomic_write
 from .errors import PGLError
 from .imaging import image_affine_ras, read_image
 from .labels import names_from_sidecar, pair_folders
@@ -49,13 +50,44 @@ def _read_labels(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]
     return sitk.GetArrayFromImage(image).transpose(2, 1, 0), image_affine_ras(image), image.GetSpacing()
 
 
+CSV_FIELDS = ["case", "label", "name", "dice", "hd95_mm"]
+
+
+def check_csv_target(csv_path: str | Path, inputs: list, overwrite: bool) -> Path:
+    """Where the CSV may go: a file in an existing folder, never an input, and an existing file only if it is a
+    previous CSV of `pgl evaluate` (or with overwrite)."""
+    path = Path(csv_path)
+    if path.is_dir():
+        raise PGLError(f"{path}: is a folder; give --csv a file name, e.g. {path / 'metrics.csv'}.")
+    if not path.parent.is_dir():
+        raise PGLError(f"{path.parent}: no such folder for --csv {path}; create it first or choose another path.")
+    if any(path.resolve() == Path(p).resolve() for p in inputs):
+        raise PGLError(f"{path}: is one of the label maps being evaluated; choose another --csv.")
+    if path.exists() and not overwrite and not _written_by_us(path):
+        raise PGLError(f"{path}: exists and is not a CSV written by pgl evaluate; choose another --csv, or add "
+                       f"--overwrite to replace it.")
+    return path
+
+
+def _written_by_us(path: Path) -> bool:
+    try:
+        with open(path, newline="") as f:
+            return f.readline().strip() == ",".join(CSV_FIELDS)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def evaluate(pred: str | Path, labels: str | Path, csv_path: str | Path | None = None,
-             names: dict[int, str] | None = None, progress: ProgressCallback | None = None) -> dict:
+             names: dict[int, str] | None = None, progress: ProgressCallback | None = None,
+             overwrite: bool = False) -> dict:
     """Compare predicted label maps with reference ones (paired by file name).
 
     Returns {"cases": [{"case", "label", "name", "dice", "hd95_mm"}, ...], "mean": {name: {"dice", "hd95_mm"}}}.
+    The CSV replaces only a previous CSV of ours unless overwrite=True, and never an input.
     """
     pairs, _ = pair_folders(pred, labels)
+    if csv_path:
+        csv_path = check_csv_target(csv_path, [x for p in pairs for x in (p.image, p.label)], overwrite)
     names = names or names_from_sidecar(pairs[0].image)
     rows = []
     for i, pair in enumerate(pairs):
@@ -75,11 +107,15 @@ def evaluate(pred: str | Path, labels: str | Path, csv_path: str | Path | None =
         mean[name] = {k: _nanmean([r[k] for r in sel]) for k in ("dice", "hd95_mm")}
     mean["mean"] = {k: _nanmean([m[k] for m in mean.values()]) for k in ("dice", "hd95_mm")}
     if csv_path:
-        with open(csv_path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["case", "label", "name", "dice", "hd95_mm"])
-            writer.writeheader()
-            writer.writerows(rows)
+        atomic_write(csv_path, lambda tmp: _write_csv(tmp, rows))
     return {"cases": rows, "mean": mean}
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _nanmean(values: list[float]) -> float:
