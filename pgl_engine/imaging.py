@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import nibabel as nib
 import numpy as np
@@ -40,7 +39,6 @@ def is_scan_file(path: Path) -> bool:
     return path.is_file() and not name.startswith(".") and name.endswith(SCAN_SUFFIXES)
 
 
-Scan = Union[Path, DicomSeries]  # a scan file, or a DICOM series (a set of files)
 LABEL_FOLDERS = {"labels", "labelstr", "labelsts", "segmentations"}  # label maps, not scans, in a cohort tree
 
 
@@ -49,17 +47,18 @@ class ScanSearch:
     """What a folder tree holds: the scans to use, what was skipped and why, and how many other files."""
 
     folder: Path
-    scans: list
+    scans: list  # Path for a scan file, DicomSeries for a series
     skipped: list[Skipped]
     other_files: int
 
-    def summary(self) -> str:
-        files = sum(1 for s in self.scans if isinstance(s, Path))
-        parts = [f"{len(self.scans)} scan(s) to use ({files} file(s), {len(self.scans) - files} DICOM series)",
-                 f"{len(self.skipped)} skipped"]
-        if self.other_files:
-            parts.append(f"{self.other_files} other file(s) ignored")
-        return f"{self.folder}: " + ", ".join(parts)
+    def required(self) -> list:
+        """The scans; a clear error, with the first reasons for skipping, when there are none."""
+        if not self.scans:
+            reasons = "".join(f"\n  skipped {s}" for s in self.skipped[:10])
+            raise PGLError(
+                f"{self.folder}: holds no scans. Put 3D CT files ({', '.join(SCAN_SUFFIXES)}) or DICOM series in it, "
+                f"or generate a test cohort with `pgl phantom --out {self.folder.parent / 'phantoms'}`.{reasons}")
+        return self.scans
 
 
 def find_scans(folder: str | Path, modalities: tuple[str, ...] = ("CT",), exclude: tuple = ()) -> ScanSearch:
@@ -103,15 +102,7 @@ def find_scans(folder: str | Path, modalities: tuple[str, ...] = ("CT",), exclud
 
 def list_scans(folder: str | Path, modalities: tuple[str, ...] = ("CT",), exclude: tuple = ()) -> list:
     """The scans of a folder tree, sorted; a clear error when there are none."""
-    search = find_scans(folder, modalities, exclude)
-    if not search.scans:
-        folder = Path(folder)
-        reasons = "".join(f"\n  skipped {s}" for s in search.skipped[:10])
-        raise PGLError(
-            f"{folder}: holds no scans. Put 3D CT files ({', '.join(SCAN_SUFFIXES)}) or DICOM series in it, "
-            f"or generate a test cohort with `pgl phantom --out {folder.parent / 'phantoms'}`.{reasons}"
-        )
-    return search.scans
+    return find_scans(folder, modalities, exclude).required()
 
 
 def scan_name(scan) -> str:

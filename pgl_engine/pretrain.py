@@ -13,7 +13,7 @@ from .dataset import ViewPairDataset, make_loader
 from .distributed import World
 from .ema import ema_momentum, ema_update
 from .errors import PGLError
-from .imaging import find_scans, list_scans
+from .imaging import find_scans
 from .methods import SelfSupervisedMethod, build_method
 from .model_store import save_model
 from .progress import ProgressCallback, emit
@@ -29,7 +29,7 @@ def prepare_scans(config: TrainConfig, progress: ProgressCallback | None, world:
     """
     world = world or World()
     search = find_scans(config.images, tuple(config.modalities))
-    paths = list_scans(config.images, tuple(config.modalities)) if not search.scans else search.scans
+    paths = search.required()
     if search.skipped:
         emit(progress, "warning", message=f"{config.images}: skipped {len(search.skipped)} series or folder(s):\n  "
                                           + "\n  ".join(map(str, search.skipped)), skipped=list(map(str, search.skipped)))
