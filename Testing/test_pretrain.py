@@ -137,8 +137,10 @@ def test_output_folders_are_never_clobbered(cohort, tmp_path):
     stopped = tmp_path / "stopped"  # a run stopped before its first checkpoint left only its log
     stopped.mkdir()
     (stopped / "train_log.jsonl").write_text("")
-    with pytest.raises(PGLError, match="--resume"):
+    with pytest.raises(PGLError, match="stopped before its first checkpoint.*--overwrite"):
         run(cohort, tmp_path, "stopped", steps=2)
+    with pytest.raises(PGLError, match="nothing to resume.*--overwrite instead of --resume"):
+        run(cohort, tmp_path, "stopped", steps=2, resume=True)
     run(cohort, tmp_path, "stopped", steps=2, overwrite=True)
     assert (stopped / "model.safetensors").is_file()
 

@@ -17,8 +17,8 @@ import numpy as np
 
 from .atomic import atomic_write
 from .dicom import DicomSeries
-from .errors import PGLError
-from .imaging import load_ras, normalise_hu
+from .errors import DiskFull, PGLError
+from .imaging import load_ras, non_finite_note, normalise_hu
 
 PREPROCESS_VERSION = 1
 
@@ -45,6 +45,8 @@ class CachedScan:
     shape: tuple[int, int, int]
     affine: tuple[tuple[float, ...], ...]
     digest: str
+    non_finite: int = 0  # NaN/inf voxels of the source, set to the HU window's low end
+    constant: bool = False  # every voxel the same after the HU window: nothing to learn from
 
     def load(self) -> np.ndarray:
         """Memory-mapped, read-only view of the array (float16)."""
@@ -92,20 +94,34 @@ class ScanCache:
         if array_path.is_file() and meta_path.is_file():
             try:
                 meta = json.loads(meta_path.read_text())
+                value_range = meta.get("value_range") or _value_range(np.load(array_path, mmap_mode="r"))
                 self.hits += 1
-                return CachedScan(array_path, path, tuple(meta["shape"]),
-                                  tuple(tuple(r) for r in meta["affine"]), digest)
-            except (ValueError, KeyError):
+                return CachedScan(array_path, path, tuple(meta["shape"]), tuple(tuple(r) for r in meta["affine"]),
+                                  digest, int(meta.get("non_finite", 0)), value_range[0] == value_range[1])
+            except (ValueError, KeyError, OSError):
                 pass  # a damaged entry is rebuilt below
         self.misses += 1
         volume = load_ras(path, tuple(self.settings["spacing"]), fill=self.settings["hu_window"][0])
         array = normalise_hu(volume.array, tuple(self.settings["hu_window"])).astype(np.float16)
-        atomic_write(array_path, lambda tmp: _save_npy(tmp, array))
+        atomic_write(array_path, lambda tmp: _save_npy(tmp, array), size_hint=array.nbytes)
+        value_range = _value_range(array)
         meta = {"shape": list(array.shape), "affine": volume.affine.tolist(), "source": str(path),
-                "settings": self.settings}
+                "settings": self.settings, "non_finite": volume.non_finite, "value_range": value_range}
         atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta)))
         return CachedScan(array_path, path, tuple(array.shape), tuple(tuple(r) for r in volume.affine.tolist()),
-                          digest)
+                          digest, volume.non_finite, value_range[0] == value_range[1])
+
+    def notes(self, scans: list[CachedScan]) -> list[str]:
+        """Warnings about scans that were read but are suspect: non-finite voxels, or a constant image."""
+        low = self.settings["hu_window"][0]
+        notes = [non_finite_note(s.source, s.non_finite, low) for s in scans if s.non_finite]
+        return notes + [f"{s.source}: every voxel has the same value within the HU window "
+                        f"{tuple(self.settings['hu_window'])}, so it carries nothing to learn from; check its "
+                        f"export or remove it." for s in scans if s.constant]
+
+
+def _value_range(array: np.ndarray) -> list[float]:
+    return [float(array.min()), float(array.max())]
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -120,6 +136,8 @@ def cache_scans(paths: list[Path], cache: ScanCache,
     for i, path in enumerate(paths):
         try:
             cached.append(cache.get(path))
+        except DiskFull:
+            raise  # the cache's disk, not the scan
         except PGLError as e:
             skipped.append(str(e))
         if on_scan:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -17,19 +18,47 @@ def checkpoint_path(out_dir: str | Path) -> Path:
     return Path(out_dir) / CHECKPOINT_DIR / LATEST
 
 
+def tensor_bytes(value) -> int:
+    """Bytes of the tensors in a nested state (what a checkpoint needs on disk, about)."""
+    if torch.is_tensor(value):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
+
+
 def save_checkpoint(out_dir: str | Path, state: dict) -> Path:
     """Write atomically: the previous checkpoint stays intact until the new one is complete."""
     path = checkpoint_path(out_dir)
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp), size_hint=tensor_bytes(state))
     return path
 
 
 def load_checkpoint(out_dir: str | Path) -> dict:
     path = checkpoint_path(out_dir)
+    out = Path(out_dir)
     if not path.is_file():
-        raise PGLError(f"{Path(out_dir)}: has no checkpoint to resume ({CHECKPOINT_DIR}/{LATEST}); start a new "
-                       f"run without --resume.")
+        if not out.is_dir():
+            raise PGLError(f"{out}: no such folder to resume; start a new run without --resume.")
+        if any(out.iterdir()):
+            raise PGLError(f"{out}: the run there stopped before its first checkpoint ({CHECKPOINT_DIR}/{LATEST}), "
+                           f"so there is nothing to resume. Start it again with --overwrite instead of --resume "
+                           f"(its log is replaced), or use another --out folder.")
+        raise PGLError(f"{out}: is empty, so there is nothing to resume; start a new run there without --resume.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        raise PGLError(f"{path}: cannot be read as a PGL checkpoint ({str(e).splitlines()[0][:200]}).") from e
+    except pickle.UnpicklingError:
+        what = ("it holds Python objects other than tensors and plain data, and such a file may contain code"
+                if zipfile.is_zipfile(path) else "it is not in the format pgl writes (damaged, or another program's)")
+        raise PGLError(f"{path}: is not a PGL checkpoint: {what}; it was not loaded. Resume only from checkpoints "
+                       f"that pgl wrote, or start again with --overwrite.") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise PGLError(f"{path}: cannot be read as a PGL checkpoint (it is damaged or truncated: "
+                       f"{_first_line(e)}). Start again with --overwrite, or restore the file.") from None
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[0] if lines else type(error).__name__)[:160]

@@ -13,7 +13,7 @@ from .cli_options import add_dataclass_options, dataclass_from_args
 from .config import FinetuneConfig, NetworkConfig, PretrainConfig
 from .errors import PGLError, TrainingInterrupted
 from .interrupt import watch_stop_file
-from .progress import JsonLinesReporter, TerminalReporter, emit
+from .progress import JsonLinesReporter, LogLinesReporter, TerminalReporter, emit
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -21,8 +21,10 @@ EXIT_INTERRUPTED = 130
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:
     """The options every command shares: --progress and --stop-file."""
-    parser.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto",
-                        help="bar on a terminal, json = one JSON event per line on stdout (default: auto)")
+    parser.add_argument("--progress", choices=("auto", "bar", "log", "json", "none"), default="auto",
+                        help="auto = a bar on a terminal, else log (plain lines on stderr: every warning and a "
+                             "progress line every 10 s); json = one JSON event per line on stdout; none = errors "
+                             "only (default: auto)")
     parser.add_argument("--stop-file", default="", metavar="PATH",
                         help="stop gracefully (checkpoint first) once this file exists; how a GUI cancels a run")
 
@@ -34,8 +36,8 @@ def add_modalities_option(parser: argparse.ArgumentParser) -> None:
 
 def make_reporter(mode: str):
     if mode == "auto":
-        mode = "bar" if sys.stderr.isatty() else "none"
-    return {"bar": TerminalReporter, "json": JsonLinesReporter}.get(mode, lambda: None)()
+        mode = "bar" if sys.stderr.isatty() else "log"
+    return {"bar": TerminalReporter, "log": LogLinesReporter, "json": JsonLinesReporter}.get(mode, lambda: None)()
 
 
 def build_parser() -> argparse.ArgumentParser:

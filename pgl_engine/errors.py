@@ -1,10 +1,13 @@
-"""The one error type for problems a user can cause and fix."""
+"""The error types for problems a user can cause and fix."""
 from __future__ import annotations
-
 
 
 class PGLError(Exception):
     """Bad input or setting: the message names the file, folder or option and says what to do."""
+
+
+class DiskFull(PGLError):
+    """A write failed for lack of space; the message names the folder and about how much is needed."""
 
 
 class TrainingInterrupted(PGLError):

@@ -13,8 +13,8 @@ from monai.metrics import compute_hausdorff_distance
 
 from .atomic import atomic_write
 from .errors import PGLError
-from .imaging import image_affine_ras, read_image
-from .labels import names_from_sidecar, pair_folders
+from .imaging import SCAN_SUFFIXES, image_affine_ras, is_scan_file, read_image, strip_scan_suffix
+from .labels import LabelledPair, names_from_sidecar
 from .progress import ProgressCallback, emit
 
 
@@ -53,6 +53,27 @@ def _read_labels(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]
 CSV_FIELDS = ["case", "label", "name", "dice", "hd95_mm"]
 
 
+def pair_label_maps(pred: str | Path, labels: str | Path) -> list[LabelledPair]:
+    """Predicted and reference label maps with the same file name (suffix aside), each folder's own files."""
+    pred, labels = Path(pred), Path(labels)
+    found = {}
+    for folder, option, what in ((pred, "--pred", "predicted label maps (the --output folder of pgl segment)"),
+                                 (labels, "--labels", "reference label maps")):
+        if not folder.is_dir():
+            raise PGLError(f"{folder}: no such folder of {what}; check {option}.")
+        found[option] = {strip_scan_suffix(p.name): p for p in sorted(folder.iterdir()) if is_scan_file(p)}
+        if not found[option]:
+            raise PGLError(f"{folder}: holds no label maps ({', '.join(SCAN_SUFFIXES)}); give {option} the folder "
+                           f"of {what}.")
+    predicted, references = found["--pred"], found["--labels"]
+    pairs = [LabelledPair(predicted[k], references[k]) for k in sorted(predicted) if k in references]
+    if not pairs:
+        raise PGLError(f"{pred} and {labels}: no predicted label map has a reference with the same file name "
+                       f"(e.g. {next(iter(predicted.values())).name} and {next(iter(references.values())).name}); "
+                       f"name each reference like its scan, as pgl segment names its outputs.")
+    return pairs
+
+
 def check_csv_target(csv_path: str | Path, inputs: list, overwrite: bool) -> Path:
     """Where the CSV may go: a file in an existing folder, never an input, and an existing file only if it is a
     previous CSV of `pgl evaluate` (or with overwrite)."""
@@ -85,7 +106,7 @@ def evaluate(pred: str | Path, labels: str | Path, csv_path: str | Path | None =
     Returns {"cases": [{"case", "label", "name", "dice", "hd95_mm"}, ...], "mean": {name: {"dice", "hd95_mm"}}}.
     The CSV replaces only a previous CSV of ours unless overwrite=True, and never an input.
     """
-    pairs, _ = pair_folders(pred, labels)
+    pairs = pair_label_maps(pred, labels)
     if csv_path:
         csv_path = check_csv_target(csv_path, [x for p in pairs for x in (p.image, p.label)], overwrite)
     names = names or names_from_sidecar(pairs[0].image)

@@ -19,7 +19,8 @@ from .errors import PGLError
 from .evaluate import dice_per_label
 from .inference import predict_logits
 from .imaging import scan_name
-from .labels import LabelledPair, label_table, label_values, load_label_on_grid, pair_folders, read_dataset_json
+from .labels import (MAX_LABEL, LabelledPair, label_table, label_values, load_label_on_grid, pair_folders,
+                     read_dataset_json)
 from .model_store import load_model, read_metadata, save_model
 from .networks import SegmentationNet, build_segmentation_net, is_decoder_key
 from .progress import ProgressCallback, emit
@@ -147,12 +148,18 @@ class Finetuner(TrainingRun):
             scan = cache.get(pair.image)
             cases.append((pair, scan))
             emit(self.progress, "progress", stage="preprocess", step=i + 1, total=len(pairs), file=pair.image.name)
+        for note in cache.notes([scan for _, scan in cases]):
+            emit(self.progress, "warning", message=note)
         present = set()
         if not names:
             # no names given: every value found becomes a label named after its number
             for pair, _ in cases:
                 present |= set(label_values(pair.label)) - {0}
             names = {v: f"label {v}" for v in sorted(present)}
+        too_large = sorted(v for v in names if not 0 < v <= MAX_LABEL)
+        if too_large:
+            where = config.dataset or "--label-names"
+            raise PGLError(f"{where}: names label value(s) {too_large}; label values run from 1 to {MAX_LABEL}.")
         self.names = names
         # the network predicts classes 0..K; class k stands for the k-th smallest label value
         class_values = [0] + sorted(names)
@@ -201,9 +208,11 @@ class Finetuner(TrainingRun):
                 network.load_state_dict(pretrained.network.state_dict())
                 self.continued = True
             else:
-                emit(self.progress, "info", message=f"{config.init}: has the labels {theirs}, this fine-tuning "
-                                                    f"{self.names}; its backbone is transferred and a new head "
-                                                    f"is trained.")
+                emit(self.progress, "warning", message=f"{config.init}: is a segmentation model for other labels "
+                                                       f"({theirs}) than this fine-tuning ({self.names}); only its "
+                                                       f"backbone is used and a new head is trained. To continue "
+                                                       f"it, use its labels; to start from pretraining, give a "
+                                                       f"pretrained model.")
         if not self.continued:
             weights = pretrained.backbone.state_dict()
             if config.transfer == "encoder":

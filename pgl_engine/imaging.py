@@ -28,6 +28,7 @@ class Volume:
 
     array: np.ndarray
     affine: np.ndarray
+    non_finite: int = 0  # NaN/inf voxels of the scan that were replaced at read time
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -253,11 +254,33 @@ def _smooth_before_downsampling(image: sitk.Image, target_spacing: np.ndarray) -
     return sitk.SmoothingRecursiveGaussian(image, [float(max(s, 1e-3 * sp)) for s, sp in zip(sigma, source)])
 
 
-def load_ras(path: str | Path, spacing: tuple[float, float, float], fill: float = -1024.0) -> Volume:
-    """Read a scan and resample it onto the axis-aligned RAS grid with `spacing` covering it."""
+def read_scan(path, fill: float) -> tuple[sitk.Image, int]:
+    """read_image, with NaN/inf voxels (e.g. padding outside the field of view) set to `fill`; returns the image
+    and how many voxels were replaced."""
     image = read_image(path)
+    if image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
+        return image, 0  # integer voxels are always finite
+    view = sitk.GetArrayViewFromImage(image)
+    bad = ~np.isfinite(view)
+    count = int(bad.sum())
+    if not count:
+        return image, 0
+    fixed = sitk.GetImageFromArray(np.where(bad, np.asarray(fill, view.dtype), view))
+    fixed.CopyInformation(image)
+    return fixed, count
+
+
+def non_finite_note(path, count: int, fill: float) -> str:
+    return (f"{path}: {count} voxel(s) are NaN or infinite (often padding outside the field of view); they were set "
+            f"to {fill:g}, the low end of the HU window.")
+
+
+def load_ras(path: str | Path, spacing: tuple[float, float, float], fill: float = -1024.0) -> Volume:
+    """Read a scan (non-finite voxels set to `fill`) and resample it onto the axis-aligned RAS grid with `spacing`
+    covering it."""
+    image, non_finite = read_scan(path, fill)
     affine, size = ras_grid_covering(image, spacing)
-    return Volume(resample(image, affine, size, fill=fill), affine)
+    return Volume(resample(image, affine, size, fill=fill), affine, non_finite)
 
 
 def normalise_hu(array: np.ndarray, hu_window: tuple[float, float]) -> np.ndarray:
@@ -276,14 +299,14 @@ def write_nifti(array: np.ndarray, affine: np.ndarray, path: Path, like: nib.Nif
     else:
         image.set_qform(affine, code=1)
         image.set_sform(affine, code=1)
-    atomic_write(path, lambda tmp: nib.save(image, str(tmp)))
+    atomic_write(path, lambda tmp: nib.save(image, str(tmp)), size_hint=array.nbytes)
 
 
 def write_image_like(array_zyx: np.ndarray, reference: sitk.Image, path: Path) -> None:
     """Write an ITK-ordered (z, y, x) array with the reference's geometry (NRRD, MHA, ...) atomically."""
     image = sitk.GetImageFromArray(array_zyx)
     image.CopyInformation(reference)
-    atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True))
+    atomic_write(path, lambda tmp: sitk.WriteImage(image, str(tmp), useCompression=True), size_hint=array_zyx.nbytes)
 
 
 def ras_image(array_xyz: np.ndarray, affine: np.ndarray) -> sitk.Image:

@@ -50,10 +50,19 @@ def sidecar_path(label_map: Path) -> Path:
     return label_map.with_name(strip_suffix(label_map.name) + ".labels.json")
 
 
-def write_sidecar(label_map: Path, table: dict[str, dict]) -> Path:
+def write_sidecar(label_map: Path, table: dict[str, dict], written_by: str = "") -> Path:
+    """Names and colours beside a label map; `written_by` marks the maps a command may later replace."""
     path = sidecar_path(label_map)
-    path.write_text(json.dumps({"labels": table}, indent=2))
+    path.write_text(json.dumps({"labels": table, **({"written_by": written_by} if written_by else {})}, indent=2))
     return path
+
+
+def sidecar_writer(label_map: Path) -> str:
+    """Which command wrote the label map, from its sidecar ("" if none says so)."""
+    try:
+        return str(json.loads(sidecar_path(label_map).read_text()).get("written_by", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 def names_from_sidecar(label_map: Path) -> dict[int, str] | None:
@@ -83,6 +92,11 @@ def pair_folders(images: str | Path, labels: str | Path, modalities: tuple[str, 
     label_files = {strip_suffix(p.name): p for p in labels.iterdir() if p.name.lower().endswith(SCAN_SUFFIXES)}
     pairs = [LabelledPair(scans[k], label_files[k]) for k in sorted(scans) if k in label_files]
     notes = [f"{label_files[k]}: no scan named like it in {images}" for k in sorted(set(label_files) - set(scans))]
+    unlabelled = sorted(set(scans) - set(label_files))
+    if unlabelled and set(scans) & set(label_files):
+        shown = ", ".join(unlabelled[:10]) + (f" and {len(unlabelled) - 10} more" if len(unlabelled) > 10 else "")
+        notes.append(f"{labels}: has no label map for {len(unlabelled)} scan(s) of {images}, which are not used: "
+                     f"{shown}")
     if not pairs:
         raise PGLError(f"{images} and {labels}: no scan has a label map with the same file name. Name each label "
                        f"map like its scan (e.g. images/case_001.nii.gz and labels/case_001.nii.gz).")
@@ -116,10 +130,26 @@ def read_dataset_json(path: str | Path) -> tuple[list[LabelledPair], dict[int, s
     return pairs, names
 
 
+MAX_LABEL = 255  # label maps are stored as 8-bit class indices
+
+
+def check_label_values(path: Path, values: np.ndarray) -> None:
+    """Refuse a label map whose values are not integers 0..MAX_LABEL, naming the file and the values."""
+    values = np.asarray(values, dtype=np.float64)
+    bad = values[~np.isfinite(values) | (np.mod(values, 1) != 0) | (values < 0) | (values > MAX_LABEL)]
+    if bad.size:
+        shown = ", ".join(f"{v:g}" for v in bad[:8]) + (f" and {bad.size - 8} more" if bad.size > 8 else "")
+        raise PGLError(f"{path}: holds values other than the integers 0-{MAX_LABEL} of a label map ({shown}). A label "
+                       f"map holds 0 (background) and 1, 2, ... for the structures; renumber them, or export the "
+                       f"segmentation as a label map.")
+
+
 def label_values(path: Path) -> list[int]:
-    """The distinct values of a label map (to name labels when no names are given)."""
+    """The distinct values of a label map (to name labels when no names are given); refuses non-label values."""
     image = read_image(path)  # keep a reference: an array view dies with its image
-    return [int(v) for v in np.unique(sitk.GetArrayViewFromImage(image))]
+    values = np.unique(sitk.GetArrayViewFromImage(image))
+    check_label_values(path, values)
+    return [int(v) for v in values]
 
 
 def same_grid(a: tuple, b: tuple, spacing: np.ndarray) -> bool:
@@ -139,9 +169,7 @@ def load_label_on_grid(pair: LabelledPair, scan: CachedScan, names: dict[int, st
             f"{tuple(scan_geometry[0])}, or different spacing/origin/orientation). Export the label map on the "
             f"scan's grid (in Slicer: Segmentations > Export to label map with the scan as reference).")
     values = np.unique(sitk.GetArrayViewFromImage(label_image))
-    if not np.all(np.equal(np.mod(values, 1), 0)) or values.min() < 0 or values.max() > 255:
-        raise PGLError(f"{pair.label}: holds values other than integers 0-255; a label map holds 0 (background) "
-                       f"and 1, 2, ... for the structures.")
+    check_label_values(pair.label, values)
     unknown = sorted(int(v) for v in values if int(v) != 0 and int(v) not in names)
     if unknown:
         raise PGLError(f"{pair.label}: holds label values {unknown} that are not among the named labels "

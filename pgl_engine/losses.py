@@ -45,10 +45,18 @@ def variance_covariance_penalty(x: torch.Tensor, eps: float = 1e-4) -> torch.Ten
 
 @torch.no_grad()
 def effective_rank(x: torch.Tensor) -> float:
-    """exp(entropy) of the normalised singular values of centred (N, C) samples (Roy & Vetterli 2007)."""
+    """exp(entropy) of the normalised singular values of centred (N, C) samples (Roy & Vetterli 2007).
+
+    A monitor, never a reason to stop: non-finite samples or an SVD that does not converge give NaN (the loss
+    check reports a non-finite loss with its own message)."""
     x = x.float()
+    if x.numel() == 0 or not bool(torch.isfinite(x).all()):
+        return float("nan")
     x = x - x.mean(dim=0)
-    s = torch.linalg.svdvals(x)
+    try:
+        s = torch.linalg.svdvals(x)
+    except RuntimeError:  # torch.linalg.LinAlgError is a RuntimeError
+        return float("nan")
     if float(s.sum()) <= 0:
         return 0.0
     p = s / s.sum()

@@ -10,11 +10,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .atomic import atomic_write
+from .atomic import TEMP_PREFIX, atomic_write, remove_stale_temp_files
 from .cache import file_digest
 from .config import NetworkConfig
 from .errors import PGLError
 from .networks import SegmentationNet, build_backbone, build_segmentation_net
+from .run_lock import LOCK_FILE
 
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "pgl_model.json"
@@ -56,7 +57,8 @@ def save_model(out_dir: str | Path, tensors: dict[str, torch.Tensor], metadata: 
     out_dir = Path(out_dir)
     weights = out_dir / WEIGHTS_FILE
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(weights, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write(weights, lambda tmp: save_file(tensors, str(tmp)),
+                 size_hint=sum(t.numel() * t.element_size() for t in tensors.values()))
     metadata = {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, **metadata,
                 "weights_sha256": file_digest(weights)}
     atomic_write(out_dir / METADATA_FILE, lambda tmp: tmp.write_text(json.dumps(metadata, indent=2)))
@@ -129,23 +131,43 @@ def require_kind(model: LoadedModel, kind: str, hint: str) -> None:
 
 
 LOG_FILE = "train_log.jsonl"  # one JSON line per training step, written by training.TrainingRun
+IGNORED = (LOCK_FILE, f"{LOCK_FILE}.takeover")  # the run lock is not content of the folder
 
 
-def prepare_output_dir(out: str | Path, resume: bool, overwrite: bool) -> Path:
-    """Refuse an output folder that holds something other than our own run, so nothing is lost."""
+def _contents(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if p.name not in IGNORED and not p.name.startswith(TEMP_PREFIX))
+
+
+def stopped_before_first_checkpoint(out: Path) -> bool:
+    """A run that ended (failed or was killed) before writing anything but its log."""
+    return out.is_dir() and _contents(out) == [LOG_FILE]
+
+
+def refuse_foreign_output(out: str | Path) -> Path:
+    """Refuse an --out that is a file or a folder holding files that are not a PGL run (writes nothing)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise PGLError(f"{out}: exists and is a file; give a folder for --out.")
-    if resume:
-        return out
-    if out.is_dir() and any(out.iterdir()):
-        stopped_early = [p.name for p in out.iterdir()] == [LOG_FILE]  # before its first checkpoint
-        ours = is_model_dir(out) or (out / "checkpoints").is_dir() or stopped_early
+    if out.is_dir() and _contents(out):
+        ours = is_model_dir(out) or (out / "checkpoints").is_dir() or stopped_before_first_checkpoint(out)
         if not ours:
             raise PGLError(f"{out}: already holds other files; choose an empty or new folder for --out "
                            f"(nothing was changed).")
-        if not overwrite:
-            raise PGLError(f"{out}: already holds a PGL run; use --resume to continue it, --overwrite to "
-                           f"replace it, or another --out folder.")
+    return out
+
+
+def prepare_output_dir(out: str | Path, resume: bool, overwrite: bool) -> Path:
+    """Refuse an output folder that holds something other than our own run, so nothing is lost; call it while
+    holding the folder's run lock (it clears temporary files that interrupted writes left)."""
+    out = refuse_foreign_output(out)
+    if not resume and out.is_dir() and _contents(out) and not overwrite:
+        if stopped_before_first_checkpoint(out):
+            raise PGLError(f"{out}: holds a run that stopped before its first checkpoint, so there is nothing to "
+                           f"resume; add --overwrite to start it again there (its {LOG_FILE} is replaced), or "
+                           f"choose another --out folder.")
+        raise PGLError(f"{out}: already holds a PGL run; use --resume to continue it, --overwrite to "
+                       f"replace it, or another --out folder.")
     out.mkdir(parents=True, exist_ok=True)
+    for folder in (out, out / "checkpoints"):
+        remove_stale_temp_files(folder)
     return out

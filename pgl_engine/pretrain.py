@@ -45,6 +45,8 @@ def prepare_scans(config: TrainConfig, progress: ProgressCallback | None, world:
     if not scans:
         raise PGLError(f"{config.images}: none of the {len(paths)} file(s) could be read as a 3D scan:\n  "
                        + "\n  ".join(skipped))
+    for note in cache.notes(scans):
+        emit(progress, "warning", message=note)
     emit(progress, "info", message=f"{len(scans)} scans ready ({cache.hits} from cache, {cache.misses} decoded)",
          cache_hits=cache.hits, cache_misses=cache.misses)
     return scans

@@ -66,6 +66,49 @@ class TerminalReporter:
             self.stage = None
 
 
+class LogLinesReporter:
+    """Plain lines for a log file (stderr not a terminal: cron, SLURM, `2>run.log`): every info, warning and
+    result, and a progress line per stage at its first and last step and at most every `interval_s` between."""
+
+    def __init__(self, stream: TextIO | None = None, interval_s: float = 10.0):
+        self.stream = stream or sys.stderr
+        self.interval_s = interval_s
+        self.last: dict[str, float] = {}
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "progress":
+            stage, step, total = event.get("stage", ""), event.get("step", 0), event.get("total") or 0
+            now = time.monotonic()
+            due = now - self.last.get(stage, -math.inf) >= self.interval_s
+            if not (due or step == total or stage not in self.last):
+                return
+            self.last[stage] = now
+            self._write(f"progress: {describe_progress(event)}")
+        elif kind in ("info", "warning", "done", "cancelled"):
+            text = event.get("message") or ", ".join(f"{k}={v}" for k, v in event.items() if k != "event")
+            self._write(f"{kind}: {text}")
+
+    def _write(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def describe_progress(event: dict) -> str:
+    """One progress event as words: 'pretrain step 120/800 (15%), loss 0.523, about 3 min left'."""
+    step, total = event.get("step", 0), event.get("total") or 0
+    parts = [f"{event.get('stage', '')} {step}/{total}" + (f" ({100 * step / total:.0f}%)" if total else "")]
+    if event.get("file"):
+        parts.append(str(event["file"]))
+    for key in ("loss", "effective_rank", "val_dice"):
+        if isinstance(event.get(key), float) and math.isfinite(event[key]):
+            parts.append(f"{key.replace('_', ' ')} {event[key]:.3g}")
+    eta = event.get("eta_s")
+    if isinstance(eta, float) and math.isfinite(eta) and step < total:
+        parts.append(f"about {eta / 60:.0f} min left" if eta >= 90 else f"about {eta:.0f} s left")
+    return ", ".join(parts)
+
+
 class EtaClock:
     """Seconds left from the mean time per step so far."""
 

@@ -22,20 +22,23 @@ from .imaging import (
     image_ras_corners,
     is_scan_file,
     list_scans,
+    non_finite_note,
     normalise_hu,
     ras_grid_covering,
     ras_image,
-    read_image,
+    read_scan,
     resample,
     scan_name,
     write_image_like,
     write_nifti,
 )
 from .inference import predict_logits
-from .labels import sidecar_path, write_sidecar
+from .labels import sidecar_writer, write_sidecar
 from .model_store import LoadedModel, load_model, require_kind
 from .progress import ProgressCallback, emit
 from .training import resolve_device
+
+WRITER = "pgl segment"  # in the sidecar of every label map written here: the files a later run may replace
 
 
 def geometry_reference(image: sitk.Image) -> sitk.Image:
@@ -118,12 +121,15 @@ def write_label_map(labels_zyx: np.ndarray, reference: sitk.Image, source, outpu
 
 
 def segment_file(model: LoadedModel, source, output: Path, device: torch.device, tta: bool = False,
-                 largest_component: bool = False, overlap: float = 0.5, sw_batch_size: int = 4) -> dict[str, float]:
+                 largest_component: bool = False, overlap: float = 0.5, sw_batch_size: int = 4,
+                 progress: ProgressCallback | None = None) -> dict[str, float]:
     """Segment one scan and write its label map plus `<name>.labels.json` (names and colours); returns the
     seconds spent per phase (read, preprocess, inference, resample back, write)."""
     meta = model.metadata
     clock = PhaseClock()
-    image = read_image(source)
+    image, non_finite = read_scan(source, meta["hu_window"][0])
+    if non_finite:
+        emit(progress, "warning", message=non_finite_note(source, non_finite, meta["hu_window"][0]))
     clock.lap("read")
     affine, size = ras_grid_covering(image, tuple(meta["spacing"]))
     volume = normalise_hu(resample(image, affine, size, fill=meta["hu_window"][0]), tuple(meta["hu_window"]))
@@ -145,7 +151,7 @@ def segment_file(model: LoadedModel, source, output: Path, device: torch.device,
         labels = keep_largest_components(labels)
     clock.lap("resample_back")
     write_label_map(labels, reference, source, output)
-    write_sidecar(output, model.label_table)
+    write_sidecar(output, model.label_table, written_by=WRITER)
     clock.lap("write")
     return clock.seconds
 
@@ -181,8 +187,8 @@ def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Pa
             overwrite: bool = False) -> list[Path]:
     """Segment a scan, or every scan and DICOM series in a folder tree; returns the written label maps.
 
-    An existing file is replaced only when it is a previous output of ours (its `<name>.labels.json` beside it)
-    or with overwrite=True."""
+    An existing file is replaced only when it is a previous output of ours (its `<name>.labels.json` says
+    `"written_by": "pgl segment"`) or with overwrite=True."""
     model = model if isinstance(model, LoadedModel) else load_model(model)
     require_kind(model, "segmentation", "fine-tune it first (`pgl finetune --init MODEL ...`).")
     if not 0 <= overlap < 1:
@@ -201,14 +207,15 @@ def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Pa
     clash = [str(o) for i, o in zip(inputs, outputs) if isinstance(i, Path) and o.resolve() == i.resolve()]
     if clash:
         raise PGLError(f"{clash[0]}: the output would overwrite the input scan; choose another --output.")
-    foreign = [str(o) for o in outputs if o.exists() and not sidecar_path(o).is_file()]
+    foreign = [str(o) for o in outputs if o.exists() and sidecar_writer(o) != WRITER]
     if foreign and not overwrite:
         more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
         raise PGLError(f"{output}: {len(foreign)} file(s) there would be replaced that pgl segment did not write: "
                        f"{', '.join(foreign[:5])}{more}. Choose another --output, or add --overwrite to replace them.")
     torch_device = resolve_device(device)
     for i, (source, target) in enumerate(zip(inputs, outputs)):
-        seconds = segment_file(model, source, target, torch_device, tta, largest_component, overlap, sw_batch_size)
+        seconds = segment_file(model, source, target, torch_device, tta, largest_component, overlap, sw_batch_size,
+                               progress)
         emit(progress, "progress", stage="segment", step=i + 1, total=len(inputs), file=source.name,
              output=str(target), seconds=seconds)
     emit(progress, "done", outputs=[str(o) for o in outputs], labels=model.label_table)

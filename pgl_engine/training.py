@@ -6,6 +6,7 @@ checkpoint. Ctrl-C / SIGTERM save a checkpoint between steps; a non-finite loss 
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import time
@@ -19,13 +20,15 @@ import torch
 from torch import nn
 
 from . import __version__
+from .atomic import atomic_write, disk_full_message
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import World
-from .errors import PGLError, TrainingInterrupted
+from .errors import DiskFull, PGLError, TrainingInterrupted
 from .interrupt import StopRequest
-from .model_store import LOG_FILE, prepare_output_dir
+from .model_store import LOG_FILE, prepare_output_dir, refuse_foreign_output
 from .progress import EtaClock, ProgressCallback, emit
+from .run_lock import RunLock
 
 # options that may differ when resuming; all others are taken from the checkpoint
 RUNTIME_OPTIONS = {"steps", "device", "workers", "checkpoint_every", "cache_dir", "resume", "overwrite", "images",
@@ -197,7 +200,11 @@ class TrainingRun:
         return mean_loss, {**stats, **extra}
 
     def save_checkpoint(self) -> Path:
-        return save_checkpoint(self.out, self.checkpoint_state()) if self.world.is_main else self.out
+        if not self.world.is_main:
+            return self.out
+        path = save_checkpoint(self.out, self.checkpoint_state())
+        emit(self.progress, "checkpoint", step=self.step, path=str(path))
+        return path
 
     def run(self) -> Path:
         self.world.start(self.device)
@@ -207,6 +214,17 @@ class TrainingRun:
             self.world.stop()
 
     def _run(self) -> Path:
+        lock = RunLock(self.out, f"pgl {self.stage}", self.progress) if self.world.is_main else None
+        if lock:  # only rank 0 writes, so only rank 0 holds the folder's lock
+            refuse_foreign_output(self.out)
+            lock.acquire()
+        try:
+            return self._run_locked()
+        finally:
+            if lock:
+                lock.release()
+
+    def _run_locked(self) -> Path:
         config = self.config
         if self.world.is_main:
             prepare_output_dir(self.out, config.resume, config.overwrite)
@@ -220,7 +238,7 @@ class TrainingRun:
             self.resume_state = None
             emit(self.progress, "info", message=f"resuming at step {self.step} of {config.steps}")
         clock, wait_total, started = EtaClock(self.step), 0.0, time.perf_counter()
-        log = open(self.out / LOG_FILE, "a") if self.world.is_main else None
+        log = StepLog(self.out / LOG_FILE, self.step if config.resume else 0) if self.world.is_main else None
         try:
             with self.stop:
                 batches = iter(self.batches(self.step))
@@ -235,7 +253,7 @@ class TrainingRun:
                               "data_wait_s": wait, "step_s": time.perf_counter() - t0}
                     self.after_step(record)
                     if log:
-                        log.write(json.dumps(record) + "\n")
+                        log.write(record)
                     emit(self.progress, "progress", stage=self.stage, eta_s=clock.eta(self.step, config.steps),
                          **record)
                     if self.stop.requested:
@@ -256,6 +274,41 @@ class TrainingRun:
         emit(self.progress, "done", model_dir=str(self.out), steps=self.step, seconds=elapsed,
              data_wait_fraction=wait_total / max(elapsed, 1e-9), **self.summary())
         return self.out
+
+
+class StepLog:
+    """train_log.jsonl: one line per step, flushed as written, so a killed run loses no line. A new run starts
+    it afresh; a resumed one first drops the lines after its checkpoint's step, so log and checkpoint agree."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        if resume_step and path.is_file():
+            kept = [line for line in path.read_text().splitlines() if _logged_step(line) <= resume_step]
+            atomic_write(path, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in kept)))
+        self.file = open(path, "a" if resume_step else "w")
+
+    def write(self, record: dict) -> None:
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+                raise DiskFull(disk_full_message(self.path, 1 << 20)) from None
+            raise
+
+    def close(self) -> None:
+        try:
+            self.file.close()
+        except OSError:
+            pass  # a full disk was reported when the line was written
+
+
+def _logged_step(line: str) -> float:
+    """The step of a log line; a damaged line (cut by a kill) counts as after every step."""
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def start_run(run_class: type[TrainingRun], config: TrainConfig, progress: ProgressCallback | None,
