@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# the CPU build of torch 2.13.0 (any other spec may pull a multi-GB CUDA build)
 	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[test,report]"
+	# an editable install, so edits take effect; setuptools' notice about editable installs is silenced
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e ".[test,report]"
 	touch $(STAMP)
 
 demo: $(STAMP)

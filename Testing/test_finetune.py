@@ -120,12 +120,16 @@ def test_head_first_steps_hold_the_transferred_weights_then_train_them(cohort, t
             FinetuneConfig(**{**resolve_init(options), "head_first_steps": bad}).validate()
 
 
-def test_head_first_steps_default_to_an_eighth_of_long_budgets_and_stay_off_for_older_checkpoints(cohort, tmp_path):
+def test_head_first_steps_rise_without_a_jump_to_an_eighth_of_long_budgets_and_stay_off_for_older_checkpoints(
+        cohort, tmp_path):
     options = seg_options(cohort, tmp_path / "ft", tmp_path / "cache", steps=12800)
     default = FinetuneConfig(**options)
     assert default.head_first_steps == -1 and default.head_first == 1600
     assert replace(default, steps=6400).head_first == 800  # resolved from the steps in force, not stored
-    assert replace(default, steps=6399).head_first == replace(default, steps=800).head_first == 0  # short: off
+    assert replace(default, steps=800).head_first == replace(default, steps=200).head_first == 0  # short: off
+    assert replace(default, steps=3600).head_first == 225  # halfway up the ramp: half of an eighth
+    held = [replace(default, steps=n).head_first for n in range(700, 7000, 10)]
+    assert all(0 <= b - a <= 3 for a, b in zip(held, held[1:]))  # rises steadily, never jumps
     assert FinetuneConfig(**{**options, "head_first_steps": 0}).head_first == 0
     assert FinetuneConfig(**{**options, "steps": 100, "head_first_steps": 30}).head_first == 30
     saved = default.to_dict()

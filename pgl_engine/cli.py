@@ -132,8 +132,8 @@ def run_phantom(args, progress) -> None:
 def run_pretrain(args, progress) -> None:
     from .pretrain import pretrain
 
-    network = dataclass_from_args(NetworkConfig, args)
-    pretrain(dataclass_from_args(PretrainConfig, args, network=network), progress=progress)
+    options = explicit_options(PretrainConfig, args)  # so that --preset can supply the others
+    pretrain(progress=progress, network=dataclass_from_args(NetworkConfig, args), **options)
 
 
 def show(args, text: str) -> None:

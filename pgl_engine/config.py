@@ -10,7 +10,8 @@ from .errors import PGLError
 
 
 def option(default: Any, help: str, **extra: Any) -> Any:
-    """A dataclass field carrying its command-line help text."""
+    """A dataclass field carrying its command-line help text; experimental=True lists it in --help's group of
+    options that were measured not to help on the phantoms."""
     meta = {"help": help, **extra}
     if isinstance(default, (list, dict, tuple)):
         return field(default_factory=lambda: default, metadata=meta)
@@ -157,6 +158,25 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+# named pretraining settings (--preset). paper: what Xie et al. 2020 state (crops 1.1-1.4 x the patch overlapping by
+# at least 10 %, flips on every axis with p = 0.5 undone by the flip prior, the local loss on the decoder output,
+# EMA from 0.996) and nothing they do not (no regulariser, no deep level, no extra intensity remaps)
+PRESETS: dict[str, dict] = {
+    "none": {},
+    "paper": {"method": "pgl", "flip_axes": (0, 1, 2), "flip_prior": True, "crop_prior": True,
+              "scale_range": (1.1, 1.4), "min_overlap": 0.1, "ema_start": 0.996, "anti_collapse_weight": 0.0,
+              "deep_weight": 0.0, "intensity_strength": 1.0, "nonmonotone_p": 0.0, "bias_field": 0.0},
+}
+
+
+def with_preset(options: dict) -> dict:
+    """Pretraining options with options["preset"]'s settings under them (explicit options win)."""
+    name = options.get("preset", "none")
+    if name not in PRESETS:
+        raise PGLError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}.")
+    return {**PRESETS[name], **options}
+
+
 @dataclass
 class PretrainConfig(TrainConfig):
     """Everything `pgl pretrain` needs; field names are the CLI option names."""
@@ -174,22 +194,29 @@ class PretrainConfig(TrainConfig):
     flip_prior: bool = option(True, "undo flips when aligning (ablation: --no-flip-prior)")
     crop_prior: bool = option(True, "align the overlap boxes (ablation: --no-crop-prior)")
     anti_collapse_weight: float = option(
-        1.0, "weight of the variance/covariance regulariser on aligned features (0 = paper's plain PGL)")
+        1.0, "weight of the variance/covariance regulariser on the aligned features, which keeps them from "
+             "collapsing (0 = none, as in the paper)")
     anti_collapse_on: Literal["aligned", "full"] = option(
-        "aligned", "features the regulariser sees: the aligned overlap grid, or the full feature maps (subsampled)")
+        "aligned", "features the regulariser sees: the aligned overlap grid, or the full feature maps (subsampled)",
+        experimental=True)
     deep_weight: float = option(
         1.0, "PGL only: weight of a second local loss on the UNet's bottom block (1/8 resolution, grid / 4), "
-             "with its own projector, predictor and regulariser (0 = decoder output only; 1 measured best, README)")
-    nonmonotone_p: float = option(0.0, "probability of a random non-monotone intensity remap per view")
+             "with its own projector, predictor and regulariser (0 = the decoder output only, as in the paper)")
+    nonmonotone_p: float = option(0.0, "probability of a random non-monotone intensity remap per view",
+                                  experimental=True)
     bias_field: float = option(
         0.0, "largest log-amplitude of a smooth random multiplicative intensity field per view (0 = none; "
-             "0.3 = factors 0.74-1.35): views of one scan then disagree on each structure's intensity")
+             "0.3 = factors 0.74-1.35): views of one scan then disagree on each structure's intensity",
+        experimental=True)
     flip_axes: tuple[int, ...] = option(
-        (), "flip each view on these axes with p = 0.5 (0=x 1=y 2=z; the paper flips all three; none by default: "
-            "flip-invariant features lost the spleen on the phantoms, see README)")
+        (), "flip each view on these axes with p = 0.5 (0=x 1=y 2=z; the paper flips all three). None by default: "
+            "matching a view with its mirror image removes the left/right cues that tell spleen from liver")
     intensity_strength: float = option(
         1.0, "scale of the brightness/contrast/gamma jitter per view (1 = paper-style ranges, 0 = none)")
     rank_warning: float = option(0.25, "warn when effective rank / feature channels falls below this")
+    preset: Literal["none", "paper"] = option(
+        "none", "start from a named setting: paper = the paper's PGL (flips on every axis with the flip prior, "
+                "no regulariser, no deep level); options given explicitly still apply")
 
     def __post_init__(self) -> None:
         self.scale_range = tuple(float(v) for v in self.scale_range)
@@ -211,21 +238,28 @@ class PretrainConfig(TrainConfig):
             (0.0 <= self.bias_field <= 1.0, f"--bias-field must be in [0, 1], got {self.bias_field}."),
             (all(a in (0, 1, 2) for a in self.flip_axes), f"--flip-axes takes 0, 1, 2, got {self.flip_axes}."),
             (0.0 <= self.intensity_strength <= 2.0, "--intensity-strength must be in [0, 2]."),
+            (self.flip_prior or bool(self.flip_axes),
+             "--no-flip-prior changes nothing without flips; add --flip-axes 0 1 2 (the paper's flips) to ablate "
+             "the flip prior, or drop --no-flip-prior."),
+            (self.preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {self.preset!r}."),
             (min(self.projector_dim, self.projector_hidden, self.predictor_hidden) >= 1,
              "projector and predictor sizes must be >= 1."),
         ]
 
 
-# --head-first-steps -1 holds the pretrained weights for an eighth of the steps from this budget on: measured to help
-# at 6400 fine-tuning steps and to hurt at 200 and 800 (README, try 27)
-HEAD_FIRST_MIN_STEPS = 6400
+# --head-first-steps -1 holds the pretrained weights for a share of the steps that rises linearly from none at
+# HEAD_FIRST_FROM steps to an eighth at HEAD_FIRST_FULL steps and beyond: holding them was measured to cost Dice
+# at 200 and 800 fine-tuning steps and to help at 6400 (docs/experiments.md); no budget gets a jump
+HEAD_FIRST_FROM, HEAD_FIRST_FULL = 800, 6400
 
 
 def resolve_head_first(head_first_steps: int, steps: int) -> int:
-    """--head-first-steps as a step count; -1 means an eighth of `steps` from HEAD_FIRST_MIN_STEPS on, else 0."""
+    """--head-first-steps as a step count; -1 means steps/8 scaled by a ramp from 0 (at or below HEAD_FIRST_FROM
+    steps) to 1 (at or above HEAD_FIRST_FULL steps)."""
     if head_first_steps != -1:
         return head_first_steps
-    return steps // 8 if steps >= HEAD_FIRST_MIN_STEPS else 0
+    ramp = min(max((steps - HEAD_FIRST_FROM) / (HEAD_FIRST_FULL - HEAD_FIRST_FROM), 0.0), 1.0)
+    return int(steps / 8 * ramp)
 
 
 @dataclass
@@ -239,13 +273,16 @@ class FinetuneConfig(TrainConfig):
     dataset: str = option("", "Medical Segmentation Decathlon dataset.json (imagesTr/labelsTr, label names)")
     init: str = option("none", "pretrained model folder to start from, or none (random initialisation)")
     transfer: Literal["whole", "encoder"] = option(
-        "whole", "what --init gives: the whole backbone (paper) or its encoder only (decoder starts random)")
+        "whole", "what --init gives: the whole backbone (paper) or its encoder only (decoder starts random)",
+        experimental=True)
     init_lr_scale: float = option(
-        1.0, "learning-rate multiplier for the weights taken from --init (the head always gets --lr)")
+        1.0, "learning-rate multiplier for the weights taken from --init (the head always gets --lr)",
+        experimental=True)
     head_first_steps: int = option(
         -1, "keep the weights taken from --init fixed for the first N steps while the rest trains, then fine-tune "
-            "them on their own warm-up and cosine (linear probing, then fine-tuning); -1 = the first eighth of "
-            f"--steps from {HEAD_FIRST_MIN_STEPS} steps on and off below (measured: README, try 27), 0 = off")
+            "them on their own warm-up and cosine (linear probing, then fine-tuning); -1 = automatic: none up to "
+            f"{HEAD_FIRST_FROM} steps, rising linearly to an eighth of --steps at {HEAD_FIRST_FULL} steps and "
+            "beyond; 0 = off")
     label_names: tuple[str, ...] = option((), "names of labels 1, 2, ... when no dataset.json gives them")
     label_fraction: float = option(1.0, "use this fraction of the labelled scans (the paper's few-label settings)")
     max_labeled: int = option(0, "use at most N labelled scans (0 = all)")
@@ -255,8 +292,9 @@ class FinetuneConfig(TrainConfig):
     flip_axes: tuple[int, ...] = option((), "augment with random flips on these axes (0=x 1=y 2=z); --tta uses them")
     structure_shift_hu: float = option(
         0.0, "shift each labelled structure's intensity in a patch by its own random offset of up to this many "
-             "HU (0 = off), so that the model does not learn the labelled scans' organ intensities by heart")
-    steps: int = option(800, "optimisation steps (on the phantoms Dice still rose from 2000 to 4000: see README)")
+             "HU (0 = off), so that the model does not learn the labelled scans' organ intensities by heart",
+        experimental=True)
+    steps: int = option(800, "optimisation steps (with few labelled scans Dice keeps rising for thousands of steps)")
 
     def checks(self) -> list[tuple[bool, str]]:
         return super().checks() + [

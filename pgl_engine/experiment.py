@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import FinetuneConfig, NetworkConfig, PretrainConfig, option
+from .config import PRESETS, FinetuneConfig, NetworkConfig, PretrainConfig, option
 from .errors import PGLError
 from .evaluate import evaluate
 from .finetune import finetune
@@ -27,7 +27,8 @@ from .pretrain import pretrain
 from .progress import ProgressCallback, emit
 
 # pretraining variants: method plus options that differ from the defaults. The defaults do not flip the views
-# (flips cost the spleen on the phantoms); the flip-prior variants flip on every axis as in the paper.
+# (flips cost the spleen on the phantoms); the flip-prior variants flip on every axis as in the paper, and the
+# -paper variants are the paper's setting (--preset paper; BYOL with the same flips and no regulariser).
 FLIPS = {"flip_axes": (0, 1, 2)}
 INIT_VARIANTS = {
     "random": None,
@@ -38,9 +39,12 @@ INIT_VARIANTS = {
     "pgl-nocrop": {"method": "pgl", "crop_prior": False},
     "pgl-noprior": {"method": "pgl", **FLIPS, "flip_prior": False, "crop_prior": False},
     "pgl-nodeep": {"method": "pgl", "deep_weight": 0.0},
-    "pgl-plain": {"method": "pgl", "anti_collapse_weight": 0.0, "deep_weight": 0.0},
+    "pgl-noreg": {"method": "pgl", "anti_collapse_weight": 0.0, "deep_weight": 0.0},
+    "pgl-paper": dict(PRESETS["paper"]),
     "byol-plain": {"method": "byol", "anti_collapse_weight": 0.0},
+    "byol-paper": {"method": "byol", "anti_collapse_weight": 0.0, **FLIPS},
 }
+RENAMED = {"pgl-plain": "pgl-noreg (no regulariser, no deep level, no flips) or pgl-paper (the paper's setting)"}
 
 # options compare sets per run, which --pretrain-option / --finetune-option cannot change
 FIXED_BY_COMPARE = {"images", "out", "dataset", "init", "seed", "max_labeled", "overwrite", "labels", "resume"}
@@ -57,7 +61,7 @@ class CompareConfig:
     seeds: int = option(5, "paired fine-tuning seeds per setting")
     inits: tuple[str, ...] = option(("random", "byol", "pgl"), "initialisations: " + ", ".join(INIT_VARIANTS))
     pretrain_steps: int = option(1800, "pretraining steps per method")
-    finetune_steps: int = option(2000, "fine-tuning steps per run (random init still gains beyond: see README)")
+    finetune_steps: int = option(2000, "fine-tuning steps per run (random init still gains beyond 2000 steps)")
     batch_size: int = option(2, "batch size (pairs for pretraining, patches for fine-tuning)")
     patch_size: tuple[int, int, int] = option((48, 48, 32), "patch size in voxels")
     spacing: tuple[float, float, float] = option((3.2, 3.2, 6.0), "resampling spacing in mm")
@@ -75,6 +79,9 @@ class CompareConfig:
     def validate(self) -> None:
         if not self.inits or not self.labeled:
             raise PGLError("--inits and --labeled each need at least one value.")
+        renamed = [f"{i} is now {RENAMED[i]}" for i in self.inits if i in RENAMED]
+        if renamed:
+            raise PGLError(f"--inits: {'; '.join(renamed)}.")
         unknown = [i for i in self.inits if i not in INIT_VARIANTS]
         if unknown:
             raise PGLError(f"--inits: unknown {unknown}; choose from {', '.join(INIT_VARIANTS)}.")

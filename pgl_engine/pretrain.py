@@ -8,7 +8,7 @@ import numpy as np
 
 from . import __version__
 from .cache import CachedScan, ScanCache, cache_scans, data_fingerprint
-from .config import PretrainConfig, TrainConfig
+from .config import PRESETS, PretrainConfig, TrainConfig, with_preset
 from .dataset import ViewPairDataset, make_loader
 from .distributed import World
 from .ema import ema_momentum, ema_update
@@ -131,9 +131,13 @@ class Pretrainer(TrainingRun):
 def pretrain(config: PretrainConfig | None = None, progress: ProgressCallback | None = None, **options) -> Path:
     """Pretrain a backbone on a folder of unlabeled scans; returns the model folder.
 
-    Give a PretrainConfig or its fields as keyword arguments (`pretrain(images=..., out=..., steps=...)`);
+    Give a PretrainConfig or its fields as keyword arguments (`pretrain(images=..., out=..., steps=...)`;
+    `preset="paper"` starts from the paper's setting, the keyword arguments given still apply);
     `progress` receives one dict per event (see progress.py).
     """
     if config is None:
-        config, options = PretrainConfig(**options), {}
+        config, options = PretrainConfig(**with_preset(options)), {}
+        if config.preset != "none":
+            emit(progress, "info", message=f"--preset {config.preset}: " + ", ".join(
+                f"{k}={getattr(config, k)}" for k in PRESETS[config.preset]))
     return start_run(Pretrainer, config, progress, options)

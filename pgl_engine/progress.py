@@ -56,8 +56,7 @@ class TerminalReporter:
             self.bar.refresh()
         elif kind in ("info", "warning", "done", "cancelled"):
             self.close()
-            text = event.get("message") or ", ".join(f"{k}={v}" for k, v in event.items() if k != "event")
-            self.stream.write(f"{kind}: {text}\n")
+            self.stream.write(f"{kind}: {event.get('message') or describe_fields(event)}\n")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -86,12 +85,16 @@ class LogLinesReporter:
             self.last[stage] = now
             self._write(f"progress: {describe_progress(event)}")
         elif kind in ("info", "warning", "done", "cancelled"):
-            text = event.get("message") or ", ".join(f"{k}={v}" for k, v in event.items() if k != "event")
-            self._write(f"{kind}: {text}")
+            self._write(f"{kind}: {event.get('message') or describe_fields(event)}")
 
     def _write(self, line: str) -> None:
         self.stream.write(line + "\n")
         self.stream.flush()
+
+
+def describe_fields(event: dict) -> str:
+    """An event without a message as key=value pairs, numbers to 4 significant digits."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in event.items() if k != "event")
 
 
 def describe_progress(event: dict) -> str:
@@ -104,7 +107,7 @@ def describe_progress(event: dict) -> str:
         if isinstance(event.get(key), float) and math.isfinite(event[key]):
             parts.append(f"{key.replace('_', ' ')} {event[key]:.3g}")
     eta = event.get("eta_s")
-    if isinstance(eta, float) and math.isfinite(eta) and step < total:
+    if isinstance(eta, float) and math.isfinite(eta) and eta >= 1 and step < total:
         parts.append(f"about {eta / 60:.0f} min left" if eta >= 90 else f"about {eta:.0f} s left")
     return ", ".join(parts)
 
