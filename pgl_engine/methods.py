@@ -1,12 +1,14 @@
-"""PGL and the BYOL baseline as small modules whose forward returns the loss.
+"""PGL and the BYOL baseline as small modules whose forward returns the loss and its statistics.
 
-Both share one pipeline: the online backbone sees both views in one batch, the EMA target backbone
-sees them without gradients, and the online backbone features of the views' overlap are aligned on a
-fixed grid (for PGL's loss, for the anti-collapse regulariser and for the effective-rank diagnostic).
+Both methods see a batch the same way: the online backbone encodes both views in one pass, the EMA target
+backbone encodes them without gradients, and the overlap of the two views is aligned on a fixed grid from
+their priors. PGL's loss compares the aligned grids voxel by voxel; BYOL's compares one pooled embedding per
+view. For both, the aligned online features feed the anti-collapse regulariser and the effective rank.
 """
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -38,6 +40,39 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return target
 
 
+def encode_with_bottom(backbone: nn.Module, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backbone's output and its bottom block's output, from one pass."""
+    kept: list[torch.Tensor] = []
+    handle = bottom_block(backbone).register_forward_hook(lambda module, inputs, output: kept.append(output))
+    try:
+        output = backbone(views)
+    finally:
+        handle.remove()
+    return output, kept[0]
+
+
+@dataclass
+class Pair:
+    """Feature maps of views a and b (B, C, X, Y, Z) each."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+
+    @classmethod
+    def split(cls, both: torch.Tensor) -> "Pair":
+        a, b = both.chunk(2)
+        return cls(a, b)
+
+
+@dataclass
+class LocalHeads:
+    """One feature level's heads: online projector and predictor, EMA target projector."""
+
+    projector: nn.Module
+    predictor: nn.Module
+    target_projector: nn.Module
+
+
 class SelfSupervisedMethod(nn.Module):
     """Online backbone + projector + predictor, EMA target backbone + projector."""
 
@@ -63,99 +98,94 @@ class SelfSupervisedMethod(nn.Module):
 
     def train(self, mode: bool = True) -> "SelfSupervisedMethod":
         super().train(mode)
-        # the targets' BatchNorm layers use their EMA running statistics, as in BYOL implementations
+        # the targets' BatchNorm layers run in eval mode on their EMA'd running statistics. This engine's choice:
+        # BYOL's reference implementation keeps the target in train mode (the batch's statistics)
         for name, module in self.named_children():
             if name.startswith("target_"):
                 module.eval()
         return self
 
-    def align(self, fa: torch.Tensor, fb: torch.Tensor, batch: dict, grid_size: int | None = None
-              ) -> tuple[torch.Tensor, ...]:
-        return align_pair(fa, fb, batch, grid_size or self.config.grid_size, self.config.crop_prior,
-                          self.config.flip_prior)
+    def align(self, features: Pair, batch: dict, grid_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The views' overlap on a grid_size^3 grid, from their priors: (aligned a, aligned b, valid pairs)."""
+        return align_pair(features.a, features.b, batch, grid_size, self.config.crop_prior, self.config.flip_prior)
 
-    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
-        views = torch.cat([batch["view_a"], batch["view_b"]])
-        online = self.online_backbone(views)
-        with torch.no_grad():
-            target = self.target_backbone(views)
-        online_a, online_b = online.chunk(2)
-        target_a, target_b = target.chunk(2)
-        aligned_a, aligned_b, valid = self.align(online_a, online_b, batch)
-        loss = self.consistency(online_a, online_b, target_a, target_b, aligned_a, aligned_b, valid, batch)
-        stats = {"consistency": float(loss.detach())}
-        samples = overlap_samples(aligned_a, aligned_b, valid)
-        if self.config.anti_collapse_weight > 0:
-            # every second voxel of the full maps: the same statistics at an eighth of the cost
-            regularised = samples if self.config.anti_collapse_on == "aligned" else \
-                grid_to_samples(online[:, :, ::2, ::2, ::2])
-            penalty = variance_covariance_penalty(regularised)
-            loss = loss + self.config.anti_collapse_weight * penalty
-            stats["anti_collapse"] = float(penalty.detach())
-        stats["effective_rank"] = effective_rank(samples.detach())
-        return loss, stats
+    def regularised(self, loss: torch.Tensor, samples: torch.Tensor, stats: dict, key: str | None = None
+                    ) -> torch.Tensor:
+        """loss + the anti-collapse penalty on `samples` (N, C), when --anti-collapse-weight > 0."""
+        if self.config.anti_collapse_weight <= 0:
+            return loss
+        penalty = variance_covariance_penalty(samples)
+        if key:
+            stats[key] = float(penalty.detach())
+        return loss + self.config.anti_collapse_weight * penalty
 
-    def consistency(self, online_a, online_b, target_a, target_b, aligned_a, aligned_b, valid, batch):
-        raise NotImplementedError
+    def collapse_samples(self, online: torch.Tensor, aligned: tuple) -> torch.Tensor:
+        """The features the regulariser sees: the aligned overlap, or every second voxel of the full maps (the
+        same statistics at an eighth of the cost)."""
+        if self.config.anti_collapse_on == "aligned":
+            return overlap_samples(*aligned)
+        return grid_to_samples(online[:, :, ::2, ::2, ::2])
 
 
 class PGL(SelfSupervisedMethod):
     """Prior-guided local consistency of the aligned overlap, voxel by voxel (Xie et al. 2020).
 
-    With deep_weight > 0, the UNet's bottom block gets a second local loss of its own (heads, regulariser),
-    its features taken by forward hooks during the same backbone passes.
+    With deep_weight > 0, the UNet's bottom block gets a second local loss of its own (heads, regulariser) on
+    a grid a quarter the size, from the same backbone passes.
     """
 
     def __init__(self, config: PretrainConfig):
         super().__init__(config)
-        self.deep_features: dict[str, torch.Tensor] = {}
         if config.deep_weight > 0:
             c = config.network.channels[-1]
             self.deep_projector = local_head(c, config.projector_hidden, config.projector_dim)
             self.deep_predictor = local_head(config.projector_dim, config.predictor_hidden, config.projector_dim)
             self.target_deep_projector = frozen_copy(self.deep_projector)
-            for role, backbone in (("online", self.online_backbone), ("target", self.target_backbone)):
-                bottom_block(backbone).register_forward_hook(self._keep_deep_features(role))
-
-    def _keep_deep_features(self, role: str):
-        def hook(module, inputs, output):
-            self.deep_features[role] = output
-        return hook
 
     def ema_pairs(self):
         pairs = super().ema_pairs()
         return pairs + [(self.deep_projector, self.target_deep_projector)] if self.config.deep_weight > 0 else pairs
 
-    def local_loss(self, aligned: tuple, target_a, target_b, batch, projector, predictor, target_projector,
-                   grid_size: int | None = None) -> torch.Tensor:
-        """Symmetric local consistency of one feature level: online aligned grids against the target's."""
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        deep = self.config.deep_weight > 0
+        views = torch.cat([batch["view_a"], batch["view_b"]])
+        online, online_bottom = encode_with_bottom(self.online_backbone, views) if deep else \
+            (self.online_backbone(views), None)
+        with torch.no_grad():
+            target, target_bottom = encode_with_bottom(self.target_backbone, views) if deep else \
+                (self.target_backbone(views), None)
+        grid = self.config.grid_size
+        aligned = self.align(Pair.split(online), batch, grid)
+        heads = LocalHeads(self.online_projector, self.predictor, self.target_projector)
+        loss = self.local_loss(aligned, Pair.split(target), batch, heads, grid)
+        if deep:
+            loss = loss + self.config.deep_weight * self.deep_loss(online_bottom, target_bottom, batch)
+        stats = {"consistency": float(loss.detach())}
+        loss = self.regularised(loss, self.collapse_samples(online, aligned), stats, "anti_collapse")
+        stats["effective_rank"] = effective_rank(overlap_samples(*aligned).detach())
+        return loss, stats
+
+    def local_loss(self, aligned: tuple, target: Pair, batch: dict, heads: LocalHeads, grid: int) -> torch.Tensor:
+        """Symmetric local consistency of one feature level: the online aligned grids, through the projector and
+        predictor, against the target's aligned grids through the target projector."""
         aligned_a, aligned_b, valid = aligned
         with torch.no_grad():
-            target_aligned_a, target_aligned_b, _ = self.align(target_a, target_b, batch, grid_size)
-            z_a, z_b = target_projector(torch.cat([target_aligned_a, target_aligned_b])).chunk(2)
-        # the pointwise heads run on the aligned grid: same maths, far cheaper than on full-size maps
-        p_a, p_b = predictor(projector(torch.cat([aligned_a, aligned_b]))).chunk(2)
+            target_a, target_b, _ = self.align(target, batch, grid)
+            z_a, z_b = heads.target_projector(torch.cat([target_a, target_b])).chunk(2)
+        # the pointwise heads run on the aligned grid, far cheaper than on the full maps. Not the same function as
+        # heads before the alignment: interpolation commutes with the 1x1x1 convolutions but not with the ReLU
+        # or the batch-norm statistics (taken over the grid's voxels instead of the maps'); the paper leaves the
+        # order open
+        p_a, p_b = heads.predictor(heads.projector(torch.cat([aligned_a, aligned_b]))).chunk(2)
         return local_consistency_loss(p_a, z_b, p_b, z_a, valid)
 
-    def consistency(self, online_a, online_b, target_a, target_b, aligned_a, aligned_b, valid, batch):
-        loss = self.local_loss((aligned_a, aligned_b, valid), target_a, target_b, batch, self.online_projector,
-                               self.predictor, self.target_projector)
-        if self.config.deep_weight > 0:
-            loss = loss + self.config.deep_weight * self.deep_loss(batch)
-        return loss
-
-    def deep_loss(self, batch: dict) -> torch.Tensor:
-        """Local loss (plus the regulariser) on the bottom block's features, on a grid a quarter the size."""
-        online_a, online_b = self.deep_features["online"].chunk(2)
-        target_a, target_b = self.deep_features["target"].chunk(2)
+    def deep_loss(self, online_bottom: torch.Tensor, target_bottom: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The local loss plus the regulariser on the bottom block's features, on a grid a quarter the size."""
         grid = max(2, self.config.grid_size // 4)
-        aligned_a, aligned_b, valid = self.align(online_a, online_b, batch, grid)
-        loss = self.local_loss((aligned_a, aligned_b, valid), target_a, target_b, batch, self.deep_projector,
-                               self.deep_predictor, self.target_deep_projector, grid)
-        if self.config.anti_collapse_weight > 0:
-            penalty = variance_covariance_penalty(overlap_samples(aligned_a, aligned_b, valid))
-            loss = loss + self.config.anti_collapse_weight * penalty
-        return loss
+        aligned = self.align(Pair.split(online_bottom), batch, grid)
+        heads = LocalHeads(self.deep_projector, self.deep_predictor, self.target_deep_projector)
+        loss = self.local_loss(aligned, Pair.split(target_bottom), batch, heads, grid)
+        return self.regularised(loss, overlap_samples(*aligned), {})
 
 
 class BYOL(SelfSupervisedMethod):
@@ -163,12 +193,20 @@ class BYOL(SelfSupervisedMethod):
 
     head = staticmethod(global_head)
 
-    def consistency(self, online_a, online_b, target_a, target_b, aligned_a, aligned_b, valid, batch):
-        pooled = torch.cat([online_a, online_b]).mean(dim=(2, 3, 4))
-        p_a, p_b = self.predictor(self.online_projector(pooled)).chunk(2)
+    def forward(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        views = torch.cat([batch["view_a"], batch["view_b"]])
+        online = self.online_backbone(views)
         with torch.no_grad():
-            z_a, z_b = self.target_projector(torch.cat([target_a, target_b]).mean(dim=(2, 3, 4))).chunk(2)
-        return global_consistency_loss(p_a, z_b, p_b, z_a)
+            target = self.target_backbone(views)
+            z_a, z_b = self.target_projector(target.mean(dim=(2, 3, 4))).chunk(2)
+        p_a, p_b = self.predictor(self.online_projector(online.mean(dim=(2, 3, 4)))).chunk(2)
+        loss = global_consistency_loss(p_a, z_b, p_b, z_a)
+        stats = {"consistency": float(loss.detach())}
+        # the overlap is aligned only to watch (and regularise) the local features BYOL's loss never sees
+        aligned = self.align(Pair.split(online), batch, self.config.grid_size)
+        loss = self.regularised(loss, self.collapse_samples(online, aligned), stats, "anti_collapse")
+        stats["effective_rank"] = effective_rank(overlap_samples(*aligned).detach())
+        return loss, stats
 
 
 METHODS = {"pgl": PGL, "byol": BYOL}
