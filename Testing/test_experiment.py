@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from pgl_engine.errors import PGLError
-from pgl_engine.experiment import CompareConfig, compare, paired_difference, with_organ_mean
+from pgl_engine.compare_stats import RunResult, paired_difference
+from pgl_engine.experiment import CompareConfig, compare
 from pgl_engine.report import held_steps
 
 
@@ -16,17 +17,18 @@ def test_paired_difference_interval():
     d = paired_difference([0.6, 0.7, 0.8], [0.5, 0.5, 0.7])
     diffs = np.array([0.1, 0.2, 0.1])
     half = 4.302653 * diffs.std(ddof=1) / np.sqrt(3)  # t(0.975, 2)
-    assert d["mean"] == pytest.approx(diffs.mean())
-    assert d["ci95"] == pytest.approx([diffs.mean() - half, diffs.mean() + half], rel=1e-5)
-    assert np.isnan(paired_difference([0.5], [0.4])["ci95"][0])
+    assert d.mean == pytest.approx(diffs.mean()) and d.n == 3 and d.has_interval
+    assert d.ci95 == pytest.approx([diffs.mean() - half, diffs.mean() + half], rel=1e-5)
+    assert np.isnan(paired_difference([0.5], [0.4]).ci95[0]) and not paired_difference([0.5], [0.4]).has_interval
 
 
 def test_organ_mean_leaves_the_tumour_and_the_run_alone():
-    run = {"init": "pgl", "dice": {"liver": 0.9, "spleen": 0.8, "right kidney": 0.7, "left kidney": 0.6,
-                                   "tumour": 0.0, "mean": 0.6}}
-    scored = with_organ_mean(run)
-    assert scored["dice"]["organ mean"] == pytest.approx(0.75)
-    assert "organ mean" not in run["dice"] and scored["init"] == "pgl"
+    run = RunResult("pgl", 1, 0, dice={"liver": 0.9, "spleen": 0.8, "right kidney": 0.7, "left kidney": 0.6,
+                                       "tumour": 0.0, "mean": 0.6}, hd95_mm={}, loss_curve=[1.0])
+    scored = run.scored()
+    assert scored.dice["organ mean"] == pytest.approx(0.75)
+    assert "organ mean" not in run.dice and scored.init == "pgl"
+    assert RunResult.from_json(scored.to_json()) == scored  # result.json round trip
 
 
 def test_compare_runs_end_to_end_and_reuses_finished_runs(tmp_path):
@@ -106,7 +108,8 @@ def test_compare_refuses_zero_jobs():
 def test_loss_plot_of_random_init_alone_has_no_empty_legend(tmp_path, recwarn):
     from pgl_engine.report import plot_losses
 
-    results = [{"init": "random", "loss_curve": [2.0, 1.5, 1.2]}, {"init": "random", "loss_curve": [2.1, 1.4]}]
+    results = [RunResult("random", 1, seed, dice={}, hd95_mm={}, loss_curve=curve)
+               for seed, curve in enumerate(([2.0, 1.5, 1.2], [2.1, 1.4]))]
     plot_losses(tmp_path / "loss.png", tmp_path, ("random",), results)
     assert (tmp_path / "loss.png").stat().st_size > 1000
     assert not [w for w in recwarn if "legend" in str(w.message)]

@@ -18,7 +18,7 @@ from pgl_engine.cli import main
 from pgl_engine.config import PRESETS, FinetuneConfig, NetworkConfig, PretrainConfig
 from pgl_engine.ema import ema_momentum
 from pgl_engine.errors import PGLError
-from pgl_engine.experiment import INIT_VARIANTS, CompareConfig
+from pgl_engine.compare_config import INIT_VARIANTS, CompareConfig
 from pgl_engine.finetune import Finetuner, finetune, resolve_init
 from pgl_engine.losses import effective_rank, variance_covariance_penalty
 from pgl_engine.segment import segment

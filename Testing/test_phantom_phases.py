@@ -7,7 +7,8 @@ import pytest
 
 from pgl_engine.cli import main
 from pgl_engine.errors import PGLError
-from pgl_engine.experiment import CompareConfig, compare, organ_mean_by_phase
+from pgl_engine.compare_stats import organ_mean_by_phase
+from pgl_engine.experiment import CompareConfig, compare
 from pgl_engine.phantom import PHASES, make_phantom, phase_of, read_phases, write_cohort
 
 

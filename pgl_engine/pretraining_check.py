@@ -8,15 +8,15 @@ segment the held-out case with both, and compare their Dice. The answer is the m
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .compare_stats import paired_difference
 from .config import NetworkConfig, option
 from .errors import PGLError
 from .evaluate import dice_per_label
-from .experiment import paired_difference
 from .finetune import finetune
 from .imaging import read_image, scan_name
 from .labels import pair_folders
@@ -87,7 +87,7 @@ def check_pretraining(config: CheckConfig, progress: ProgressCallback | None = N
                          f"pretrained {dice['pretrained']:.3f}")
     summary = {"init": str(Path(config.init).resolve()), "cases": len(pairs), "seeds": config.seeds,
                "steps": config.steps, "runs": runs,
-               "difference": paired_difference([r["pretrained"] for r in runs], [r["random"] for r in runs]),
+               "difference": asdict(paired_difference([r["pretrained"] for r in runs], [r["random"] for r in runs])),
                "random_mean": float(np.mean([r["random"] for r in runs])),
                "pretrained_mean": float(np.mean([r["pretrained"] for r in runs]))}
     summary["text"] = describe_check(summary)

@@ -9,19 +9,20 @@ import numpy as np
 import torch
 
 from . import __version__
+from .compare_stats import Difference, PhaseSummary, RunResult, Spread, Summary
 from .config import FinetuneConfig, NetworkConfig, resolve_head_first
 
 
-def _fmt(cell: dict) -> str:
-    return f"{100 * cell['mean']:.1f} ± {100 * cell['sd']:.1f}"
+def _fmt(cell: Spread) -> str:
+    return f"{100 * cell.mean:.1f} ± {100 * cell.sd:.1f}"
 
 
-def _fmt_difference(d: dict) -> str:
-    ci = "(one seed)" if np.isnan(d["ci95"][0]) else f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
-    return f"{100 * d['mean']:+.1f} {ci}"
+def _fmt_difference(d: Difference) -> str:
+    ci = f"[{100 * d.ci95[0]:+.1f}, {100 * d.ci95[1]:+.1f}]" if d.has_interval else "(one seed)"
+    return f"{100 * d.mean:+.1f} {ci}"
 
 
-def plot_dice(path: Path, table: dict, inits: tuple[str, ...], labeled: int) -> None:
+def plot_dice(path: Path, table: dict[str, dict[str, Spread]], inits: tuple[str, ...], labeled: int) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -31,8 +32,8 @@ def plot_dice(path: Path, table: dict, inits: tuple[str, ...], labeled: int) -> 
     width = 0.8 / len(inits)
     fig, ax = plt.subplots(figsize=(1.4 * len(organs) + 2, 4))
     for k, init in enumerate(inits):
-        means = [100 * table[init][o]["mean"] for o in organs]
-        sds = [100 * table[init][o]["sd"] for o in organs]
+        means = [100 * table[init][o].mean for o in organs]
+        sds = [100 * table[init][o].sd for o in organs]
         ax.bar(x + (k - (len(inits) - 1) / 2) * width, means, width, yerr=sds, capsize=2, label=init)
     ax.set_xticks(x, organs)
     ax.set_ylabel("Dice (%)")
@@ -44,7 +45,7 @@ def plot_dice(path: Path, table: dict, inits: tuple[str, ...], labeled: int) -> 
     plt.close(fig)
 
 
-def plot_losses(path: Path, out: Path, inits: tuple[str, ...], results: list[dict]) -> None:
+def plot_losses(path: Path, out: Path, inits: tuple[str, ...], results: list[RunResult]) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -55,7 +56,7 @@ def plot_losses(path: Path, out: Path, inits: tuple[str, ...], results: list[dic
         if log.is_file():
             records = [json.loads(line) for line in log.read_text().splitlines()]
             left.plot([r["step"] for r in records], [r["loss"] for r in records], label=init)
-        curves = [r["loss_curve"] for r in results if r["init"] == init]
+        curves = [r.loss_curve for r in results if r.init == init]
         if curves:
             length = min(len(c) for c in curves)
             right.plot(np.arange(1, length + 1), np.mean([c[:length] for c in curves], axis=0), label=init)
@@ -78,17 +79,17 @@ def phase_note(phases: tuple[str, ...]) -> str:
     return f"; unlabeled and test scans in turn {', '.join(phases)}, labelled ones portal-venous"
 
 
-def phase_lines(by_phase: dict | None) -> list[str]:
+def phase_lines(by_phase: PhaseSummary | None) -> list[str]:
     """The report's table of organ-mean Dice per contrast phase of the test scans (none for one phase)."""
     if not by_phase:
         return []
-    phases = list(next(iter(by_phase["table"].values())))
+    phases = list(next(iter(by_phase.table.values())))
     lines = ["", "Organ mean by contrast phase of the test scans (the labelled scans are venous):", "",
              "| init | " + " | ".join(phases) + " |", "|---" * (len(phases) + 1) + "|"]
     lines += [f"| {init} | " + " | ".join(_fmt(cells[p]) for p in phases) + " |"
-              for init, cells in by_phase["table"].items()]
+              for init, cells in by_phase.table.items()]
     lines += [f"| {name} | " + " | ".join(_fmt_difference(d[p]) for p in phases) + " |"
-              for name, d in by_phase["differences"].items()]
+              for name, d in by_phase.differences.items()]
     return lines
 
 
@@ -98,11 +99,11 @@ def held_steps(config) -> int:
     return resolve_head_first(int(given), config.finetune_steps)
 
 
-def write_report(out: Path, config, summary: dict, results: list[dict]) -> Path:
+def write_report(out: Path, config, summary: Summary, results: list[RunResult]) -> Path:
     held = held_steps(config)
     lines = ["# PGL comparison report", "",
              f"Engine {__version__}, torch {torch.__version__}, {platform.machine()}, device `{config.device}`; "
-             f"{summary['seconds'] / 60:.1f} min in all (pieces reused from earlier runs are not counted again).",
+             f"{summary.seconds / 60:.1f} min in all (pieces reused from earlier runs are not counted again).",
              "",
              f"Data: synthetic abdominal CT phantoms — {config.unlabeled} unlabeled (pretraining), "
              f"{max(config.labeled)} labelled (fine-tuning), {config.test} test{phase_note(config.phases)}; resampled to {config.spacing} mm, "
@@ -118,28 +119,29 @@ def write_report(out: Path, config, summary: dict, results: list[dict]) -> Path:
     if options:
         lines += ["Options given to every run of their kind: " + ", ".join(options) + ".", ""]
     for n in config.labeled:
-        table = summary["table"][str(n)]
+        measured = summary.by_labelled[n]
+        table = measured.table
         organs = list(next(iter(table.values())))
         lines += [f"## {n} labelled scan(s): test Dice (%), mean ± SD over seeds", "",
                   "| init | " + " | ".join(organs) + " |", "|---" * (len(organs) + 1) + "|"]
         lines += [f"| {init} | " + " | ".join(_fmt(table[init][o]) for o in organs) + " |" for init in table]
-        by_metric = summary["differences"][str(n)]  # metric -> "a - b" -> difference
+        by_metric = measured.differences  # metric -> "a - b" -> difference
         lines += ["", "Paired differences (Dice points), 95% t-interval over seeds. *organ mean*: liver, spleen "
                   "and kidneys (the paper's mean over organs); *mean*: every label, the tumour included.", "",
                   "| difference | " + " | ".join(by_metric) + " |", "|---" * (len(by_metric) + 1) + "|"]
         for name in next(iter(by_metric.values())):
             cells = [_fmt_difference(by_pair[name]) for by_pair in by_metric.values()]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += phase_lines(summary.get("by_phase", {}).get(str(n)))
+        lines += phase_lines(measured.by_phase)
         plot_dice(out / f"dice_n{n}.png", table, config.inits, n)
         lines += ["", f"![Dice per organ](dice_n{n}.png)", ""]
     lines += ["## Feature effective rank", "",
               "Effective rank of the backbone's voxel features on the test scans (of "
               f"{NetworkConfig().feature_channels} channels; collapse shows as a low rank), and at the end of pretraining (aligned features):", "",
               "| init | test features | end of pretraining |", "|---|---|---|"]
-    for init, r in summary["ranks"].items():
-        pre = "—" if r["pretraining"] is None else f"{r['pretraining']:.1f}"
-        lines.append(f"| {init} | {r['test_features']:.1f} | {pre} |")
+    for init, r in summary.ranks.items():
+        pre = "—" if r.pretraining is None else f"{r.pretraining:.1f}"
+        lines.append(f"| {init} | {r.test_features:.1f} | {pre} |")
     plot_losses(out / "loss_curves.png", out, config.inits, results)
     lines += ["", "![Loss curves](loss_curves.png)", ""]
     path = out / "report.md"
