@@ -21,7 +21,9 @@ def holds_pgl_run(path: str) -> bool:
     folder = Path(path) if path else None
     if folder is None or not folder.is_dir():
         return False
-    return is_model_folder(path) or (folder / "checkpoints").is_dir() or [p.name for p in folder.iterdir()] == [LOG_FILE]
+    # hidden files (the engine's run lock, temporary files of an interrupted write) are not the folder's content
+    visible = [p.name for p in folder.iterdir() if not p.name.startswith(".")]
+    return is_model_folder(path) or (folder / "checkpoints").is_dir() or visible == [LOG_FILE]
 
 
 def same_folder(a: str, b: str) -> bool:

@@ -171,3 +171,16 @@ def test_exported_cases_are_named_after_their_volumes_uniquely(mrml, cohort):
 
     volumes = [mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name) for name in ("CT 1", "CT_1", "ct/1", "..")]
     assert case_names(volumes) == ["CT_1", "CT_1_2", "ct_1_3", "case"]
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_recognised_beside_a_stale_lock(tmp_path):
+    from PGLCommon.output_folders import holds_pgl_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_log.jsonl").write_text("{}\n")
+    (run / ".pgl-run.lock").write_text("{}")  # left by an engine that was killed
+    (run / ".tmp-1-ab-latest.pt").write_bytes(b"")
+    assert holds_pgl_run(str(run))
+    (run / "notes.txt").write_text("mine")
+    assert not holds_pgl_run(str(run))

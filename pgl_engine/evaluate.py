@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
-from monai.metrics import compute_hausdorff_distance
 
 from .atomic import atomic_write
 from .errors import PGLError
@@ -37,6 +36,8 @@ def hd95_mm(pred: np.ndarray, truth: np.ndarray, value: int, spacing: tuple[floa
     idx = np.argwhere(p | t)
     lo, hi = np.maximum(idx.min(0) - 2, 0), idx.max(0) + 3
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    from monai.metrics import compute_hausdorff_distance  # MONAI is imported by the commands that use it
+
     p_t = torch.from_numpy(p[box])[None, None]
     t_t = torch.from_numpy(t[box])[None, None]
     with warnings.catch_warnings():  # MONAI deprecation notice from inside its own metric code

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.losses import DiceCELoss
 from torch.utils.data import Dataset
 
 from . import __version__
@@ -180,6 +179,8 @@ class Finetuner(TrainingRun):
         self.scans = [scan for _, scan in cases]
         self.case_names = [scan_name(pair.image) for pair, _ in cases[: len(self.train_cases)]]
         self.best_dice, self.best_step = -1.0, 0
+        from monai.losses import DiceCELoss  # MONAI is imported by the commands that use it
+
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
         torch.manual_seed(config.seed)
         network = build_segmentation_net(config.network, len(names) + 1)

@@ -5,7 +5,6 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-from monai.inferers import sliding_window_inference
 from torch import nn
 
 
@@ -19,6 +18,8 @@ def predict_logits(network: nn.Module, volume: np.ndarray, patch_size: tuple[int
     volume. With flip_axes, predictions of the volume flipped on each axis are averaged in (test-time
     augmentation), each flipped back before averaging.
     """
+    from monai.inferers import sliding_window_inference  # MONAI is imported by the commands that use it
+
     network.eval()
     x = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None, None]
     autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()

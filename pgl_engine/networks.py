@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import re
 
-from monai.networks.layers.simplelayers import SkipConnection
-from monai.networks.nets import UNet
 from torch import nn
 
 from .config import NetworkConfig
@@ -12,6 +10,8 @@ from .config import NetworkConfig
 
 def build_backbone(config: NetworkConfig) -> nn.Module:
     """Residual MONAI UNet mapping a 1-channel patch to a feature map of the same size."""
+    from monai.networks.nets import UNet  # MONAI is imported by the commands that build a network
+
     return UNet(spatial_dims=3, in_channels=1, out_channels=config.feature_channels,
                 channels=config.channels, strides=config.strides, num_res_units=config.num_res_units)
 
@@ -23,6 +23,8 @@ _DECODER_KEY = re.compile(r"(^|\.)(model|submodule)\.2\.")
 
 def bottom_block(backbone: nn.Module) -> nn.Module:
     """The UNet's deepest block (encoder side, lowest resolution, channels[-1] features)."""
+    from monai.networks.layers.simplelayers import SkipConnection
+
     level = backbone.model
     while isinstance(level[1], SkipConnection) and isinstance(level[1].submodule, nn.Sequential):
         level = level[1].submodule

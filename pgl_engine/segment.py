@@ -115,7 +115,8 @@ def write_label_map(labels_zyx: np.ndarray, reference: sitk.Image, source, outpu
         like = nib.load(str(source)) if isinstance(source, Path) and source.name.lower().endswith((".nii", ".nii.gz")) \
             else None
         affine = like.affine if like is not None else image_affine_ras(reference)
-        write_nifti(np.ascontiguousarray(labels_zyx.transpose(2, 1, 0)), affine, output, like)
+        # the transposed view is Fortran-ordered, the order NIfTI stores: nibabel writes it without reordering
+        write_nifti(labels_zyx.transpose(2, 1, 0), affine, output, like)
     else:
         write_image_like(labels_zyx, reference, output)
 
