@@ -96,6 +96,25 @@ def test_a_takeover_in_progress_is_not_raced(tmp_path):
         assert not guard.exists()
 
 
+def test_on_windows_a_holder_is_looked_up_never_signalled(monkeypatch):
+    import ctypes
+
+    asked = []
+
+    class Kernel32:
+        def OpenProcess(self, access, inherit, pid):
+            asked.append(pid)
+            return 0  # no handle
+
+    monkeypatch.setattr(run_lock, "ON_WINDOWS", True)
+    monkeypatch.setattr(run_lock.os, "kill", lambda *a: pytest.fail("os.kill(pid, 0) ends the process on Windows"))
+    monkeypatch.setattr(ctypes, "WinDLL", lambda *a, **k: Kernel32(), raising=False)
+    monkeypatch.setattr(ctypes, "get_last_error", lambda: 87, raising=False)  # ERROR_INVALID_PARAMETER: no such pid
+    assert run_lock._running(4242) is False and asked == [4242]
+    monkeypatch.setattr(ctypes, "get_last_error", lambda: 5, raising=False)  # ERROR_ACCESS_DENIED: it exists
+    assert run_lock._running(4242) is True
+
+
 def engine(*args: str, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "pgl_engine", *args], env=env, text=True,
