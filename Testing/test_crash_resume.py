@@ -11,7 +11,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from cli_args import pretrain_args
+from cli_args import pretrain_args, run_engine
 from conftest import ROOT
 
 STEPS, EVERY = 12, 4
@@ -19,21 +19,9 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def train(cohort: Path, out: Path, cache: Path, *extra: str, kill_when=None) -> tuple[int, list[dict], str]:
-    """Run `pgl pretrain` in its own process; SIGKILL it as soon as kill_when(event) is true. Returns the exit
-    code, every JSON event it printed (also those still in the pipe when it was killed) and its stderr."""
-    args = pretrain_args(cohort / "images", out, cache, "--steps", str(STEPS), "--checkpoint-every", str(EVERY),
-                         "--progress", "json", *extra)
-    proc = subprocess.Popen([sys.executable, "-m", "pgl_engine", *args], env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    events = []
-    for line in proc.stdout:
-        events.append(json.loads(line))
-        if kill_when and kill_when(events[-1]):
-            proc.send_signal(signal.SIGKILL)
-            break
-    rest, err = proc.communicate(timeout=300)
-    events += [json.loads(line) for line in rest.splitlines()]
-    return proc.returncode, events, err
+    """The tiny pretraining of this module in its own process, SIGKILLed once kill_when(event) is true."""
+    return run_engine(pretrain_args(cohort / "images", out, cache, "--steps", str(STEPS), "--checkpoint-every",
+                                    str(EVERY), "--progress", "json", *extra), kill_when)
 
 
 def checkpoints(events: list[dict]) -> list[int]:

@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,22 +27,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def train(images: Path, out: Path, cache: Path, steps: int, every: int, extra: list[str], kill_at=None):
     """Run pgl pretrain; SIGKILL it when kill_at(event) is true. Returns (exit code, events)."""
-    from cli_args import pretrain_args
+    from cli_args import pretrain_args, run_engine
 
     args = pretrain_args(images, out, cache, "--steps", str(steps), "--checkpoint-every", str(every),
                          "--progress", "json", *extra)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "pgl_engine", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    events = []
-    for line in proc.stdout:
-        events.append(json.loads(line))
-        if kill_at and kill_at(events[-1]):
-            proc.send_signal(signal.SIGKILL)
-            break
-    rest, _ = proc.communicate(timeout=600)
-    events += [json.loads(line) for line in rest.splitlines()]
-    return proc.returncode, events
+    code, events, _ = run_engine(args, kill_at, timeout=600)
+    return code, events
 
 
 def kill_rule(after_checkpoint: bool, step: int):

@@ -94,7 +94,10 @@ class ScanCache:
         if array_path.is_file() and meta_path.is_file():
             try:
                 meta = json.loads(meta_path.read_text())
-                value_range = meta.get("value_range") or _value_range(np.load(array_path, mmap_mode="r"))
+                value_range = meta.get("value_range")
+                if value_range is None:  # an entry from before the field: measured once, then recorded
+                    meta["value_range"] = value_range = _value_range(np.load(array_path, mmap_mode="r"))
+                    atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta)))
                 self.hits += 1
                 return CachedScan(array_path, path, tuple(meta["shape"]), tuple(tuple(r) for r in meta["affine"]),
                                   digest, int(meta.get("non_finite", 0)), value_range[0] == value_range[1])
