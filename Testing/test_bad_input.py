@@ -236,8 +236,11 @@ CASES = [
     Case("pretrain-resume-pickled-payload", lambda p: pretrain_args(p.images, bad_checkpoint(p), p.cache, "--resume"),
          1, lambda p: "latest.pt", "may contain code"),
     Case("pretrain-resume-random-bytes", lambda p: pretrain_args(
-        p.images, bad_checkpoint(p, os.urandom(4000)), p.cache, "--resume"), 1,
+        p.images, bad_checkpoint(p, np.random.default_rng(7).bytes(4000)), p.cache, "--resume"), 1,
          lambda p: "latest.pt", "not a pgl checkpoint"),
+    Case("pretrain-resume-zip-header-then-garbage", lambda p: pretrain_args(
+        p.images, bad_checkpoint(p, b"PK\x03\x04" + np.random.default_rng(8).bytes(4000)), p.cache, "--resume"), 1,
+         lambda p: "latest.pt", "damaged or truncated"),
     Case("pretrain-resume-truncated-checkpoint", lambda p: pretrain_args(
         p.images, bad_checkpoint(p, b"PK\x03\x04" + bytes(200)), p.cache, "--resume"), 1,
          lambda p: "latest.pt", "damaged or truncated"),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -47,16 +46,26 @@ def load_checkpoint(out_dir: str | Path) -> dict:
                            f"so there is nothing to resume. Start it again with --overwrite instead of --resume "
                            f"(its log is replaced), or use another --out folder.")
         raise PGLError(f"{out}: is empty, so there is nothing to resume; start a new run there without --resume.")
+    if not _starts_like_zip(path):
+        _refuse(path, "it is not in the format pgl writes (another program's file, or overwritten)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        what = ("it holds Python objects other than tensors and plain data, and such a file may contain code"
-                if zipfile.is_zipfile(path) else "it is not in the format pgl writes (damaged, or another program's)")
-        raise PGLError(f"{path}: is not a PGL checkpoint: {what}; it was not loaded. Resume only from checkpoints "
-                       f"that pgl wrote, or start again with --overwrite.") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        _refuse(path, "it holds Python objects other than tensors and plain data, and such a file may contain code")
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError) as e:
         raise PGLError(f"{path}: cannot be read as a PGL checkpoint (it is damaged or truncated: "
                        f"{_first_line(e)}). Start again with --overwrite, or restore the file.") from None
+
+
+def _starts_like_zip(path: Path) -> bool:
+    """torch.save writes a zip archive; anything else is never handed to the unpickler."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _refuse(path: Path, what: str) -> None:
+    raise PGLError(f"{path}: is not a PGL checkpoint: {what}; it was not loaded. Resume only from checkpoints "
+                   f"that pgl wrote, or start again with --overwrite.")
 
 
 def _first_line(error: Exception) -> str:
