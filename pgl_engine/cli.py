@@ -13,6 +13,7 @@ from .cli_options import add_dataclass_options, dataclass_from_args
 from .config import FinetuneConfig, NetworkConfig, PretrainConfig
 from .errors import PGLError, TrainingInterrupted
 from .interrupt import watch_stop_file
+from .precision import PRECISIONS
 from .progress import JsonLinesReporter, LogLinesReporter, TerminalReporter, emit
 
 EXIT_ERROR = 1
@@ -74,8 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--tta", action="store_true", help="average flipped predictions (axes the model trained with)")
     sg.add_argument("--largest-component", action="store_true", help="keep each label's largest component")
     sg.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    sg.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap (default: 0.5)")
-    sg.add_argument("--sw-batch-size", type=int, default=4, help="windows per forward pass (default: 4)")
+    sg.add_argument("--overlap", type=float, default=0.5,
+                    help="sliding-window overlap, for models with instance normalisation (default: 0.5)")
+    sg.add_argument("--sw-batch-size", type=int, default=4,
+                    help="sliding windows per forward pass, for models with instance normalisation (default: 4)")
+    sg.add_argument("--precision", choices=PRECISIONS, default="auto",
+                    help="auto: bf16 on CPUs with native bf16 and fp16 on CUDA; fp32: full precision everywhere "
+                         "(default: auto)")
+    sg.add_argument("--memory-mb", type=float, default=0.0,
+                    help="activation memory of one pass, for batch-normalised models: larger volumes go in tiles "
+                         "(default: 0 = half the free GPU memory, or a quarter of RAM up to 2048 on the CPU)")
     sg.add_argument("--overwrite", action="store_true",
                     help="replace existing files in --output that pgl segment did not write (e.g. reference labels)")
     add_modalities_option(sg)
@@ -173,7 +182,8 @@ def run_segment(args, progress) -> None:
 
     segment(args.model, args.input, args.output, tta=args.tta, largest_component=args.largest_component,
             device=args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=progress,
-            modalities=tuple(m.upper() for m in args.modalities), overwrite=args.overwrite)
+            modalities=tuple(m.upper() for m in args.modalities), overwrite=args.overwrite,
+            precision=args.precision, memory_mb=args.memory_mb)
 
 
 def run_scan_list(args, progress) -> None:
@@ -237,9 +247,9 @@ COMMANDS = {"phantom": run_phantom, "pretrain": run_pretrain, "finetune": run_fi
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     reporter = make_reporter(args.progress)
-    if args.stop_file:
-        watch_stop_file(args.stop_file)
     try:
+        if args.stop_file:  # inside the try: a stop file already there interrupts at once
+            watch_stop_file(args.stop_file)
         COMMANDS[args.command](args, reporter)
     except TrainingInterrupted as e:
         _report_failure(reporter, str(e), "cancelled")

@@ -38,6 +38,12 @@ class NetworkConfig:
     channels: tuple[int, ...] = option((16, 32, 64, 128), "channels per UNet level")
     strides: tuple[int, ...] = option((2, 2, 2), "downsampling stride between levels")
     num_res_units: int = option(1, "residual units per UNet block")
+    norm: Literal["instance", "batch"] = option(
+        "instance", "normalisation layers: instance (each patch by its own statistics) or batch (running "
+                    "statistics at inference, so the whole volume can be segmented in one pass)")
+
+    # models saved before `norm` existed used instance normalisation
+    ABSENT_MEANS: ClassVar[dict] = {"norm": "instance"}
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -49,6 +55,13 @@ class NetworkConfig:
             )
         if self.feature_channels < 1 or min(self.channels) < 1 or min(self.strides) < 1:
             raise PGLError("network channels and strides must be positive integers.")
+        if self.norm not in ("instance", "batch"):
+            raise PGLError(f"--norm must be instance or batch, got {self.norm!r}.")
+
+    @property
+    def window_independent(self) -> bool:
+        """Whether inference gives each voxel the same output whatever window it is computed in."""
+        return self.norm == "batch"
 
     @property
     def divisor(self) -> int:
@@ -65,7 +78,7 @@ class NetworkConfig:
         unknown = set(data) - known
         if unknown:
             raise PGLError(f"unknown network settings {sorted(unknown)}; this model needs a newer pgl_engine.")
-        return cls(**data)
+        return cls(**{**cls.ABSENT_MEANS, **data})
 
 
 @dataclass

@@ -98,10 +98,11 @@ class SelfSupervisedMethod(nn.Module):
 
     def train(self, mode: bool = True) -> "SelfSupervisedMethod":
         super().train(mode)
-        # the targets' BatchNorm layers run in eval mode on their EMA'd running statistics. This engine's choice:
-        # BYOL's reference implementation keeps the target in train mode (the batch's statistics)
+        # the targets' heads run their BatchNorm in eval mode on EMA'd running statistics (this engine's choice;
+        # BYOL's reference implementation keeps the target in train mode). A batch-normalised target backbone
+        # stays in train mode as in BYOL: its EMA'd statistics would lag far behind early in training
         for name, module in self.named_children():
-            if name.startswith("target_"):
+            if name.startswith("target_") and not (name == "target_backbone" and _has_batch_norm(module)):
                 module.eval()
         return self
 
@@ -214,3 +215,7 @@ METHODS = {"pgl": PGL, "byol": BYOL}
 
 def build_method(config: PretrainConfig) -> SelfSupervisedMethod:
     return METHODS[config.method](config)
+
+
+def _has_batch_norm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())

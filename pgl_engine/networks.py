@@ -13,7 +13,8 @@ def build_backbone(config: NetworkConfig) -> nn.Module:
     from monai.networks.nets import UNet  # MONAI is imported by the commands that build a network
 
     return UNet(spatial_dims=3, in_channels=1, out_channels=config.feature_channels,
-                channels=config.channels, strides=config.strides, num_res_units=config.num_res_units)
+                channels=config.channels, strides=config.strides, num_res_units=config.num_res_units,
+                norm=config.norm.upper())
 
 
 # MONAI's UNet nests Sequential(down, SkipConnection(...), up): index 2 of the top Sequential or of any
@@ -49,17 +50,24 @@ def global_head(in_channels: int, hidden: int, out_channels: int) -> nn.Module:
 
 
 class SegmentationNet(nn.Module):
-    """The pretrained backbone plus a pointwise head giving one logit per class (background included)."""
+    """The pretrained backbone plus a pointwise head giving one logit per class (background included).
 
-    def __init__(self, backbone: nn.Module, feature_channels: int, num_classes: int):
+    `window_independent` and `divisor` tell inference whether the whole volume may go in one pass and what its
+    size must be a multiple of."""
+
+    def __init__(self, backbone: nn.Module, config: NetworkConfig, num_classes: int):
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Sequential(nn.InstanceNorm3d(feature_channels, affine=True), nn.PReLU(),
-                                  nn.Conv3d(feature_channels, num_classes, 1))
+        self.window_independent = config.window_independent
+        self.divisor = config.divisor
+        self.full_resolution_channels = max(config.channels[0], config.feature_channels)
+        channels = config.feature_channels
+        norm = nn.BatchNorm3d(channels) if config.norm == "batch" else nn.InstanceNorm3d(channels, affine=True)
+        self.head = nn.Sequential(norm, nn.PReLU(), nn.Conv3d(channels, num_classes, 1))
 
     def forward(self, x):
         return self.head(self.backbone(x))
 
 
 def build_segmentation_net(config: NetworkConfig, num_classes: int) -> SegmentationNet:
-    return SegmentationNet(build_backbone(config), config.feature_channels, num_classes)
+    return SegmentationNet(build_backbone(config), config, num_classes)

@@ -1,12 +1,14 @@
 """`pgl segment`: apply a segmentation model; the label map comes back on exactly the input's grid.
 
 Memory stays bounded: the input's voxels are dropped after preprocessing; class logits exist only at the
-model's (coarser) spacing; going back to the input grid resamples one class at a time into a running
-maximum (float32) and arg-maximum (uint8).
+model's (coarser) spacing; going back to the input grid works a slab at a time (labels_back). In folder mode
+the next scan is read and preprocessed while the network runs on the current one.
 """
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -19,13 +21,11 @@ from .errors import PGLError
 from .imaging import (
     SCAN_SUFFIXES,
     image_affine_ras,
-    image_ras_corners,
     is_scan_file,
     list_scans,
     non_finite_note,
     normalise_hu,
     ras_grid_covering,
-    ras_image,
     read_scan,
     resample,
     scan_name,
@@ -34,6 +34,8 @@ from .imaging import (
 )
 from .inference import predict_logits
 from .labels import sidecar_writer, write_sidecar
+from .labels_back import labels_on_grid
+from .precision import inference_dtype
 from .model_store import LoadedModel, load_model, require_kind
 from .progress import ProgressCallback, emit
 from .training import resolve_device
@@ -46,53 +48,6 @@ def geometry_reference(image: sitk.Image) -> sitk.Image:
     reference = sitk.Image(image.GetSize(), sitk.sitkUInt8)
     reference.CopyInformation(image)
     return reference
-
-
-def _slab(reference: sitk.Image, z0: int, depth: int) -> sitk.Image:
-    """Slices z0 .. z0+depth-1 of the reference grid, as a geometry-only image."""
-    size = reference.GetSize()
-    part = sitk.Image((size[0], size[1], depth), sitk.sitkUInt8)
-    part.SetSpacing(reference.GetSpacing())
-    part.SetDirection(reference.GetDirection())
-    part.SetOrigin(reference.TransformIndexToPhysicalPoint((0, 0, z0)))
-    return part
-
-
-def _covering_block(part: sitk.Image, affine: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, ...]:
-    """Index ranges of the RAS grid (affine, shape) that a slab's extent needs, with a one-voxel margin."""
-    corners = image_ras_corners(part)
-    index = (corners - affine[:3, 3]) / np.diag(affine)[:3]
-    lo = np.clip(np.floor(index.min(0)).astype(int) - 1, 0, np.array(shape) - 1)
-    hi = np.clip(np.ceil(index.max(0)).astype(int) + 2, 1, np.array(shape))
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-
-
-def labels_on_grid(logits: torch.Tensor, affine: np.ndarray, reference: sitk.Image, depth: int = 16) -> np.ndarray:
-    """Arg-max over classes of the logits resampled (linear) onto the reference grid; (z, y, x) uint8.
-
-    Works slab by slab (`depth` slices of the reference) and only on the block of logits each slab needs,
-    so no full-size float volume is ever held.
-    """
-    size = reference.GetSize()
-    out = np.empty((size[2], size[1], size[0]), dtype=np.uint8)
-    fills = [float(logits[k].min()) for k in range(logits.shape[0])]
-    for z0 in range(0, size[2], depth):
-        part = _slab(reference, z0, min(depth, size[2] - z0))
-        block = _covering_block(part, affine, tuple(logits.shape[1:]))
-        block_affine = affine.copy()
-        block_affine[:3, 3] += np.diag(affine)[:3] * np.array([b.start for b in block])
-        best_value = best_label = None
-        for k in range(logits.shape[0]):
-            channel = ras_image(logits[k][block].numpy(), block_affine)
-            resampled = sitk.GetArrayFromImage(
-                sitk.Resample(channel, part, sitk.Transform(), sitk.sitkLinear, fills[k], sitk.sitkFloat32))
-            if best_value is None:
-                best_value, best_label = resampled, np.zeros(resampled.shape, dtype=np.uint8)
-                continue
-            best_label[resampled > best_value] = k
-            np.maximum(best_value, resampled, out=best_value)
-        out[z0:z0 + part.GetSize()[2]] = best_label
-    return out
 
 
 def keep_largest_components(labels: np.ndarray) -> np.ndarray:
@@ -121,40 +76,79 @@ def write_label_map(labels_zyx: np.ndarray, reference: sitk.Image, source, outpu
         write_image_like(labels_zyx, reference, output)
 
 
-def segment_file(model: LoadedModel, source, output: Path, device: torch.device, tta: bool = False,
-                 largest_component: bool = False, overlap: float = 0.5, sw_batch_size: int = 4,
-                 progress: ProgressCallback | None = None) -> dict[str, float]:
-    """Segment one scan and write its label map plus `<name>.labels.json` (names and colours); returns the
-    seconds spent per phase (read, preprocess, inference, resample back, write)."""
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How the network is applied (`pgl segment`'s options of the same names)."""
+
+    tta: bool = False
+    overlap: float = 0.5  # sliding window (models whose result depends on the window)
+    sw_batch_size: int = 4
+    precision: str = "auto"  # auto: bf16 on CPUs with native bf16, fp16 on CUDA; fp32 turns it off
+    memory_mb: float = 0.0  # one-pass activation budget (0: a default for the device)
+
+
+@dataclass
+class PreparedScan:
+    """A scan read and resampled onto the model's grid, with what writing its label map back needs."""
+
+    source: object
+    volume: np.ndarray
+    affine: np.ndarray
+    reference: sitk.Image
+    seconds: dict[str, float]
+    warnings: list[str]
+
+
+def prepare_scan(model: LoadedModel, source) -> PreparedScan:
+    """Read (non-finite voxels set to the window's low end) and preprocess onto the model's grid."""
     meta = model.metadata
     clock = PhaseClock()
     image, non_finite = read_scan(source, meta["hu_window"][0])
-    if non_finite:
-        emit(progress, "warning", message=non_finite_note(source, non_finite, meta["hu_window"][0]))
+    warnings = [non_finite_note(source, non_finite, meta["hu_window"][0])] if non_finite else []
     clock.lap("read")
     affine, size = ras_grid_covering(image, tuple(meta["spacing"]))
     volume = normalise_hu(resample(image, affine, size, fill=meta["hu_window"][0]), tuple(meta["hu_window"]))
     reference = geometry_reference(image)
     del image
     clock.lap("preprocess")
-    flip_axes = tuple(meta.get("training", {}).get("flip_axes", ())) if tta else ()
+    return PreparedScan(source, volume, affine, reference, clock.seconds, warnings)
+
+
+def finish_scan(model: LoadedModel, scan: PreparedScan, output: Path, device: torch.device,
+                options: InferenceOptions, largest_component: bool = False) -> dict[str, float]:
+    """Network, labels back on the input's grid, write; returns the seconds per phase, preparation's included."""
+    meta = model.metadata
+    clock = PhaseClock()
+    flip_axes = tuple(meta.get("training", {}).get("flip_axes", ())) if options.tta else ()
     try:
-        logits = predict_logits(model.network.to(device), volume, tuple(meta["patch_size"]), device, overlap,
-                                sw_batch_size, flip_axes)
+        logits = predict_logits(model.network.to(device), scan.volume, tuple(meta["patch_size"]), device,
+                                options.overlap, options.sw_batch_size, flip_axes, options.precision,
+                                options.memory_mb or None)
     except torch.OutOfMemoryError as e:
-        raise PGLError(f"{source}: out of memory on {device}; use --device cpu or a smaller --sw-batch-size.") from e
-    del volume
+        raise PGLError(f"{scan.source}: out of memory on {device}; use --device cpu, a smaller --memory-mb or "
+                       f"--sw-batch-size.") from e
     clock.lap("inference")
     class_values = np.array([0] + sorted(int(k) for k in model.label_table), dtype=np.uint8)
-    labels = class_values[labels_on_grid(logits, affine, reference)]
+    labels = class_values[labels_on_grid(logits, scan.affine, scan.reference)]
     del logits
     if largest_component:
         labels = keep_largest_components(labels)
     clock.lap("resample_back")
-    write_label_map(labels, reference, source, output)
+    write_label_map(labels, scan.reference, scan.source, output)
     write_sidecar(output, model.label_table, written_by=WRITER)
     clock.lap("write")
-    return clock.seconds
+    return {**scan.seconds, **clock.seconds}
+
+
+def segment_file(model: LoadedModel, source, output: Path, device: torch.device,
+                 options: InferenceOptions = InferenceOptions(), largest_component: bool = False,
+                 progress: ProgressCallback | None = None) -> dict[str, float]:
+    """Segment one scan and write its label map plus `<name>.labels.json` (names and colours); returns the
+    seconds spent per phase (read, preprocess, inference, resample back, write)."""
+    scan = prepare_scan(model, source)
+    for message in scan.warnings:
+        emit(progress, "warning", message=message)
+    return finish_scan(model, scan, output, device, options, largest_component)
 
 
 class PhaseClock:
@@ -185,7 +179,7 @@ def output_paths(inputs: list, input_arg: Path, output: Path) -> list[Path]:
 def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Path, tta: bool = False,
             largest_component: bool = False, device: str = "auto", overlap: float = 0.5, sw_batch_size: int = 4,
             progress: ProgressCallback | None = None, modalities: tuple[str, ...] = ("CT",),
-            overwrite: bool = False) -> list[Path]:
+            overwrite: bool = False, precision: str = "auto", memory_mb: float = 0.0) -> list[Path]:
     """Segment a scan, or every scan and DICOM series in a folder tree; returns the written label maps.
 
     An existing file is replaced only when it is a previous output of ours (its `<name>.labels.json` says
@@ -194,6 +188,9 @@ def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Pa
     require_kind(model, "segmentation", "fine-tune it first (`pgl finetune --init MODEL ...`).")
     if not 0 <= overlap < 1:
         raise PGLError(f"--overlap must be >= 0 and < 1, got {overlap}.")
+    if memory_mb < 0 or sw_batch_size < 1:
+        raise PGLError(f"--memory-mb must be >= 0 and --sw-batch-size >= 1, got {memory_mb} and {sw_batch_size}.")
+    inference_dtype(torch.device("cpu"), precision)  # names a wrong --precision before any work
     if tta and not model.metadata.get("training", {}).get("flip_axes"):
         emit(progress, "warning", message=f"{model.path}: was trained without flip augmentation, so flipped "
                                           f"predictions would be wrong; --tta is ignored.")
@@ -214,10 +211,29 @@ def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Pa
         raise PGLError(f"{output}: {len(foreign)} file(s) there would be replaced that pgl segment did not write: "
                        f"{', '.join(foreign[:5])}{more}. Choose another --output, or add --overwrite to replace them.")
     torch_device = resolve_device(device)
-    for i, (source, target) in enumerate(zip(inputs, outputs)):
-        seconds = segment_file(model, source, target, torch_device, tta, largest_component, overlap, sw_batch_size,
-                               progress)
+    options = InferenceOptions(tta, overlap, sw_batch_size, precision, memory_mb)
+    for i, (source, target, scan) in enumerate(prepared_in_turn(model, inputs, outputs)):
+        for message in scan.warnings:
+            emit(progress, "warning", message=message)
+        seconds = finish_scan(model, scan, target, torch_device, options, largest_component)
         emit(progress, "progress", stage="segment", step=i + 1, total=len(inputs), file=source.name,
              output=str(target), seconds=seconds)
     emit(progress, "done", outputs=[str(o) for o in outputs], labels=model.label_table)
     return outputs
+
+
+def prepared_in_turn(model: LoadedModel, inputs: list, outputs: list[Path]):
+    """(source, output, PreparedScan) per input; the next scan is read and preprocessed in a thread while the
+    caller runs the network on the current one (SimpleITK and PyTorch release the GIL)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pgl-prepare") as pool:
+        pending = pool.submit(prepare_scan, model, inputs[0]) if inputs else None
+        for i, (source, target) in enumerate(zip(inputs, outputs)):
+            scan = pending.result()
+            pending = pool.submit(prepare_scan, model, inputs[i + 1]) if i + 1 < len(inputs) else None
+            try:
+                yield source, target, scan
+            except GeneratorExit:
+                if pending is not None:
+                    pending.cancel()
+                raise
+            del scan

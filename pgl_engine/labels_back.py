@@ -1,0 +1,89 @@
+"""Labels on the input's grid from class logits on the model's grid: the arg-max of the trilinearly
+interpolated logits, as SimpleITK's linear resampling of each class would give, computed without
+interpolating where the answer is already known.
+
+Where the 8 logit vectors around a point share one arg-max, every convex combination of them has that arg-max
+too, so the point takes it directly (about 9 of 10 voxels of a CT); only the others are interpolated. Points
+within half a model voxel of the grid's edge use the edge values (as ITK's linear interpolator does); points
+further out take the class whose logits' minimum is largest (ITK's default values, one per class).
+"""
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def index_map(affine: np.ndarray, reference: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """(M, b) with model index = M @ reference index + b, for the model's RAS grid `affine`."""
+    direction = np.array(reference.GetDirection()).reshape(3, 3)
+    to_ras = _LPS_TO_RAS @ direction @ np.diag(reference.GetSpacing())
+    inverse = np.linalg.inv(affine[:3, :3])
+    return inverse @ to_ras, inverse @ (_LPS_TO_RAS @ np.array(reference.GetOrigin()) - affine[:3, 3])
+
+
+def labels_on_grid(logits: torch.Tensor, affine: np.ndarray, reference: sitk.Image, depth: int = 16) -> np.ndarray:
+    """Class index (z, y, x) uint8 on the reference grid of the logits (K, X, Y, Z) on the RAS grid `affine`.
+
+    Works `depth` reference slices at a time, so memory stays a few times one slab's voxels."""
+    logits = logits.float().contiguous()
+    shape = np.array(logits.shape[1:])
+    winner = np.pad(logits.argmax(0).numpy().astype(np.uint8), 1, mode="edge")
+    uniform = _uniform_cells(winner)
+    outside_label = np.uint8(int(np.argmax([float(logits[k].min()) for k in range(logits.shape[0])])))
+    volume = logits[None]  # (1, K, X, Y, Z) for grid_sample
+    matrix, offset = index_map(affine, reference)
+    nx, ny, nz = reference.GetSize()
+    out = np.empty((nz, ny, nx), dtype=np.uint8)
+    j, i = np.meshgrid(np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64), indexing="ij")
+    for z0 in range(0, nz, depth):
+        k = np.arange(z0, min(z0 + depth, nz), dtype=np.float64)[:, None, None]
+        index = [(matrix[a, 0] * i + matrix[a, 1] * j + offset[a]) + matrix[a, 2] * k for a in range(3)]
+        out[z0:z0 + len(k)] = _slab_labels(index, shape, winner, uniform, volume, outside_label)
+    return out
+
+
+def _uniform_cells(padded: np.ndarray) -> np.ndarray:
+    """For each cell between voxels f-1 and f (f = 0 .. N per axis) of the arg-max with its edge repeated
+    (`padded`, index f+1 there is voxel f), whether its 8 corners share one arg-max."""
+    first = padded[:-1, :-1, :-1]
+    same = np.ones(first.shape, dtype=bool)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                if dx or dy or dz:
+                    same &= padded[dx:dx + first.shape[0], dy:dy + first.shape[1], dz:dz + first.shape[2]] == first
+    return same
+
+
+def _slab_labels(index: list[np.ndarray], shape: np.ndarray, winner: np.ndarray, uniform: np.ndarray,
+                 volume: torch.Tensor, outside_label: np.uint8) -> np.ndarray:
+    inside = np.ones(index[0].shape, dtype=bool)
+    cells = []
+    for a in range(3):
+        inside &= (index[a] >= -0.5) & (index[a] <= shape[a] - 0.5)
+        cells.append(np.clip(np.floor(index[a]).astype(np.int64) + 1, 0, shape[a]))  # cell between f-1 and f
+    labels = winner[cells[0] + 1, cells[1] + 1, cells[2] + 1]  # a corner of the cell: any will do where uniform
+    known = uniform[cells[0], cells[1], cells[2]]
+    labels[~inside] = outside_label
+    mixed = inside & ~known
+    if mixed.any():
+        labels[mixed] = _interpolated_argmax(volume, [c[mixed] for c in index], shape)
+    return labels
+
+
+def _interpolated_argmax(volume: torch.Tensor, points: list[np.ndarray], shape: np.ndarray) -> np.ndarray:
+    """Arg-max over classes of the trilinear interpolation at model-index points (edge values repeated)."""
+    # grid_sample's last grid axis indexes the input's last dimension: (z, y, x) order, normalised to [-1, 1]
+    normalised = [np.clip(p, 0, n - 1) * (2.0 / max(n - 1, 1)) - 1.0 for p, n in zip(points, shape)]
+    grid = torch.from_numpy(np.stack(normalised[::-1], axis=-1).astype(np.float32)).view(1, 1, 1, -1, 3)
+    sampled = torch.nn.functional.grid_sample(volume, grid, mode="bilinear", padding_mode="border",
+                                              align_corners=True)
+    values = sampled[0, :, 0, 0].numpy()
+    best, labels = values[0].copy(), np.zeros(values.shape[1], dtype=np.uint8)
+    for k in range(1, len(values)):  # a running maximum: the first class wins ties, as in np.argmax
+        labels[values[k] > best] = k
+        np.maximum(best, values[k], out=best)
+    return labels
