@@ -8,6 +8,7 @@ from conftest import STALL_LIMIT_MS
 from panel_helpers import TinySegmentationLogic, click, replace_segments
 from slicer_harness import Heartbeat
 
+from PGLCommon.model_info import expected_segment_seconds
 from PGLCommon.sample_data import load_sample_case
 
 
@@ -76,6 +77,14 @@ def test_pairs_segments_finetune_and_apply(slicer_app, panel, cohort, seg_model,
     click(slicer_app, ui.browseModelButton)
     assert ui.modelComboBox.itemData(ui.modelComboBox.currentIndex) == str(seg_model)
     ui.inputVolumeSelector.setCurrentNode(cases[2][0])
+    slicer_app.process_events()
+    # the expected time shows before Apply, from the rates measured when the model was fine-tuned
+    shown = re.match(r"Expected time on this volume: about (\d+) s \(measured on cpu", ui.segmentTimeLabel.text)
+    assert shown, ui.segmentTimeLabel.text
+    metadata = json.loads((Path(seg_model) / "pgl_model.json").read_text())
+    image = cases[2][0].GetImageData()
+    assert int(shown.group(1)) == max(1, round(expected_segment_seconds(metadata, image.GetDimensions(),
+                                                                        cases[2][0].GetSpacing())))
     ui.show3DCheckBox.checked = False
     beat.start()
     click(slicer_app, ui.applyButton)

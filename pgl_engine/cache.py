@@ -20,7 +20,7 @@ from .dicom import DicomSeries
 from .errors import DiskFull, PGLError
 from .imaging import load_ras, non_finite_note, normalise_hu
 
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: block averaging before the anti-alias Gaussian
 
 
 def default_cache_dir() -> Path:

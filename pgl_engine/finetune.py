@@ -20,7 +20,7 @@ from .inference import predict_logits
 from .imaging import scan_name
 from .labels import (MAX_LABEL, LabelledPair, label_table, label_values, load_label_on_grid, pair_folders,
                      read_dataset_json)
-from .model_store import load_model, read_metadata, save_model
+from .model_store import load_model, read_metadata, save_model, update_metadata
 from .networks import SegmentationNet, build_segmentation_net, is_decoder_key
 from .progress import ProgressCallback, emit
 from .training import RUNTIME_OPTIONS, TrainingRun, start_run
@@ -179,6 +179,7 @@ class Finetuner(TrainingRun):
         self.scans = [scan for _, scan in cases]
         self.case_names = [scan_name(pair.image) for pair, _ in cases[: len(self.train_cases)]]
         self.best_dice, self.best_step = -1.0, 0
+        self.segment_estimate_s: float | None = None
         from monai.losses import DiceCELoss  # MONAI is imported by the commands that use it
 
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -285,7 +286,19 @@ class Finetuner(TrainingRun):
         self.best_dice, self.best_step = float(state.get("best_dice", -1.0)), int(state.get("best_step", 0))
 
     def summary(self) -> dict:
-        return {"best_val_dice": self.best_dice, "best_step": self.best_step} if self.val_cases else {}
+        summary = {"best_val_dice": self.best_dice, "best_step": self.best_step} if self.val_cases else {}
+        if self.segment_estimate_s is not None:
+            summary["segment_estimate_s"] = self.segment_estimate_s
+        return summary
+
+    def after_training(self) -> None:
+        """Measure how fast the model segments on this machine, so its users see the time before they start."""
+        from .segment_time import RATES_KEY, estimate_seconds, example_estimate, measure_rates
+
+        rates = measure_rates(load_model(self.out, self.device), self.device)
+        metadata = update_metadata(self.out, {RATES_KEY: rates})
+        self.segment_estimate_s = estimate_seconds(metadata, (512, 512, 200), (0.78, 0.78, 2.5))
+        emit(self.progress, "info", message=f"{example_estimate(metadata)}.")
 
     def save_model(self) -> None:
         if self.val_cases and self.step != self.best_step:

@@ -37,12 +37,27 @@ def labels_on_grid(logits: torch.Tensor, affine: np.ndarray, reference: sitk.Ima
     matrix, offset = index_map(affine, reference)
     nx, ny, nz = reference.GetSize()
     out = np.empty((nz, ny, nx), dtype=np.uint8)
-    j, i = np.meshgrid(np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64), indexing="ij")
+    source_axis = _separable_axes(matrix)
     for z0 in range(0, nz, depth):
-        k = np.arange(z0, min(z0 + depth, nz), dtype=np.float64)[:, None, None]
-        index = [(matrix[a, 0] * i + matrix[a, 1] * j + offset[a]) + matrix[a, 2] * k for a in range(3)]
+        k = np.arange(z0, min(z0 + depth, nz), dtype=np.float64)
+        if source_axis is not None:  # each model axis follows one reference axis: 1D index arrays, broadcast
+            along = (np.arange(nx, dtype=np.float64), np.arange(ny, dtype=np.float64), k)
+            index = [(matrix[a, r] * along[r] + offset[a]).reshape([-1 if d == 2 - r else 1 for d in range(3)])
+                     for a, r in enumerate(source_axis)]
+        else:
+            j, i = np.meshgrid(np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64), indexing="ij")
+            k = k[:, None, None]
+            index = [(matrix[a, 0] * i + matrix[a, 1] * j + offset[a]) + matrix[a, 2] * k for a in range(3)]
         out[z0:z0 + len(k)] = _slab_labels(index, shape, winner, uniform, volume, outside_label)
     return out
+
+
+def _separable_axes(matrix: np.ndarray) -> list[int] | None:
+    """For each model axis the one reference axis it runs along, when the grids are axis-aligned; else None."""
+    significant = np.abs(matrix) > 1e-9 * np.abs(matrix).max()
+    if not (significant.sum(axis=0) == 1).all() or not (significant.sum(axis=1) == 1).all():
+        return None
+    return [int(np.flatnonzero(row)[0]) for row in significant]
 
 
 def _uniform_cells(padded: np.ndarray) -> np.ndarray:
@@ -60,17 +75,21 @@ def _uniform_cells(padded: np.ndarray) -> np.ndarray:
 
 def _slab_labels(index: list[np.ndarray], shape: np.ndarray, winner: np.ndarray, uniform: np.ndarray,
                  volume: torch.Tensor, outside_label: np.uint8) -> np.ndarray:
-    inside = np.ones(index[0].shape, dtype=bool)
+    """Labels of one slab from the model-index coordinates of its voxels (arrays broadcasting to the slab)."""
+    inside = np.ones((1, 1, 1), dtype=bool)
     cells = []
     for a in range(3):
-        inside &= (index[a] >= -0.5) & (index[a] <= shape[a] - 0.5)
+        inside = inside & (index[a] >= -0.5) & (index[a] <= shape[a] - 0.5)
         cells.append(np.clip(np.floor(index[a]).astype(np.int64) + 1, 0, shape[a]))  # cell between f-1 and f
     labels = winner[cells[0] + 1, cells[1] + 1, cells[2] + 1]  # a corner of the cell: any will do where uniform
     known = uniform[cells[0], cells[1], cells[2]]
+    inside = np.broadcast_to(inside, labels.shape)
     labels[~inside] = outside_label
     mixed = inside & ~known
     if mixed.any():
-        labels[mixed] = _interpolated_argmax(volume, [c[mixed] for c in index], shape)
+        where = np.nonzero(mixed)
+        points = [np.broadcast_to(c, labels.shape)[where] for c in index]
+        labels[where] = _interpolated_argmax(volume, points, shape)
     return labels
 
 

@@ -65,6 +65,14 @@ def save_model(out_dir: str | Path, tensors: dict[str, torch.Tensor], metadata: 
     return out_dir
 
 
+def update_metadata(out_dir: str | Path, entries: dict) -> dict:
+    """Add or replace metadata entries of a saved model (the weights stay as they are); returns the metadata."""
+    path = Path(out_dir) / METADATA_FILE
+    metadata = {**json.loads(path.read_text()), **entries}
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(metadata, indent=2)))
+    return metadata
+
+
 def is_model_dir(path: Path) -> bool:
     return (path / METADATA_FILE).is_file()
 

@@ -21,10 +21,14 @@ def cpu_has_native_bf16() -> bool:
     if platform.system() != "Linux":
         return False
     try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
+        return native_bf16_in(Path("/proc/cpuinfo").read_text(errors="replace"))
     except OSError:
         return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+
+
+def native_bf16_in(cpuinfo: str) -> bool:
+    """Whether the first `flags` line of a /proc/cpuinfo text names a native bf16 instruction set."""
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
     return any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 

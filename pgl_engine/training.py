@@ -130,6 +130,9 @@ class TrainingRun:
     def save_model(self) -> None:
         raise NotImplementedError
 
+    def after_training(self) -> None:
+        """Work on the saved model once training is over (main process only)."""
+
     def summary(self) -> dict:
         return {}
 
@@ -270,6 +273,7 @@ class TrainingRun:
         elapsed = time.perf_counter() - started
         if self.world.is_main:
             self.save_model()
+            self.after_training()
         self.world.barrier()
         emit(self.progress, "done", model_dir=str(self.out), steps=self.step, seconds=elapsed,
              data_wait_fraction=wait_total / max(elapsed, 1e-9), **self.summary())

@@ -11,7 +11,7 @@ from PGLCommon.agreement import describe_change, dice_by_name
 from PGLCommon.dependencies import DependencyError, ensure_dependencies
 from PGLCommon.engine_runs import EngineError
 from PGLCommon.job_monitor import DEVICES, JobMonitor
-from PGLCommon.model_info import describe_model, label_names, read_model_metadata
+from PGLCommon.model_info import describe_model, describe_segment_time, label_names, read_model_metadata
 from PGLCommon.nodes import NodeError, label_array
 from PGLCommon.output_folders import holds_pgl_run, is_model_folder
 
@@ -66,6 +66,7 @@ class SegmentationPanel:
         self.ui.refineButton.connect("clicked()", self.on_refine)
         self.ui.checkButton.connect("clicked()", self.on_check)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.show_model_info)
+        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.show_segment_time)
         self.show_model_info()
         # a scene close takes the volume a segmentation result belongs to; fine-tuning uses files and goes on
         self.scene_observer = slicer.mrmlScene.AddObserver(slicer.mrmlScene.StartCloseEvent, self.on_scene_close)
@@ -179,9 +180,21 @@ class SegmentationPanel:
         model = self.chosen_model()
         if not model:
             self.ui.modelInfoLabel.text = ""
+            self.show_segment_time()
             return
         text, warnings = describe_model(model)
         self.ui.modelInfoLabel.text = text + "".join(f"\nWarning: {w}" for w in warnings)
+        self.show_segment_time()
+
+    def show_segment_time(self, *args) -> None:
+        """The expected segmentation time of the chosen volume with the chosen model, before Apply."""
+        model, volume = self.chosen_model(), self.ui.inputVolumeSelector.currentNode()
+        image = volume.GetImageData() if volume is not None else None
+        metadata = read_model_metadata(model) if model else {}
+        if image is None or metadata.get("kind") != "segmentation":
+            self.ui.segmentTimeLabel.text = ""
+            return
+        self.ui.segmentTimeLabel.text = describe_segment_time(metadata, image.GetDimensions(), volume.GetSpacing())
 
     def browse_model(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(None, "PGL model folder")
