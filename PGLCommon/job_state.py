@@ -30,6 +30,7 @@ class JobState:
     message: str = ""
     result: dict = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    dice: float | None = None  # the latest validation Dice of a fine-tuning
 
     @property
     def busy(self) -> bool:
@@ -52,7 +53,7 @@ class JobState:
             raise RuntimeError(f"a job is already {self.state}")
         self.state, self.step, self.total, self.stage, self.message, self.result = RUNNING, 0, 0, "", "", {}
         self.status = "starting..."
-        self.log = []
+        self.log, self.dice = [], None
 
     def request_cancel(self) -> bool:
         """True if a cancel should be sent now (only once, only while running)."""
@@ -69,6 +70,10 @@ class JobState:
             parts = [f"{self.stage} {self.step}/{self.total}"]
             if isinstance(event.get("loss"), (int, float)):
                 parts.append(f"loss {event['loss']:.3f}")
+            if isinstance(event.get("val_dice"), (int, float)) and event["val_dice"] == event["val_dice"]:
+                self.dice = float(event["val_dice"])  # shown until the next validation
+            if self.dice is not None:
+                parts.append(f"validation Dice {self.dice:.3f}")
             if isinstance(event.get("eta_s"), (int, float)) and event["eta_s"] == event["eta_s"]:
                 parts.append(f"ETA {format_seconds(event['eta_s'])}")
             if self.state == RUNNING:
@@ -89,7 +94,10 @@ class JobState:
         elif exit_code == EXIT_CANCELLED or self.state == CANCELLING:
             checkpoint = self.result.get("checkpoint")
             self.state = IDLE
-            self.status = "cancelled" + (f"; checkpoint kept: {checkpoint}" if checkpoint else "")
+            if self.result.get("model_dir"):
+                self.status = f"stopped at step {self.result.get('step', '?')}; the model so far is kept and listed"
+            else:
+                self.status = "cancelled" + (f"; checkpoint kept: {checkpoint}" if checkpoint else "")
         else:
             self.state = FAILED
             self.message = self.message or failure_message

@@ -291,3 +291,31 @@ def test_a_segmentation_model_with_other_labels_gives_its_backbone_and_says_so(c
     model = load_model(other)
     assert model.metadata["init"]["transfer"] == "whole" and model.label_table["1"]["name"] == "structure 1"
     assert any("new head is trained" in e.get("message", "") for e in events)
+
+
+def test_stopping_early_keeps_a_usable_model_and_resume_finishes_it(cohort, tmp_path):
+    """A GUI's Stop (here SIGINT at step 5) keeps the weights so far as a model that segments; --resume goes on."""
+    import os
+    import signal
+
+    from pgl_engine.errors import TrainingInterrupted
+    from pgl_engine.model_store import read_metadata
+
+    events = []
+
+    def stop_at_step_5(event):
+        events.append(event)
+        if event.get("event") == "progress" and event.get("step") == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    options = seg_options(cohort, tmp_path / "model", tmp_path / "cache", steps=30)
+    with pytest.raises(TrainingInterrupted, match="model at step 5 is kept"):
+        finetune(progress=stop_at_step_5, **options)
+    metadata = read_metadata(tmp_path / "model")
+    assert metadata["stopped_early"] == {"step": 5, "of": 30} and metadata["training"]["steps"] == 5
+    assert [e for e in events if e.get("event") == "cancelled"][0]["model_dir"] == str(tmp_path / "model")
+    labels = segment(tmp_path / "model", cohort / "images" / "phantom_002.nii.gz", tmp_path / "pred.nii.gz")[0]
+    assert labels.is_file()
+    finetune(resume=True, **options)
+    metadata = read_metadata(tmp_path / "model")
+    assert "stopped_early" not in metadata and metadata["training"]["steps"] == 30

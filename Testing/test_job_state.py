@@ -43,3 +43,19 @@ def test_cancel_only_while_running_and_eta_format():
     s = JobState()
     assert not s.request_cancel()
     assert format_seconds(3725) == "1:02:05" and format_seconds(59.6) == "1:00"
+
+
+def test_fine_tuning_shows_its_validation_dice_and_a_kept_model():
+    s = JobState()
+    s.start()
+    s.on_event({"event": "progress", "stage": "finetune", "step": 10, "total": 100, "loss": 0.9})
+    assert "Dice" not in s.status
+    s.on_event({"event": "progress", "stage": "finetune", "step": 20, "total": 100, "loss": 0.8, "val_dice": 0.6123})
+    s.on_event({"event": "progress", "stage": "finetune", "step": 21, "total": 100, "loss": 0.7})
+    assert s.status == "finetune 21/100, loss 0.700, validation Dice 0.612"  # kept until the next validation
+    s.request_cancel()
+    s.on_event({"event": "cancelled", "step": 21, "checkpoint": "/m/checkpoints/latest.pt", "model_dir": "/m"})
+    s.finish(130)
+    assert s.status == "stopped at step 21; the model so far is kept and listed"
+    s.start()
+    assert s.dice is None

@@ -151,3 +151,44 @@ def test_files_it_did_not_write_are_replaced_only_with_overwrite(seg_model, coho
     assert reference.read_bytes() == before
     assert main(args + ["--overwrite"]) == 0 and reference.read_bytes() != before
     assert main(args) == 0  # now a previous output of ours (its .labels.json beside it): replaced without asking
+
+
+def test_folder_mode_prepares_the_next_scan_while_the_network_runs(seg_model, cohort, tmp_path, monkeypatch):
+    """The network on scan k waits (up to 60 s) until scan k+1 is being prepared: only overlap lets it finish."""
+    import sys
+    import threading
+
+    segment_module = sys.modules["pgl_engine.segment"]  # the package's `segment` attribute is the function
+
+    started = {name: threading.Event() for name in ("phantom_001.nii.gz", "phantom_002.nii.gz")}
+    prepare, finish = segment_module.prepare_scan, segment_module.finish_scan
+
+    def watched_prepare(model, source):
+        if source.name in started:
+            started[source.name].set()
+        return prepare(model, source)
+
+    def waiting_finish(model, scan, *args, **kwargs):
+        following = {"phantom_000.nii.gz": "phantom_001.nii.gz", "phantom_001.nii.gz": "phantom_002.nii.gz"}
+        if scan.source.name in following:
+            assert started[following[scan.source.name]].wait(60), "the next scan was not prepared meanwhile"
+        return finish(model, scan, *args, **kwargs)
+
+    monkeypatch.setattr(segment_module, "prepare_scan", watched_prepare)
+    monkeypatch.setattr(segment_module, "finish_scan", waiting_finish)
+    outputs = segment(seg_model, cohort / "images", tmp_path / "segs", device="cpu")
+    assert [o.name for o in outputs] == ["phantom_000.nii.gz", "phantom_001.nii.gz", "phantom_002.nii.gz"]
+    single = segment(seg_model, cohort / "images" / "phantom_001.nii.gz", tmp_path / "one.nii.gz", device="cpu")[0]
+    assert np.array_equal(read_zyx(outputs[1])[0], read_zyx(single)[0])
+
+
+def test_a_scan_that_fails_to_prepare_in_folder_mode_is_named(seg_model, cohort, tmp_path):
+    import shutil
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    shutil.copy(cohort / "images" / "phantom_000.nii.gz", folder / "a.nii.gz")
+    (folder / "b.nii.gz").write_bytes(b"not a scan")
+    with pytest.raises(PGLError, match="b.nii.gz"):
+        segment(seg_model, folder, tmp_path / "segs", device="cpu")
+    assert (tmp_path / "segs" / "a.nii.gz").is_file()  # the scan before it was written

@@ -1,19 +1,27 @@
-"""`pgl segment` end to end against MONAI's sliding_window_inference alone, in one run.
+"""`pgl segment` end to end: the sliding window of instance-normalised models against the one pass of
+batch-normalised ones, each split into phases, against the network alone, with Dice against the truth.
 
-Input: a CT-like volume of 512 x 512 x 200 voxels at 0.78 x 0.78 x 2.5 mm (a phantom resampled onto that grid),
-a segmentation model with 5 labels (default UNet; weights do not change the timing). The end-to-end run
-(`pgl segment` in a subprocess: read, preprocess, infer, resample back, write) is timed with its peak RSS;
-the network-only run times sliding_window_inference on the already preprocessed tensor with the same network,
-window, overlap and batch. The end-to-end time is also split into phases (from `pgl segment`'s JSON events).
+Input: a CT-like volume of 512 x 512 x 200 voxels at 0.78 x 0.78 x 2.5 mm (a phantom resampled onto that grid)
+and its true label map. Models: trained ones (--instance-model, --batch-model: e.g. the fine-tuned models of
+`pgl compare` runs with --finetune-option 'network={"norm": "batch"}') or, without them, untrained ones of the
+default network (timing only: weights do not change it; Dice is then skipped).
+
+In one run it prints:
+- each end-to-end path (`pgl segment` in a subprocess: start-up, read, preprocess, inference, resample back,
+  write) with its peak RSS: instance norm + sliding window in fp32 (the path before batch normalisation and
+  bf16), and batch norm + one pass at the automatic precision (bf16 on CPUs with native bf16) and in fp32;
+- the network alone on the preprocessed volume: the sliding window, and the one-pass limit in fp32 and bf16;
+- the Dice per organ of every path against the truth and of the new path against the old one;
+- the time the model's measured rates predicted (segment_time.estimate_seconds) against the time taken.
 Writes benchmarks/results/segment_end_to_end.json.
-Usage: python benchmarks/segment_end_to_end.py [--device cpu] [--spacing 1.5 1.5 3] [--patch 64 64 32]
+Usage: python benchmarks/segment_end_to_end.py [--instance-model DIR --batch-model DIR] [--device cpu]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,15 +34,19 @@ import SimpleITK as sitk
 import torch
 
 from pgl_engine.config import NetworkConfig
+from pgl_engine.evaluate import dice_per_label
 from pgl_engine.imaging import load_ras, normalise_hu
 from pgl_engine.inference import predict_logits
 from pgl_engine.labels import label_table
 from pgl_engine.model_store import load_model, save_model
 from pgl_engine.networks import build_segmentation_net
 from pgl_engine.phantom import LABELS, make_phantom
+from pgl_engine.precision import inference_dtype
+from pgl_engine.segment_time import estimate_seconds
 from pgl_engine.training import resolve_device
 
 SHAPE, SPACING = (512, 512, 200), (0.78, 0.78, 2.5)
+ORGANS = {1: "liver", 2: "spleen", 3: "right kidney", 4: "left kidney"}
 
 
 def make_input(path: Path, labels_path: Path | None = None) -> None:
@@ -58,69 +70,117 @@ def make_input(path: Path, labels_path: Path | None = None) -> None:
         nib.save(nib.Nifti1Image(out.transpose(2, 1, 0).astype(dtype), affine), str(target))
 
 
-def make_model(path: Path, spacing, patch) -> None:
+def make_model(path: Path, norm: str, spacing=(3.2, 3.2, 6.0), patch=(48, 48, 32)) -> Path:
+    """An untrained segmentation model of the default network with `norm` (for timing only)."""
     torch.manual_seed(0)
-    network = NetworkConfig()
+    network = NetworkConfig(norm=norm)
     net = build_segmentation_net(network, len(LABELS) + 1)
     save_model(path, net.state_dict(), {"kind": "segmentation", "method": "benchmark", "network": network.to_dict(),
                                         "spacing": list(spacing), "hu_window": [-1024.0, 325.0],
                                         "patch_size": list(patch), "labels": label_table(LABELS), "training": {}})
+    return path
 
 
-def network_only(model_dir: Path, image: Path, device: torch.device, sw_batch_size: int) -> tuple[float, tuple]:
+def run_segment(model: Path, image: Path, output: Path, device: str, *extra: str) -> dict:
+    """`pgl segment` in a subprocess: wall seconds, seconds per phase (start-up = the rest), peak RSS (MB)."""
+    with tempfile.TemporaryFile("w+") as events:
+        start = time.perf_counter()
+        process = subprocess.Popen([sys.executable, "-m", "pgl_engine", "segment", "--model", str(model), "--input",
+                                    str(image), "--output", str(output), "--device", device, "--progress", "json",
+                                    "--overwrite", *extra], stdout=events, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own peak RSS
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        if process.returncode:
+            raise SystemExit(f"pgl segment failed ({process.returncode}) on {model}")
+        events.seek(0)
+        lines = [json.loads(line) for line in events if line.startswith("{")]
+    phases = next(e["seconds"] for e in lines if e.get("stage") == "segment")
+    phases["startup"] = wall - sum(phases.values())  # interpreter, imports, model loading, device set-up
+    return {"wall_s": wall, "phases_s": phases, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def network_only(model_dir: Path, image: Path, device: torch.device, precision: str) -> tuple[float, tuple]:
+    """Seconds of the network alone on the preprocessed volume (the model's own inference path)."""
     model = load_model(model_dir)
     meta = model.metadata
     volume = normalise_hu(load_ras(image, tuple(meta["spacing"])).array, tuple(meta["hu_window"]))
     model.network.to(device)
-    if device.type == "cuda":  # CUDA context, cuDNN algorithm choice: not part of the steady-state figure
-        predict_logits(model.network, volume[:96, :96, :48], tuple(meta["patch_size"]), device, 0.5, sw_batch_size)
+    patch = tuple(meta["patch_size"])
+    predict_logits(model.network, volume[:96, :96, :48], patch, device, precision=precision)  # warm-up
+    if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    predict_logits(model.network, volume, tuple(meta["patch_size"]), device, 0.5, sw_batch_size)
+    predict_logits(model.network, volume, patch, device, precision=precision)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, volume.shape
 
 
+def read_labels(path: Path) -> np.ndarray:
+    return np.asarray(nib.load(str(path)).dataobj, dtype=np.uint8)
+
+
+def organ_dice(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    return {ORGANS[k]: round(float(v), 4) for k, v in dice_per_label(a, b, ORGANS).items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--spacing", type=float, nargs=3, default=(1.5, 1.5, 3.0), help="model spacing (mm)")
-    parser.add_argument("--patch", type=int, nargs=3, default=(64, 64, 32), help="model patch size")
-    parser.add_argument("--sw-batch-size", type=int, default=4)
+    parser.add_argument("--instance-model", default="", help="a trained instance-normalised segmentation model")
+    parser.add_argument("--batch-model", default="", help="a trained batch-normalised segmentation model")
     parser.add_argument("--work-dir", default="")
     args = parser.parse_args()
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="pgl_seg_bench_"))
     work.mkdir(parents=True, exist_ok=True)
-    image, model = work / "ct_512x512x200.nii.gz", work / "model"
-    if not image.is_file():
-        make_input(image)
-    make_model(model, args.spacing, args.patch)
+    image, truth_path = work / "ct_512x512x200.nii.gz", work / "truth.nii.gz"
+    if not image.is_file() or not truth_path.is_file():
+        make_input(image, truth_path)
+    trained = bool(args.instance_model and args.batch_model)
+    models = {"instance": Path(args.instance_model) if trained else make_model(work / "model_instance", "instance"),
+              "batch": Path(args.batch_model) if trained else make_model(work / "model_batch", "batch")}
     device = resolve_device(args.device)
-
-    start = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "pgl_engine", "segment", "--model", str(model), "--input",
-                          str(image), "--output", str(work / "seg.nii.gz"), "--device", str(device.type),
-                          "--sw-batch-size", str(args.sw_batch_size), "--progress", "json"],
-                         check=True, capture_output=True, text=True)
-    end_to_end = time.perf_counter() - start
-    events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    phases = next(e["seconds"] for e in events if e.get("stage") == "segment")
-    phases["startup"] = end_to_end - sum(phases.values())  # interpreter, imports, model loading, device set-up
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    net_s, grid = network_only(model, image, device, args.sw_batch_size)
-    result = {"device": str(device), "cpu": platform.machine(), "threads": torch.get_num_threads(),
-              "input_shape": list(SHAPE), "input_spacing": list(SPACING), "model_spacing": list(args.spacing),
-              "model_grid": list(grid), "patch": list(args.patch), "labels": len(LABELS),
-              "end_to_end_s": end_to_end, "network_only_s": net_s, "ratio": end_to_end / net_s,
-              "peak_rss_mb": peak_rss_mb, "phases_s": phases}
+    paths = {"instance, sliding window, fp32": (models["instance"], ("--precision", "fp32")),
+             "batch, one pass, auto precision": (models["batch"], ()),
+             "batch, one pass, fp32": (models["batch"], ("--precision", "fp32"))}
+    runs = {}
+    for name, (model, extra) in paths.items():
+        runs[name] = run_segment(model, image, work / f"{name.split(',')[0]}_{extra[-1:] or 'auto'}.nii.gz",
+                                 device.type, *extra)
+        runs[name]["output"] = str(work / f"{name.split(',')[0]}_{extra[-1:] or 'auto'}.nii.gz")
+        runs[name]["estimate_s"] = estimate_seconds(load_model(model).metadata, SHAPE, SPACING)
+    network = {"sliding window, fp32": network_only(models["instance"], image, device, "fp32")[0],
+               "one pass, fp32": network_only(models["batch"], image, device, "fp32")[0]}
+    grid = network_only(models["batch"], image, device, "auto")
+    network[f"one pass, {str(inference_dtype(device, 'auto')).replace('torch.', '')}"] = grid[0]
+    dice = {}
+    if trained:
+        truth = read_labels(truth_path)
+        outputs = {name: read_labels(Path(run["output"])) for name, run in runs.items()}
+        dice = {name: organ_dice(labels, truth) for name, labels in outputs.items()}
+        dice["new vs old (batch auto vs instance fp32)"] = organ_dice(
+            outputs["batch, one pass, auto precision"], outputs["instance, sliding window, fp32"])
+    limit = min(network.values())
+    result = {"device": str(device), "cpu": platform.processor() or platform.machine(),
+              "threads": torch.get_num_threads(), "input_shape": list(SHAPE), "input_spacing": list(SPACING),
+              "model_grid": list(grid[1]), "trained_models": trained, "runs": runs, "network_only_s": network,
+              "one_pass_limit_s": limit, "ratio_new_to_limit": runs["batch, one pass, auto precision"]["wall_s"] / limit,
+              "ratio_old_to_new": runs["instance, sliding window, fp32"]["wall_s"]
+              / runs["batch, one pass, auto precision"]["wall_s"], "dice": dice}
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "segment_end_to_end.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
-    print(f"\nend to end {end_to_end:.1f} s vs network only {net_s:.1f} s: ratio {result['ratio']:.2f} "
-          f"(goal <= 1.3); peak RSS {peak_rss_mb:.0f} MB (goal < 1500 MB)")
-    print("end to end by phase: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
+    for name, run in runs.items():
+        estimate = f", estimated {run['estimate_s']:.1f} s" if run["estimate_s"] else ""
+        print(f"{name}: {run['wall_s']:.1f} s end to end{estimate}, peak RSS {run['peak_rss_mb']:.0f} MB; "
+              + ", ".join(f"{k} {v:.2f}" for k, v in run["phases_s"].items()))
+    print("network alone: " + ", ".join(f"{k} {v:.2f} s" for k, v in network.items()))
+    print(f"new path / one-pass limit: {result['ratio_new_to_limit']:.2f} (goal <= 2 on the CPU, 3 on a GPU); "
+          f"old / new: {result['ratio_old_to_new']:.2f}")
+    for name, scores in dice.items():
+        print(f"Dice {name}: {scores}")
 
 
 if __name__ == "__main__":

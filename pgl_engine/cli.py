@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: auto)")
     sg.add_argument("--memory-mb", type=float, default=0.0,
                     help="activation memory of one pass, for batch-normalised models: larger volumes go in tiles "
-                         "(default: 0 = half the free GPU memory, or a quarter of RAM up to 2048 on the CPU)")
+                         "(default: 0 = half the free GPU memory, or a quarter of RAM up to 4096 on the CPU)")
     sg.add_argument("--overwrite", action="store_true",
                     help="replace existing files in --output that pgl segment did not write (e.g. reference labels)")
     add_modalities_option(sg)

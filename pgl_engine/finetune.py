@@ -291,6 +291,19 @@ class Finetuner(TrainingRun):
             summary["segment_estimate_s"] = self.segment_estimate_s
         return summary
 
+    def keep_on_stop(self) -> str:
+        """A usable model: the best validated one so far, else the weights at the stop (saved like a finished
+        run's, with `stopped_early` in the metadata)."""
+        if self.val_cases and self.best_step:
+            update_metadata(self.out, {"stopped_early": {"step": self.step, "of": self.config.steps}})
+            return f"The best model so far (validation Dice {self.best_dice:.3f} at step {self.best_step}) is kept."
+        if self.val_cases:
+            return ""  # stopped before the first validation: nothing validated to keep
+        self.save_model()
+        update_metadata(self.out, {"stopped_early": {"step": self.step, "of": self.config.steps}})
+        self.after_training()
+        return f"The model at step {self.step} is kept (usable; --resume trains it on to {self.config.steps} steps)."
+
     def after_training(self) -> None:
         """Measure how fast the model segments on this machine, so its users see the time before they start."""
         from .segment_time import RATES_KEY, estimate_seconds, example_estimate, measure_rates

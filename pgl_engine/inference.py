@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 from .precision import autocast, inference_dtype
 
 # activation memory of one pass, per voxel and per channel of the widest full-resolution feature map (fp32; bf16
-# and fp16 take about half). Measured at 16-32 bytes on the default UNet (benchmarks/segment_end_to_end.py)
+# and fp16 take about half): the default UNet (32 channels) peaked at 510-650 bytes per voxel, 16-20 per channel
 BYTES_PER_VOXEL_CHANNEL = 20
 
 
@@ -61,16 +62,15 @@ def sliding_window_logits(network: nn.Module, x: torch.Tensor, patch_size, devic
 
 
 def default_memory_mb(device: torch.device) -> float:
-    """Activation budget of one pass: half the free GPU memory; on the CPU a quarter of RAM, at most 2 GB."""
+    """Activation budget of one pass: half the free GPU memory; on the CPU a quarter of RAM, at most 4 GB."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return free / 2 ** 21
     try:
-        import os
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         ram = 8 * 2 ** 30
-    return min(2048.0, ram / 4 / 2 ** 20)
+    return min(4096.0, ram / 4 / 2 ** 20)
 
 
 def activation_bytes(network: nn.Module, voxels: int, dtype: torch.dtype) -> float:

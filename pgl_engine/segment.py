@@ -140,17 +140,6 @@ def finish_scan(model: LoadedModel, scan: PreparedScan, output: Path, device: to
     return {**scan.seconds, **clock.seconds}
 
 
-def segment_file(model: LoadedModel, source, output: Path, device: torch.device,
-                 options: InferenceOptions = InferenceOptions(), largest_component: bool = False,
-                 progress: ProgressCallback | None = None) -> dict[str, float]:
-    """Segment one scan and write its label map plus `<name>.labels.json` (names and colours); returns the
-    seconds spent per phase (read, preprocess, inference, resample back, write)."""
-    scan = prepare_scan(model, source)
-    for message in scan.warnings:
-        emit(progress, "warning", message=message)
-    return finish_scan(model, scan, output, device, options, largest_component)
-
-
 class PhaseClock:
     """Seconds between successive laps, by phase name."""
 

@@ -133,6 +133,11 @@ class TrainingRun:
     def after_training(self) -> None:
         """Work on the saved model once training is over (main process only)."""
 
+    def keep_on_stop(self) -> str:
+        """On a stop request, after the checkpoint: keep what is usable so far; returns a sentence saying what
+        was kept ("" for nothing). Main process only."""
+        return ""
+
     def summary(self) -> dict:
         return {}
 
@@ -261,8 +266,11 @@ class TrainingRun:
                          **record)
                     if self.stop.requested:
                         path = self.save_checkpoint()
-                        emit(self.progress, "cancelled", step=self.step, checkpoint=str(path))
-                        raise TrainingInterrupted(f"stopped at step {self.step}; checkpoint saved to {path}. "
+                        kept = self.keep_on_stop() if self.world.is_main else None
+                        emit(self.progress, "cancelled", step=self.step, checkpoint=str(path),
+                             **({"model_dir": str(self.out)} if kept else {}))
+                        usable = f" {kept}" if kept else ""
+                        raise TrainingInterrupted(f"stopped at step {self.step}; checkpoint saved to {path}.{usable} "
                                                   f"Continue with --resume.", str(path), self.step)
                     if self.step % config.checkpoint_every == 0 and self.step < config.steps:
                         self.save_checkpoint()

@@ -134,7 +134,8 @@ class SegmentationPanel:
         self.finetune_monitor.start(job)
 
     def on_finetune_finished(self, state, job) -> None:
-        if state.state == "done":
+        kept = state.result.get("event") == "cancelled" and state.result.get("model_dir")  # stopped early
+        if state.state == "done" or kept:
             self.logic.remember(state.result.get("model_dir", ""))
             slicer.app.settings().setValue(MODELS_SETTING, self.logic.models[-20:])
             self.refresh_models()
