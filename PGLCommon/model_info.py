@@ -61,7 +61,7 @@ def expected_segment_seconds(metadata: dict, size, spacing) -> float | None:
     for n, mm, model_mm in zip(size, spacing, metadata["spacing"]):
         input_voxels *= n
         model_voxels *= max(math.ceil(n * abs(mm) / model_mm - 1e-6), 1)
-    return (rates.get("startup_s", 3.0) + rates["input_s_per_megavoxel"] * input_voxels / 1e6
+    return (rates.get("startup_s", 5.0) + rates["input_s_per_megavoxel"] * input_voxels / 1e6
             + rates["network_s_per_megavoxel"] * model_voxels / 1e6)
 
 

@@ -66,3 +66,15 @@ def test_a_single_slice_model_grid():
     assert size[2] == 1
     logits = blob_logits(size, classes=3, seed=2)
     assert (labels_on_grid(logits, affine, reference) == itk_labels(logits, affine, reference)).mean() > 0.9999
+
+
+def test_logits_with_boundaries_everywhere_take_the_itk_path_and_agree():
+    """Noise logits (no two neighbours agree): interpolating nearly every point would be slower than ITK."""
+    from pgl_engine.labels_back import MIXED_LIMIT, _uniform_cells
+
+    reference = reference_grid((60, 50, 20), (0.8, 0.8, 2.5), (0.1, 0.0, 0.2))
+    affine, size = ras_grid_covering(reference, (3.2, 3.2, 6.0))
+    logits = torch.from_numpy(np.random.default_rng(3).standard_normal((4, *size)).astype(np.float32))
+    winner = np.pad(logits.argmax(0).numpy().astype(np.uint8), 1, mode="edge")
+    assert _uniform_cells(winner).mean() < 1 - MIXED_LIMIT
+    assert (labels_on_grid(logits, affine, reference) == itk_labels(logits, affine, reference)).mean() > 0.9999

@@ -17,7 +17,8 @@ import nibabel as nib
 import numpy as np
 
 RATES_KEY = "segment_rates"
-STARTUP_S = 3.0  # interpreter, imports and model loading of a `pgl segment` process (docs/benchmarks.md)
+STARTUP_S = 5.0  # interpreter, imports (torch, MONAI) and model loading of `pgl segment`: 4.6-5.9 s measured on
+# the 2-core CPU (benchmarks/segment_end_to_end.py, docs/benchmarks.md); not re-measured per machine
 # the synthetic CT: a 256 x 256 x 200 mm field of view at a common thin-slice spacing
 PROBE_SHAPE, PROBE_SPACING = (320, 320, 80), (0.8, 0.8, 2.5)
 INPUT_PHASES = ("read", "preprocess", "resample_back", "write")
