@@ -306,11 +306,11 @@ class Finetuner(TrainingRun):
 
     def after_training(self) -> None:
         """Measure how fast the model segments on this machine, so its users see the time before they start."""
-        from .segment_time import RATES_KEY, estimate_seconds, example_estimate, measure_rates
+        from .segment_time import EXAMPLE_CT, RATES_KEY, estimate_seconds, example_estimate, measure_rates
 
         rates = measure_rates(load_model(self.out, self.device), self.device)
         metadata = update_metadata(self.out, {RATES_KEY: rates})
-        self.segment_estimate_s = estimate_seconds(metadata, (512, 512, 200), (0.78, 0.78, 2.5))
+        self.segment_estimate_s = estimate_seconds(metadata, *EXAMPLE_CT)
         emit(self.progress, "info", message=f"{example_estimate(metadata)}.")
 
     def save_model(self) -> None:

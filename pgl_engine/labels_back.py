@@ -13,9 +13,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .imaging import image_ras_corners, ras_image
+from .imaging import _LPS_TO_RAS, image_ras_corners, ras_image
 
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 # above this share of points to interpolate, ITK's per-class resampling of the slab is faster: measured 0.4 us
 # per interpolated point here against 0.1 us per voxel for ITK (benchmarks/segment_end_to_end.py CT, 2 cores)
 MIXED_LIMIT = 0.15
@@ -116,12 +115,7 @@ def _interpolated_argmax(volume: torch.Tensor, points: list[np.ndarray], shape: 
     grid = torch.from_numpy(np.stack(normalised[::-1], axis=-1).astype(np.float32)).view(1, 1, 1, -1, 3)
     sampled = torch.nn.functional.grid_sample(volume, grid, mode="bilinear", padding_mode="border",
                                               align_corners=True)
-    values = sampled[0, :, 0, 0].numpy()
-    best, labels = values[0].copy(), np.zeros(values.shape[1], dtype=np.uint8)
-    for k in range(1, len(values)):  # a running maximum: the first class wins ties, as in np.argmax
-        labels[values[k] > best] = k
-        np.maximum(best, values[k], out=best)
-    return labels
+    return _first_maximum(sampled[0, :, 0, 0].numpy())
 
 
 def _itk_slab_labels(logits: torch.Tensor, fills: list[float], affine: np.ndarray, reference: sitk.Image, z0: int,
@@ -141,14 +135,19 @@ def _itk_slab_labels(logits: torch.Tensor, fills: list[float], affine: np.ndarra
     block = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     block_affine = affine.copy()
     block_affine[:3, 3] += np.diag(affine)[:3] * lo
-    best_value = best_label = None
-    for k in range(logits.shape[0]):
-        channel = ras_image(logits[k][block].numpy(), block_affine)
-        resampled = sitk.GetArrayFromImage(sitk.Resample(channel, part, sitk.Transform(), sitk.sitkLinear,
-                                                         fills[k], sitk.sitkFloat32))
-        if best_value is None:
-            best_value, best_label = resampled, np.zeros(resampled.shape, dtype=np.uint8)
+    return _first_maximum(sitk.GetArrayFromImage(sitk.Resample(
+        ras_image(logits[k][block].numpy(), block_affine), part, sitk.Transform(), sitk.sitkLinear, fills[k],
+        sitk.sitkFloat32)) for k in range(logits.shape[0]))
+
+
+def _first_maximum(channels) -> np.ndarray:
+    """Index of the largest of the class arrays (an iterable, consumed one at a time); the first wins ties, as
+    in np.argmax."""
+    best = labels = None
+    for k, values in enumerate(channels):
+        if best is None:
+            best, labels = values.copy(), np.zeros(values.shape, dtype=np.uint8)
             continue
-        best_label[resampled > best_value] = k
-        np.maximum(best_value, resampled, out=best_value)
-    return best_label
+        labels[values > best] = k
+        np.maximum(best, values, out=best)
+    return labels

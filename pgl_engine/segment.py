@@ -123,7 +123,7 @@ def finish_scan(model: LoadedModel, scan: PreparedScan, output: Path, device: to
     try:
         logits = predict_logits(model.network.to(device), scan.volume, tuple(meta["patch_size"]), device,
                                 options.overlap, options.sw_batch_size, flip_axes, options.precision,
-                                options.memory_mb or None)
+                                options.memory_mb)
     except torch.OutOfMemoryError as e:
         raise PGLError(f"{scan.source}: out of memory on {device}; use --device cpu, a smaller --memory-mb or "
                        f"--sw-batch-size.") from e

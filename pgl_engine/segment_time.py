@@ -22,6 +22,7 @@ STARTUP_S = 5.0  # interpreter, imports (torch, MONAI) and model loading of `pgl
 # the synthetic CT: a 256 x 256 x 200 mm field of view at a common thin-slice spacing
 PROBE_SHAPE, PROBE_SPACING = (320, 320, 80), (0.8, 0.8, 2.5)
 INPUT_PHASES = ("read", "preprocess", "resample_back", "write")
+EXAMPLE_CT = ((512, 512, 200), (0.78, 0.78, 2.5))  # a typical abdominal CT: size, spacing (mm)
 
 
 def probe_scan(path: Path) -> Path:
@@ -80,7 +81,7 @@ def describe_seconds(seconds: float) -> str:
 
 def example_estimate(metadata: dict) -> str | None:
     """The estimate for a typical abdominal CT (512 x 512 x 200 at 0.78 x 0.78 x 2.5 mm), as a sentence."""
-    seconds = estimate_seconds(metadata, (512, 512, 200), (0.78, 0.78, 2.5))
+    seconds = estimate_seconds(metadata, *EXAMPLE_CT)
     if seconds is None:
         return None
     device = metadata[RATES_KEY]["device"]
