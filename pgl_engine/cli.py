@@ -247,8 +247,11 @@ COMMANDS = {"phantom": run_phantom, "pretrain": run_pretrain, "finetune": run_fi
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     reporter = make_reporter(args.progress)
+    if args.stop_file and Path(args.stop_file).exists():  # stopped before it started: nothing to interrupt
+        _report_failure(reporter, "interrupted", "cancelled")
+        return EXIT_INTERRUPTED
     try:
-        if args.stop_file:  # inside the try: a stop file already there interrupts at once
+        if args.stop_file:  # inside the try: a stop file appearing at once interrupts at once
             watch_stop_file(args.stop_file)
         COMMANDS[args.command](args, reporter)
     except TrainingInterrupted as e:
