@@ -30,7 +30,7 @@ class JobState:
     message: str = ""
     result: dict = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
-    dice: float | None = None  # the latest validation Dice of a fine-tuning
+    dice: float | None = None  # the latest validation Dice of a fine-tuning (else its training Dice is shown)
 
     @property
     def busy(self) -> bool:
@@ -74,6 +74,8 @@ class JobState:
                 self.dice = float(event["val_dice"])  # shown until the next validation
             if self.dice is not None:
                 parts.append(f"validation Dice {self.dice:.3f}")
+            elif isinstance(event.get("train_dice"), (int, float)) and event["train_dice"] == event["train_dice"]:
+                parts.append(f"training Dice {event['train_dice']:.3f}")  # on the patches it learns from
             if isinstance(event.get("eta_s"), (int, float)) and event["eta_s"] == event["eta_s"]:
                 parts.append(f"ETA {format_seconds(event['eta_s'])}")
             if self.state == RUNNING:

@@ -75,6 +75,30 @@ def describe_segment_time(metadata: dict, size, spacing) -> str:
     return f"Expected time on this volume: {when} (measured on {device} when the model was fine-tuned)."
 
 
+ENGINE_STARTUP_S = 5.0  # starting the engine process (Python, torch) before it reads the scans
+
+
+def describe_finetune_time(minutes: float, scans: int, recent: list[dict]) -> str:
+    """The panel's line under the training budget: what "train for about N minutes" will amount to here, from the
+    timing the engine recorded in the newest of `recent` (model metadata, newest first) that has one."""
+    timing = next((m["timing"] for m in recent if isinstance(m.get("timing"), dict)
+                   and m["timing"].get("seconds_per_step")), None)
+    if timing is None:
+        return (f"Trains for about {minutes:g} min; the number of steps is set from how long the first steps take. "
+                f"Preparing the scans and measuring the model's speed come on top. Stop at any time: the model so "
+                f"far is kept.")
+    per_scan = timing.get("prepare_s", 0.0) / max(1, timing.get("scans") or 1)
+    total = ENGINE_STARTUP_S + per_scan * max(1, scans) + minutes * 60 + timing.get("measure_s", 0.0)
+    return (f"Trains for about {minutes:g} min: about {max(1, round(minutes * 60 / timing['seconds_per_step']))} "
+            f"steps at the {timing['seconds_per_step']:.2f} s per step of the latest fine-tuning here "
+            f"({timing.get('device', '?')}); about {format_duration(total)} in all with preparing {max(1, scans)} "
+            f"scan(s) and measuring the model's speed. Stop at any time: the model so far is kept.")
+
+
+def format_duration(seconds: float) -> str:
+    return f"{max(1, round(seconds))} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
 def next_free_folder(model_dir: str, word: str = "refined") -> str:
     """`<model> refined 1`, `<model> refined 2`, ...: the first that does not exist (a new model never replaces
     one)."""

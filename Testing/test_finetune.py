@@ -120,6 +120,26 @@ def test_head_first_steps_hold_the_transferred_weights_then_train_them(cohort, t
             FinetuneConfig(**{**resolve_init(options), "head_first_steps": bad}).validate()
 
 
+def test_a_time_budget_that_plans_a_long_run_holds_the_transferred_weights_as_that_run_would(cohort, tmp_path):
+    """--minutes plans the step count after the optimiser exists: a plan long enough for the automatic hold
+    (--head-first-steps -1) must find the transferred weights in their own group."""
+    network = NetworkConfig(**SEG_NETWORK)
+    pre = pretrain(tiny_config(cohort / "images", tmp_path / "pre", tmp_path / "cache", steps=1, network=network,
+                               spacing=(6.0, 6.0, 8.0), patch_size=(32, 32, 16)))
+    options = seg_options(cohort, tmp_path / "ft", tmp_path / "cache", init=str(pre), minutes=5)
+    options.pop("network")
+    run = Finetuner(FinetuneConfig(**resolve_init(options)))
+    run.model = run.forward_model = run.prepare()
+    run.build_optimizer()
+    assert len(run.optimizer.param_groups) == 2  # apart while the hold is still 0 (800 steps)
+    batches = iter(run.batches(0))
+    run.train_step(next(batches))
+    run.set_steps(6400)  # as a plan at a fast step time would: 800 steps held
+    run.train_step(next(batches))
+    fresh, held = run.optimizer.param_groups
+    assert held["lr"] == 0.0 and fresh["lr"] > 0
+
+
 def test_head_first_steps_rise_without_a_jump_to_an_eighth_of_long_budgets_and_stay_off_for_older_checkpoints(
         cohort, tmp_path):
     options = seg_options(cohort, tmp_path / "ft", tmp_path / "cache", steps=12800)

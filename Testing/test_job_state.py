@@ -59,3 +59,15 @@ def test_fine_tuning_shows_its_validation_dice_and_a_kept_model():
     assert s.status == "stopped at step 21; the model so far is kept and listed"
     s.start()
     assert s.dice is None
+
+
+def test_without_validation_the_training_dice_is_shown_and_validation_dice_takes_over():
+    s = JobState()
+    s.start()
+    s.on_event({"event": "progress", "stage": "finetune", "step": 5, "total": 90, "loss": 0.9, "train_dice": 0.4567})
+    assert s.status == "finetune 5/90, loss 0.900, training Dice 0.457"
+    s.on_event({"event": "progress", "stage": "finetune", "step": 6, "total": 90, "train_dice": float("nan")})
+    assert "Dice" not in s.status  # nothing labelled in the window yet
+    s.on_event({"event": "progress", "stage": "finetune", "step": 50, "total": 90, "train_dice": 0.8,
+                "val_dice": 0.5})
+    assert s.status.endswith("validation Dice 0.500")

@@ -8,7 +8,7 @@ from conftest import STALL_LIMIT_MS
 from panel_helpers import TinySegmentationLogic, click, replace_segments
 from slicer_harness import Heartbeat
 
-from PGLCommon.model_info import expected_segment_seconds
+from PGLCommon.model_info import describe_finetune_time, expected_segment_seconds
 from PGLCommon.sample_data import load_sample_case
 
 
@@ -61,17 +61,28 @@ def test_pairs_segments_finetune_and_apply(slicer_app, panel, cohort, seg_model,
     assert "No segment is chosen" in ui.finetuneStatusLabel.text and panel.finetune_monitor.job is None
 
     set_checked(panel, ["liver"])
-    ui.finetuneStepsSpinBox.value = 20
+    ui.finetuneMinutesSpinBox.value = 0.1
+    # before the first fine-tuning here there is no measured step time to go by
+    assert ui.finetuneEstimateLabel.text == describe_finetune_time(0.1, 2, [])
     beat = Heartbeat().start()
     click(slicer_app, ui.finetuneButton)
     job = panel.finetune_monitor.job
     assert ui.finetuneButton.text == "Cancel" and "--overwrite" not in job.args
+    assert job.args[job.args.index("--minutes") + 1] == "0.1"
     exported = job.cleanup[-1]
     assert sorted(p.name for p in (exported / "labels").iterdir()) == ["phantom_000.nii.gz", "phantom_001.nii.gz"]
-    slicer_app.wait_until(lambda: panel.finetune_monitor.state.state == "done", 240, "fine-tuning")
+    shown = []  # the status line as the user sees it while the model trains
+    slicer_app.wait_until(lambda: shown.append(ui.finetuneStatusLabel.text) or
+                          panel.finetune_monitor.state.state == "done", 240, "fine-tuning")
     finetune_stall = beat.stop()
+    assert any(re.search(r"finetune \d+/\d+, loss [\d.]+, training Dice 0\.\d{3}", text) for text in shown), shown
     assert not exported.exists()  # the exported training data went with the job
     assert ui.modelComboBox.itemData(0) == str(tmp_path / "liver model")
+    trained = json.loads((tmp_path / "liver model" / "pgl_model.json").read_text())
+    assert trained["training"]["minutes"] == 0.1 and trained["training"]["steps"] > 20
+    # now the estimate goes by this run's measured step time
+    assert ui.finetuneEstimateLabel.text == describe_finetune_time(0.1, 2, [trained])
+    assert f"at the {trained['timing']['seconds_per_step']:.2f} s per step" in ui.finetuneEstimateLabel.text
 
     slicer_app.folder_answers.append(str(seg_model))
     click(slicer_app, ui.browseModelButton)
@@ -236,7 +247,7 @@ def test_check_the_pretraining_compares_random_and_pretrained_init_on_the_listed
     ui.trainSegmentationSelector.setCurrentNode(cases[1][1])
     click(slicer_app, ui.addPairButton)
     set_checked(panel, ["liver", "spleen"])
-    ui.finetuneStepsSpinBox.value = 2
+    ui.checkStepsSpinBox.value = 2
     beat = Heartbeat().start()
     click(slicer_app, ui.checkButton)
     assert ui.checkButton.text == "Cancel"

@@ -308,6 +308,9 @@ class FinetuneConfig(TrainConfig):
              "HU (0 = off), so that the model does not learn the labelled scans' organ intensities by heart",
         experimental=True)
     steps: int = option(800, "optimisation steps (with few labelled scans Dice keeps rising for thousands of steps)")
+    minutes: float = option(
+        0.0, "train for about this many minutes instead of --steps: the step count is set from the time the first "
+             "steps take (and checked again as training goes); 0 = train --steps steps")
 
     def checks(self) -> list[tuple[bool, str]]:
         return super().checks() + [
@@ -322,6 +325,7 @@ class FinetuneConfig(TrainConfig):
             (self.max_labeled >= 0, f"--max-labeled must be >= 0, got {self.max_labeled}."),
             (self.val_count >= 0, f"--val-count must be >= 0, got {self.val_count}."),
             (self.val_every >= 1, f"--val-every must be >= 1, got {self.val_every}."),
+            (self.minutes >= 0, f"--minutes must be >= 0 (0 = train --steps steps), got {self.minutes}."),
             (0.0 <= self.foreground_p <= 1.0, f"--foreground-p must be in [0, 1], got {self.foreground_p}."),
             (all(a in (0, 1, 2) for a in self.flip_axes), f"--flip-axes takes 0, 1, 2, got {self.flip_axes}."),
             (self.structure_shift_hu >= 0, f"--structure-shift-hu must be >= 0, got {self.structure_shift_hu}."),

@@ -1,6 +1,7 @@
 """`pgl finetune`: a segmentation network initialised from a pretrained backbone, trained on a few labels."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,7 @@ from .labels import (MAX_LABEL, LabelledPair, label_table, label_values, load_la
 from .model_store import load_model, read_metadata, save_model, update_metadata
 from .networks import SegmentationNet, build_segmentation_net, is_decoder_key
 from .progress import ProgressCallback, emit
+from .running_dice import RunningDice
 from .training import RUNTIME_OPTIONS, TrainingRun, start_run
 from .views import pad_to
 
@@ -183,6 +185,7 @@ class Finetuner(TrainingRun):
         from monai.losses import DiceCELoss  # MONAI is imported by the commands that use it
 
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.train_dice = RunningDice(len(names) + 1)
         torch.manual_seed(config.seed)
         network = build_segmentation_net(config.network, len(names) + 1)
         self.init_info = {"path": "none"}
@@ -232,9 +235,10 @@ class Finetuner(TrainingRun):
 
     def parameter_groups(self) -> list[dict]:
         """The head and any freshly initialised weights at --lr; transferred weights at --lr x --init-lr-scale,
-        held fixed for the first --head-first-steps."""
+        held fixed for the first --head-first-steps. With --minutes the two groups are kept apart even while the
+        hold is 0, since the planned step count can make it more."""
         scale, delay = self.config.init_lr_scale, 0 if self.continued else self.config.head_first
-        if (scale == 1.0 and delay == 0) or not self.transferred:
+        if (scale == 1.0 and delay == 0 and not self.time_budget_s()) or not self.transferred:
             return super().parameter_groups()
         fresh, pretrained = [], []
         for name, parameter in self.model.named_parameters():
@@ -245,13 +249,18 @@ class Finetuner(TrainingRun):
     def batches(self, start_step: int):
         c = self.config
         hu_per_unit = c.hu_window[1] - c.hu_window[0]
-        dataset = PatchDataset(self.train_cases, c.patch_size, c.foreground_p, c.seed, c.steps * c.batch_size,
-                               c.flip_axes, c.structure_shift_hu / hu_per_unit)
-        return make_loader(dataset, c.batch_size, start_step, c.steps, c.workers, self.world.rank, self.world.size)
+        dataset = PatchDataset(self.train_cases, c.patch_size, c.foreground_p, c.seed,
+                               self.loader_steps * c.batch_size, c.flip_axes, c.structure_shift_hu / hu_per_unit)
+        return make_loader(dataset, c.batch_size, start_step, self.loader_steps, c.workers, self.world.rank,
+                           self.world.size)
+
+    def time_budget_s(self) -> float | None:
+        return self.config.minutes * 60 if self.config.minutes else None
 
     def compute_loss(self, batch: dict):
-        loss = self.loss_fn(self.forward_model(batch["image"]), batch["label"])
-        return loss, {}
+        logits = self.forward_model(batch["image"])
+        loss = self.loss_fn(logits, batch["label"])
+        return loss, {"train_dice": self.train_dice.add(logits, batch["label"])}
 
     def validate(self) -> float:
         """Mean Dice over labels and validation scans on the cached grid."""
@@ -308,8 +317,11 @@ class Finetuner(TrainingRun):
         """Measure how fast the model segments on this machine, so its users see the time before they start."""
         from .segment_time import EXAMPLE_CT, RATES_KEY, estimate_seconds, example_estimate, measure_rates
 
+        timing = self.timing()
+        started = time.perf_counter()
         rates = measure_rates(load_model(self.out, self.device), self.device)
-        metadata = update_metadata(self.out, {RATES_KEY: rates})
+        timing["measure_s"] = round(time.perf_counter() - started, 2)
+        metadata = update_metadata(self.out, {RATES_KEY: rates, "timing": {**timing, "scans": len(self.scans)}})
         self.segment_estimate_s = estimate_seconds(metadata, *EXAMPLE_CT)
         emit(self.progress, "info", message=f"{example_estimate(metadata)}.")
 

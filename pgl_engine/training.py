@@ -6,6 +6,7 @@ checkpoint. Ctrl-C / SIGTERM save a checkpoint between steps; a non-finite loss 
 """
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import math
@@ -29,6 +30,7 @@ from .interrupt import StopRequest
 from .model_store import LOG_FILE, prepare_output_dir, refuse_foreign_output
 from .progress import EtaClock, ProgressCallback, emit
 from .run_lock import RunLock
+from .time_budget import LOADER_STEPS, PROVISIONAL_STEPS, StepPlanner
 
 # options that may differ when resuming; all others are taken from the checkpoint
 RUNTIME_OPTIONS = {"steps", "device", "workers", "checkpoint_every", "cache_dir", "resume", "overwrite", "images",
@@ -75,7 +77,10 @@ def merge_resume_config(config: TrainConfig, saved: dict, progress: ProgressCall
              + ", ".join(f"{k}={current[k]} (checkpoint: {saved[k]})" for k in changed))
     # a setting the checkpoint predates takes the value that reproduces the run it was part of
     before = {k: v for k, v in config.ABSENT_MEANS.items() if k not in saved}
-    return type(config).from_dict({**before, **saved, **{k: current[k] for k in RUNTIME_OPTIONS if k in current}})
+    runtime = {k: current[k] for k in RUNTIME_OPTIONS if k in current}
+    if saved.get("minutes"):
+        runtime.pop("steps", None)  # a time budget's step count was planned by the run: it is kept
+    return type(config).from_dict({**before, **saved, **runtime})
 
 
 class TrainingRun:
@@ -94,6 +99,11 @@ class TrainingRun:
         self.progress = progress if self.world.is_main else None  # only rank 0 reports
         self.step = 0
         self.stop = StopRequest()
+        self.planning = False  # the step count is being set from a time budget (time_budget_s)
+        self.planned = False  # ... and was set (kept by checkpoints, so a resumed run keeps its plan)
+        self.excluded_s = 0.0  # seconds inside the loop that the time budget does not count (a benchmark's own)
+        self.prepare_s = self.train_s = self.loop_started = 0.0
+        self.loop_start_step = 0
 
     # --- hooks -------------------------------------------------------------------------------------------
     def prepare(self) -> nn.Module:
@@ -141,6 +151,10 @@ class TrainingRun:
     def summary(self) -> dict:
         return {}
 
+    def time_budget_s(self) -> float | None:
+        """Seconds of training to fit the step count to (None: train --steps steps)."""
+        return None
+
     # --- machinery ---------------------------------------------------------------------------------------
     @property
     def effective_lr(self) -> float:
@@ -152,17 +166,31 @@ class TrainingRun:
         spec = self.parameter_groups()
         groups = [{"params": g["params"], "lr": self.effective_lr * g.get("lr_scale", 1.0)} for g in spec]
         self.optimizer = torch.optim.AdamW(groups, lr=self.effective_lr, weight_decay=self.config.weight_decay)
-        warmup, steps = self.config.effective_warmup, self.config.steps
-        schedules = [delayed(warmup_cosine(warmup, steps - g.get("delay", 0)), g.get("delay", 0)) for g in spec]
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedules)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedules(spec))
         self.amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+    def schedules(self, spec: list[dict]) -> list:
+        """Each parameter group's learning-rate factor for the current --steps."""
+        warmup, steps = self.config.effective_warmup, self.config.steps
+        return [delayed(warmup_cosine(warmup, steps - g.get("delay", 0)), g.get("delay", 0)) for g in spec]
+
+    def set_steps(self, total: int) -> None:
+        """A new step count (from the time budget): the schedules stretch or shrink to it from the current step."""
+        self.config = copy.copy(self.config)
+        self.config.steps = int(total)
+        self.scheduler.lr_lambdas = self.schedules(self.parameter_groups())
+
+    @property
+    def loader_steps(self) -> int:
+        """How many steps the data loader is built for."""
+        return LOADER_STEPS if self.planning else self.config.steps
 
     def checkpoint_state(self) -> dict:
         return {"step": self.step, "kind": self.stage, "config": self.config.to_dict(),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "engine_version": __version__, **self.extra_state()}
+                "engine_version": __version__, "planned_steps": self.planned, **self.extra_state()}
 
     def restore(self, state: dict) -> None:
         if state.get("kind", self.stage) != self.stage:
@@ -174,6 +202,7 @@ class TrainingRun:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        self.planned = bool(state.get("planned_steps", False))
         self.load_extra_state(state)
 
     def train_step(self, batch: dict) -> tuple[float, dict]:
@@ -232,7 +261,29 @@ class TrainingRun:
             if lock:
                 lock.release()
 
+    def follow_plan(self, planner: StepPlanner, elapsed_s: float) -> None:
+        """Fit the step count to the time budget; every process takes rank 0's plan."""
+        total = planner.observe(self.step, elapsed_s)
+        if total is None:
+            return
+        total = int(self.world.sum([float(total) if self.world.is_main else 0.0], self.device)[0])
+        planner.total = total
+        if total != self.config.steps:
+            self.set_steps(total)
+            emit(self.progress, "info", message=f"time budget: {total} steps in about "
+                                                f"{self.time_budget_s() / 60:g} min ({planner.per_step:.2f} s per "
+                                                f"step so far)")
+        self.planned = True
+
+    def timing(self) -> dict:
+        """How long this process prepared and trained (so far), for the time estimates of later runs."""
+        train_s = self.train_s or (time.perf_counter() - self.loop_started if self.loop_started else 0.0)
+        steps = self.step - self.loop_start_step
+        return {"prepare_s": round(self.prepare_s, 2), "train_s": round(train_s, 2), "steps": steps,
+                "seconds_per_step": round(train_s / steps, 4) if steps else None, "device": self.device.type}
+
     def _run_locked(self) -> Path:
+        self.run_started = time.perf_counter()
         config = self.config
         if self.world.is_main:
             prepare_output_dir(self.out, config.resume, config.overwrite)
@@ -245,25 +296,33 @@ class TrainingRun:
             self.restore(self.resume_state or load_checkpoint(self.out))
             self.resume_state = None
             emit(self.progress, "info", message=f"resuming at step {self.step} of {config.steps}")
+        budget = self.time_budget_s()
+        planner = StepPlanner(budget, self.step) if budget and not self.planned else None
+        self.planning = planner is not None
+        if planner and self.config.steps < PROVISIONAL_STEPS:
+            self.set_steps(PROVISIONAL_STEPS)  # the schedule until the first plan
         clock, wait_total, started = EtaClock(self.step), 0.0, time.perf_counter()
+        self.prepare_s, self.loop_started, self.loop_start_step = started - self.run_started, started, self.step
         log = StepLog(self.out / LOG_FILE, self.step if config.resume else 0) if self.world.is_main else None
         try:
             with self.stop:
                 batches = iter(self.batches(self.step))
-                while self.step < config.steps:
+                while self.step < self.config.steps:
                     t0 = time.perf_counter()
                     batch = next(batches)
                     wait = time.perf_counter() - t0
                     wait_total += wait
                     loss, stats = self.train_step(batch)
-                    record = {"step": self.step, "total": config.steps, "loss": loss,
+                    if planner:
+                        self.follow_plan(planner, time.perf_counter() - started - self.excluded_s)
+                    record = {"step": self.step, "total": self.config.steps, "loss": loss,
                               "lr": self.scheduler.get_last_lr()[0], **stats,
                               "data_wait_s": wait, "step_s": time.perf_counter() - t0}
                     self.after_step(record)
                     if log:
                         log.write(record)
-                    emit(self.progress, "progress", stage=self.stage, eta_s=clock.eta(self.step, config.steps),
-                         **record)
+                    emit(self.progress, "progress", stage=self.stage,
+                         eta_s=clock.eta(self.step, self.config.steps), **record)
                     if self.stop.requested:
                         path = self.save_checkpoint()
                         kept = self.keep_on_stop() if self.world.is_main else None
@@ -272,13 +331,13 @@ class TrainingRun:
                         usable = f" {kept}" if kept else ""
                         raise TrainingInterrupted(f"stopped at step {self.step}; checkpoint saved to {path}.{usable} "
                                                   f"Continue with --resume.", str(path), self.step)
-                    if self.step % config.checkpoint_every == 0 and self.step < config.steps:
+                    if self.step % config.checkpoint_every == 0 and self.step < self.config.steps:
                         self.save_checkpoint()
         finally:
             if log:
                 log.close()
         self.save_checkpoint()
-        elapsed = time.perf_counter() - started
+        elapsed = self.train_s = time.perf_counter() - started
         if self.world.is_main:
             self.save_model()
             self.after_training()

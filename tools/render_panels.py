@@ -59,7 +59,7 @@ def segmentation_pictures(harness, work: Path, out: Path) -> None:
     ui.addPairButton.click()
     ui.initPathLineEdit.currentPath = str(work / "pgl model")
     ui.finetuneOutputPathLineEdit.currentPath = str(work / "organ model")
-    ui.finetuneStepsSpinBox.value = 80
+    ui.finetuneMinutesSpinBox.value = 0.5
     ui.finetuneButton.click()
     harness.wait_until(lambda: panel.finetune_monitor.state.step >= 25, 300, "fine-tuning progress")
     harness.render(frame, out / "segmentation_running.png")

@@ -91,10 +91,11 @@ class PGLSegmentationLogic:
 
     def finetune(self, volumes: Sequence, segmentations: Sequence, outputDir: str,
                  segmentNames: Sequence[str] | None = None, init: str = "none", steps: int = 300,
-                 device: str = "auto", patchSize: Sequence[int] | None = None, spacing: Sequence[float] | None = None,
+                 minutes: float | None = None, device: str = "auto", patchSize: Sequence[int] | None = None, spacing: Sequence[float] | None = None,
                  overwrite: bool = False, extraArgs: Sequence[str] = (), wait: bool = False,
                  onEvent: Callable[[dict], None] | None = None):
-        """Fine-tune a model from the chosen segments (segmentNames=None: all; an empty list is refused).
+        """Fine-tune a model from the chosen segments (segmentNames=None: all; an empty list is refused) for
+        `steps` steps, or for about `minutes` minutes (the engine sets the step count from the first steps' time).
 
         An output folder that holds a model is replaced only with overwrite=True, and never when it is the
         `init` model. wait=True returns the model folder (raises EngineError or NodeError); wait=False returns
@@ -109,6 +110,8 @@ class PGLSegmentationLogic:
         work, names, warnings = self.export_to_temporary_folder(volumes, segmentations, segmentNames, "finetune")
         args = ["--images", work / "images", "--labels", work / "labels", "--out", outputDir, "--init", init or "none",
                 "--steps", steps, "--device", device, "--label-names", *names]
+        if minutes:
+            args += ["--minutes", minutes]
         if overwrite:
             args.append("--overwrite")
         if patchSize:

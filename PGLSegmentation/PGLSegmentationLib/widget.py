@@ -11,7 +11,8 @@ from PGLCommon.agreement import describe_change, dice_by_name
 from PGLCommon.dependencies import DependencyError, ensure_dependencies
 from PGLCommon.engine_runs import EngineError
 from PGLCommon.job_monitor import DEVICES, JobMonitor
-from PGLCommon.model_info import describe_model, describe_segment_time, label_names, read_model_metadata
+from PGLCommon.model_info import (describe_finetune_time, describe_model, describe_segment_time, label_names,
+                                  read_model_metadata)
 from PGLCommon.nodes import NodeError, label_array
 from PGLCommon.output_folders import holds_pgl_run, is_model_folder
 
@@ -67,7 +68,9 @@ class SegmentationPanel:
         self.ui.checkButton.connect("clicked()", self.on_check)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.show_model_info)
         self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.show_segment_time)
+        self.ui.finetuneMinutesSpinBox.connect("valueChanged(double)", self.show_finetune_time)
         self.show_model_info()
+        self.show_finetune_time()
         # a scene close takes the volume a segmentation result belongs to; fine-tuning uses files and goes on
         self.scene_observer = slicer.mrmlScene.AddObserver(slicer.mrmlScene.StartCloseEvent, self.on_scene_close)
 
@@ -81,12 +84,14 @@ class SegmentationPanel:
         self.pairs.append((volume.GetID(), segmentation.GetID()))
         self.ui.pairsListWidget.addItem(f"{volume.GetName()}  /  {segmentation.GetName()}")
         self.refresh_segments()
+        self.show_finetune_time()
 
     def remove_pair(self) -> None:
         row = self.ui.pairsListWidget.currentRow
         if 0 <= row < len(self.pairs):
             self.pairs.pop(row)
             self.ui.pairsListWidget.takeItem(row)
+            self.show_finetune_time()
 
     def refresh_segments(self, *args) -> None:
         """Offer every segment name of the chosen segmentations, all checked."""
@@ -108,6 +113,12 @@ class SegmentationPanel:
         return [widget.item(i).text() for i in range(widget.count) if widget.item(i).checkState() == qt.Qt.Checked]
 
     # --- fine-tune ----------------------------------------------------------------------------------------
+    def show_finetune_time(self, *args) -> None:
+        """What the training budget amounts to on this machine, before Fine-tune is pressed."""
+        recent = [read_model_metadata(m) for m in reversed(self.logic.models)]
+        self.ui.finetuneEstimateLabel.text = describe_finetune_time(self.ui.finetuneMinutesSpinBox.value,
+                                                                    len(self.pairs) or 1, recent)
+
     def on_finetune(self) -> None:
         if self.finetune_monitor.busy:
             self.finetune_monitor.cancel()
@@ -125,7 +136,7 @@ class SegmentationPanel:
             ensure_dependencies()
             job = self.logic.finetune(volumes, segmentations, output, segmentNames=self.chosen_segments(),
                                       init=self.ui.initPathLineEdit.currentPath or "none",
-                                      steps=self.ui.finetuneStepsSpinBox.value,
+                                      minutes=self.ui.finetuneMinutesSpinBox.value,
                                       device=DEVICES[self.ui.deviceComboBox.currentText], overwrite=overwrite,
                                       wait=False)
         except (DependencyError, NodeError, EngineError, OSError) as e:
@@ -139,6 +150,7 @@ class SegmentationPanel:
             self.logic.remember(state.result.get("model_dir", ""))
             slicer.app.settings().setValue(MODELS_SETTING, self.logic.models[-20:])
             self.refresh_models()
+            self.show_finetune_time()  # now from this run's own timing
         elif state.state == "failed" and self.show_errors:
             slicer.util.errorDisplay(state.message, windowTitle="PGL fine-tuning")
 
@@ -153,7 +165,7 @@ class SegmentationPanel:
             ensure_dependencies()
             job = self.logic.check_pretraining(volumes, segmentations, self.ui.initPathLineEdit.currentPath,
                                                segmentNames=self.chosen_segments(),
-                                               steps=self.ui.finetuneStepsSpinBox.value,
+                                               steps=self.ui.checkStepsSpinBox.value,
                                                device=DEVICES[self.ui.deviceComboBox.currentText], wait=False)
         except (DependencyError, NodeError, EngineError, OSError) as e:
             self.report(self.check_monitor, str(e))

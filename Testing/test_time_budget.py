@@ -1,0 +1,70 @@
+"""`--minutes`: a training time budget becomes a step count, planned from the measured step time."""
+import json
+import os
+import re
+import signal
+
+import pytest
+from conftest import seg_options
+
+from pgl_engine.errors import TrainingInterrupted
+from pgl_engine.finetune import finetune
+from pgl_engine.model_store import read_metadata
+from pgl_engine.time_budget import StepPlanner
+
+from PGLCommon.model_info import describe_finetune_time
+
+
+def test_the_plan_follows_the_step_time_then_stays_from_half_way():
+    planner = StepPlanner(60.0, 0, calibration=10)
+    assert planner.observe(1, 2.0) is None  # the first step (worker start-up) only starts the clock
+    assert all(planner.observe(s, 2.0 + 0.5 * (s - 1)) is None for s in range(2, 10))
+    assert planner.observe(10, 6.5) == 10 + int((60 - 6.5) / 0.5)  # 117 at 0.5 s per step
+    assert planner.observe(15, 9.0) is None  # next plan at twice the calibration
+    # the machine slows down to 1 s per step: the plan shrinks (the rate counts from the reference step)
+    assert planner.observe(20, 16.0) == 20 + int((60 - 16.0) / ((16.0 - 2.0) / 19)) == 79
+    # from half the planned steps on the plan stays, so the end of the schedule does not move
+    assert all(planner.observe(s, 16.0 + 3.0 * (s - 20)) is None for s in range(21, 79))
+
+
+def test_a_spent_budget_ends_the_run_at_once():
+    planner = StepPlanner(1.0, 0, calibration=2)
+    planner.observe(1, 0.1)
+    assert planner.observe(2, 5.0) == 2
+
+
+def test_fine_tuning_for_minutes_fits_the_schedule_to_its_planned_steps_and_a_resume_keeps_them(cohort, tmp_path):
+    events = []
+
+    def stop_at_step_15(event):
+        events.append(event)
+        if event.get("event") == "progress" and event.get("step") == 15:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    options = seg_options(cohort, tmp_path / "model", tmp_path / "cache", minutes=0.15, steps=5)
+    with pytest.raises(TrainingInterrupted):
+        finetune(progress=stop_at_step_15, **options)
+    plans = [int(re.match(r"time budget: (\d+) steps", e["message"]).group(1)) for e in events
+             if e.get("event") == "info" and e["message"].startswith("time budget")]
+    assert len(plans) == 1 and plans[0] > 15, plans  # planned at step 10; --steps 5 is not what the run trains for
+    resumed = []
+    finetune(resume=True, progress=resumed.append, **options)
+    assert not [e for e in resumed if e.get("event") == "info" and "time budget" in e["message"]]  # plan kept
+    metadata = read_metadata(tmp_path / "model")
+    log = [json.loads(line) for line in (tmp_path / "model" / "train_log.jsonl").read_text().splitlines()]
+    assert metadata["training"]["steps"] == log[-1]["step"] == log[-1]["total"] == plans[0]
+    assert metadata["training"]["minutes"] == 0.15
+    peak = max(r["lr"] for r in log)
+    assert log[-1]["lr"] < 0.01 * peak  # the cosine reaches its end at the planned last step
+    assert 0 <= log[-1]["train_dice"] <= 1 and log[-1]["train_dice"] > log[0]["train_dice"]
+    timing = metadata["timing"]
+    assert timing["device"] == "cpu" and timing["scans"] == 2 and timing["seconds_per_step"] > 0
+
+
+def test_the_panel_estimate_comes_from_the_latest_timing():
+    assert "set from how long the first steps take" in describe_finetune_time(5, 2, [{}, {"kind": "segmentation"}])
+    timing = {"prepare_s": 10.0, "scans": 2, "seconds_per_step": 0.5, "measure_s": 4.0, "device": "cpu"}
+    text = describe_finetune_time(5, 3, [{"kind": "pretrained"}, {"timing": timing}, {"timing": {**timing,
+                                                                                              "seconds_per_step": 9}}])
+    # 600 steps in 5 min at 0.5 s; 5 s start-up + 3 x 5 s preparing + 300 s + 4 s measuring = 324 s
+    assert "about 600 steps at the 0.50 s per step" in text and "about 5.4 min in all" in text, text

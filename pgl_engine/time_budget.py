@@ -1,0 +1,37 @@
+"""A training time budget ("train for about N minutes") turned into a number of steps.
+
+The step count is set from the wall-clock time of the steps run so far: first after CALIBRATION steps, then
+again at twice, four times, ... as many, so that validations and a machine that slows down are counted; from
+half the planned steps on the plan stays, so the end of the learning-rate schedule does not move. The first
+step (start-up of the data workers) is left out of the rate.
+"""
+from __future__ import annotations
+
+import math
+
+CALIBRATION = 10  # steps timed before the first plan
+LOADER_STEPS = 10 ** 7  # the data loader's length while the step count is not yet known
+PROVISIONAL_STEPS = 10 * CALIBRATION  # at least the schedule's length until the first plan
+
+
+class StepPlanner:
+    def __init__(self, budget_s: float, start_step: int, calibration: int = CALIBRATION):
+        self.budget_s, self.start, self.calibration = float(budget_s), int(start_step), calibration
+        self.reference: tuple[int, float] | None = None  # (step, elapsed) after the first step
+        self.next_plan = start_step + calibration
+        self.total: int | None = None
+        self.per_step = 0.0  # seconds per step at the latest plan
+
+    def observe(self, step: int, elapsed_s: float) -> int | None:
+        """After `step` steps and `elapsed_s` seconds of training (this run's part): a new total, or None."""
+        if self.reference is None:
+            self.reference = (step, elapsed_s)
+            return None
+        if step < self.next_plan or (self.total is not None and step >= self.total / 2):
+            return None
+        self.next_plan = self.start + 2 * (self.next_plan - self.start)
+        ref_step, ref_elapsed = self.reference
+        per_step = self.per_step = (elapsed_s - ref_elapsed) / max(1, step - ref_step)
+        left = max(0.0, self.budget_s - elapsed_s)
+        self.total = step + (int(math.floor(left / per_step)) if per_step > 0 else 0)
+        return self.total
