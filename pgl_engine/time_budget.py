@@ -16,7 +16,7 @@ PROVISIONAL_STEPS = 10 * CALIBRATION  # at least the schedule's length until the
 
 class StepPlanner:
     def __init__(self, budget_s: float, start_step: int, calibration: int = CALIBRATION):
-        self.budget_s, self.start, self.calibration = float(budget_s), int(start_step), calibration
+        self.budget_s, self.start = float(budget_s), int(start_step)
         self.reference: tuple[int, float] | None = None  # (step, elapsed) after the first step
         self.next_plan = start_step + calibration
         self.total: int | None = None

@@ -91,7 +91,8 @@ class PGLSegmentationLogic:
 
     def finetune(self, volumes: Sequence, segmentations: Sequence, outputDir: str,
                  segmentNames: Sequence[str] | None = None, init: str = "none", steps: int = 300,
-                 minutes: float | None = None, device: str = "auto", patchSize: Sequence[int] | None = None, spacing: Sequence[float] | None = None,
+                 minutes: float | None = None, device: str = "auto", patchSize: Sequence[int] | None = None,
+                 spacing: Sequence[float] | None = None,
                  overwrite: bool = False, extraArgs: Sequence[str] = (), wait: bool = False,
                  onEvent: Callable[[dict], None] | None = None):
         """Fine-tune a model from the chosen segments (segmentNames=None: all; an empty list is refused) for
