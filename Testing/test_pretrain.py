@@ -156,8 +156,19 @@ def test_collapse_is_reported(cohort, tmp_path):
     events = run(cohort, tmp_path, "plain", steps=4, anti_collapse_weight=0.0, rank_warning=1.01)
     warnings = [e for e in events if e["event"] == "warning"]
     assert len(warnings) == 1 and "feature collapse" in warnings[0]["message"]
-    ranks = [e["effective_rank"] for e in events if e.get("stage") == "pretrain"]
-    assert all(0 < r <= 8 for r in ranks)
+    ranks = [e["effective_rank"] for e in events if e.get("stage") == "pretrain" and "effective_rank" in e]
+    assert len(ranks) == 2 and all(0 < r <= 8 for r in ranks)  # steps 1 and 4 (the last) measure it
+
+
+def test_the_rank_is_measured_every_n_steps_and_changes_nothing_else(cohort, tmp_path):
+    every = run(cohort, tmp_path, "every", steps=5, rank_every=1)
+    sparse = run(cohort, tmp_path, "sparse", steps=5, rank_every=2)
+    measured = [e["step"] for e in sparse if e.get("stage") == "pretrain" and "effective_rank" in e]
+    assert measured == [1, 2, 4, 5]
+    assert losses(every) == losses(sparse)
+    ranks = {e["step"]: e["effective_rank"] for e in every if e.get("stage") == "pretrain"}
+    assert all(e["effective_rank"] == ranks[e["step"]] for e in sparse if e.get("stage") == "pretrain"
+               and "effective_rank" in e)
 
 
 @pytest.mark.parametrize("ablation", [{"flip_axes": [0, 1, 2], "flip_prior": False}, {"crop_prior": False},

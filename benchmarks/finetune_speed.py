@@ -89,7 +89,7 @@ def run_one(args, data, init_model: str, budget: float, seed: int, out: Path) ->
     options = {"dataset": str(data.labeled / "dataset.json"), "out": str(out / "model"), "init": init_model,
                "max_labeled": 2, "seed": seed, "minutes": budget, "patch_size": tuple(args.patch_size),
                "spacing": tuple(args.spacing), "cache_dir": str(args.out / "cache"), "overwrite": True,
-               "device": args.device, **({**TINY, "workers": 0} if args.quick else {})}
+               "device": args.device, "precision": args.precision, **({**TINY, "workers": 0} if args.quick else {})}
     if init_model != "none":
         options.pop("network", None)  # the pretrained model brings its own
     config = FinetuneConfig(**resolve_init(options))
@@ -172,6 +172,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--patch-size", type=int, nargs=3, default=[48, 48, 32])
     parser.add_argument("--spacing", type=float, nargs=3, default=[3.2, 3.2, 6.0])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="pgl finetune --precision (auto: bf16 on CPUs with native bf16)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "finetune_speed.json")
     parser.add_argument("--plot", type=Path, nargs="?", const=ROOT / "docs" / "images" / "finetune_speed.png")
     parser.add_argument("--quick", action="store_true", help="tiny cohorts and network (a smoke test)")
@@ -194,7 +196,7 @@ def main(argv=None) -> dict:
         for seed in range(args.seeds):
             for init in args.inits:
                 result = run_one(args, data, models[init], budget, seed,
-                                 args.out / "runs" / f"{budget:g}min" / f"seed{seed}" / init)
+                                 args.out / "runs" / f"{budget:g}min" / args.precision / f"seed{seed}" / init)
                 results.append(result)
                 print(f"{budget:g} min, seed {seed}, {init}: {result['steps']} steps, organ-mean Dice "
                       f"{100 * result['final_dice']:.1f} (curve: "
@@ -203,7 +205,8 @@ def main(argv=None) -> dict:
     summary = summarise(results, args.minutes, args.inits)
     figures = {"machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
                            "torch": torch.__version__, "device": args.device},
-               "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
+               "settings": {**{k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
+                            "precision": args.precision},
                "summary": summary, "runs": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(figures, indent=1, default=float))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .cli_options import add_dataclass_options, dataclass_from_args
-from .config import FinetuneConfig, NetworkConfig, PretrainConfig
+from .config import CLI_FINETUNE_MINUTES, FinetuneConfig, NetworkConfig, PretrainConfig
 from .errors import PGLError, TrainingInterrupted
 from .interrupt import watch_stop_file
 from .precision import PRECISIONS
@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_progress_option(pt)
 
     ft = sub.add_parser("finetune", help="fine-tune a segmentation model from a few labelled scans")
-    add_dataclass_options(ft, FinetuneConfig)
+    add_dataclass_options(ft, FinetuneConfig, skip=("steps",))
+    ft.add_argument("--steps", type=int, default=None,
+                    help=f"optimisation steps; without --steps and --minutes about {CLI_FINETUNE_MINUTES:g} minutes "
+                         f"of training (the step count set from the time the first steps take)")
     add_dataclass_options(ft.add_argument_group("network (default: from --init)"), NetworkConfig)
     add_progress_option(ft)
 
@@ -167,14 +170,24 @@ def explicit_options(cls: type, args: argparse.Namespace) -> dict:
     return options
 
 
-def run_finetune(args, progress) -> None:
-    from .finetune import finetune
-
+def finetune_options(args: argparse.Namespace) -> dict:
+    """`pgl finetune`'s options for finetune(): the network only where given or needed, and without --steps or
+    --minutes a time budget of CLI_FINETUNE_MINUTES (not on --resume: a checkpoint keeps its own)."""
+    if args.steps is None:
+        args.steps = FinetuneConfig.steps
+        if not args.minutes and not args.resume:
+            args.minutes = CLI_FINETUNE_MINUTES
     options = explicit_options(FinetuneConfig, args)
     network = explicit_options(NetworkConfig, args)
     if network or args.init in ("", "none"):
         options["network"] = dataclass_from_args(NetworkConfig, args)
-    finetune(progress=progress, **options)
+    return options
+
+
+def run_finetune(args, progress) -> None:
+    from .finetune import finetune
+
+    finetune(progress=progress, **finetune_options(args))
 
 
 def run_segment(args, progress) -> None:

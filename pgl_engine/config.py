@@ -98,6 +98,9 @@ class TrainConfig:
     spacing: tuple[float, float, float] = option((1.5, 1.5, 3.0), "resampling spacing in mm (1 or 3 values)")
     hu_window: tuple[float, float] = option((-1024.0, 325.0), "HU clip window LO HI, mapped to [0, 1]")
     device: Literal["auto", "cpu", "cuda", "mps"] = option("auto", "where to train")
+    precision: Literal["auto", "fp32", "bf16"] = option(
+        "auto", "arithmetic: auto = fp16 mixed precision on CUDA and, for fine-tuning, bf16 on CPUs with native bf16 "
+                "(AVX512-BF16/AMX); fp32 = full precision; bf16 = bf16 autocast on CPU or CUDA")
     seed: int = option(0, "random seed (runs are deterministic on CPU for a given seed)")
     workers: int = option(2, "data loader worker processes (0 = load in the main process)")
     checkpoint_every: int = option(100, "write a resumable checkpoint every N steps")
@@ -227,6 +230,9 @@ class PretrainConfig(TrainConfig):
     intensity_strength: float = option(
         1.0, "scale of the brightness/contrast/gamma jitter per view (1 = paper-style ranges, 0 = none)")
     rank_warning: float = option(0.25, "warn when effective rank / feature channels falls below this")
+    rank_every: int = option(
+        10, "measure the effective rank (the collapse monitor: an SVD and host syncs) every N steps, and on the "
+            "first and last; 1 = every step")
     preset: Literal["none", "paper"] = option(
         "none", "start from a named setting: paper = the paper's PGL (flips on every axis with the flip prior, "
                 "no regulariser, no deep level); options given explicitly still apply")
@@ -241,6 +247,7 @@ class PretrainConfig(TrainConfig):
             (self.method in ("pgl", "byol"), f"--method must be pgl or byol, got {self.method!r}."),
             (0.0 <= self.ema_start < 1.0, f"--ema-start must be in [0, 1), got {self.ema_start}."),
             (self.grid_size >= 2, f"--grid-size must be >= 2, got {self.grid_size}."),
+            (self.rank_every >= 1, f"--rank-every must be >= 1, got {self.rank_every}."),
             (len(self.scale_range) == 2 and 1.0 <= self.scale_range[0] <= self.scale_range[1],
              f"--scale-range must be LO HI with 1 <= LO <= HI, got {self.scale_range}."),
             (0.0 < self.min_overlap < 1.0, f"--min-overlap must be in (0, 1), got {self.min_overlap}."),
@@ -273,6 +280,11 @@ def resolve_head_first(head_first_steps: int, steps: int) -> int:
         return head_first_steps
     ramp = min(max((steps - HEAD_FIRST_FROM) / (HEAD_FIRST_FULL - HEAD_FIRST_FROM), 0.0), 1.0)
     return int(steps / 8 * ramp)
+
+
+# `pgl finetune` without --steps or --minutes trains for about this long: on the 2-core CPU benchmark 5 minutes came
+# within 1.5 Dice points of 10 (docs/benchmarks.md, "Fine-tuning: Dice per minute"); the Slicer panel's default too
+CLI_FINETUNE_MINUTES = 5.0
 
 
 @dataclass

@@ -138,6 +138,7 @@ class Finetuner(TrainingRun):
     """Supervised fine-tuning with Dice + cross-entropy, optional validation with best-model keeping."""
 
     stage = "finetune"
+    cpu_bf16 = True  # measured: steps in 0.6x the time, the same or higher Dice in 5 minutes (docs/benchmarks.md)
     config: FinetuneConfig
 
     def prepare(self) -> SegmentationNet:
@@ -258,7 +259,7 @@ class Finetuner(TrainingRun):
         return self.config.minutes * 60 if self.config.minutes else None
 
     def compute_loss(self, batch: dict):
-        logits = self.forward_model(batch["image"])
+        logits = self.forward_model(batch["image"]).float()  # the loss in fp32 under bf16/fp16 autocast
         loss = self.loss_fn(logits, batch["label"])
         return loss, {"train_dice": self.train_dice.add(logits, batch["label"])}
 

@@ -87,10 +87,17 @@ class SelfSupervisedMethod(nn.Module):
         self.predictor = self.head(config.projector_dim, config.predictor_hidden, config.projector_dim)
         self.target_backbone = frozen_copy(self.online_backbone)
         self.target_projector = frozen_copy(self.online_projector)
+        self.rank_due = True  # whether the next forward measures the effective rank (Pretrainer sets it)
 
     def ema_pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         """(online, target) pairs the EMA updates after each optimiser step."""
         return [(self.online_backbone, self.target_backbone), (self.online_projector, self.target_projector)]
+
+    def monitor_rank(self, stats: dict, aligned: tuple) -> None:
+        """The effective rank of the aligned online features into `stats`, when rank_due (an SVD and host syncs,
+        so not on every step)."""
+        if self.rank_due:
+            stats["effective_rank"] = effective_rank(overlap_samples(*aligned).detach())
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Every parameter but the EMA targets' (frozen by frozen_copy), in registration order."""
@@ -163,7 +170,7 @@ class PGL(SelfSupervisedMethod):
             loss = loss + self.config.deep_weight * self.deep_loss(online_bottom, target_bottom, batch)
         stats = {"consistency": float(loss.detach())}
         loss = self.regularised(loss, self.collapse_samples(online, aligned), stats, "anti_collapse")
-        stats["effective_rank"] = effective_rank(overlap_samples(*aligned).detach())
+        self.monitor_rank(stats, aligned)
         return loss, stats
 
     def local_loss(self, aligned: tuple, target: Pair, batch: dict, heads: LocalHeads, grid: int) -> torch.Tensor:
@@ -206,7 +213,7 @@ class BYOL(SelfSupervisedMethod):
         # the overlap is aligned only to watch (and regularise) the local features BYOL's loss never sees
         aligned = self.align(Pair.split(online), batch, self.config.grid_size)
         loss = self.regularised(loss, self.collapse_samples(online, aligned), stats, "anti_collapse")
-        stats["effective_rank"] = effective_rank(overlap_samples(*aligned).detach())
+        self.monitor_rank(stats, aligned)
         return loss, stats
 
 

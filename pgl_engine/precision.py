@@ -1,4 +1,4 @@
-"""Reduced-precision inference: fp16 on CUDA, bf16 on CPUs that compute it natively, fp32 elsewhere."""
+"""Reduced precision: fp16 on CUDA, bf16 on CPUs that compute it natively, fp32 elsewhere."""
 from __future__ import annotations
 
 import functools
@@ -46,6 +46,15 @@ def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtyp
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+def training_dtype(device: torch.device, precision: str = "auto", cpu_bf16: bool = True) -> torch.dtype:
+    """The dtype training computes in under autocast: as inference_dtype, except that with auto a CPU keeps fp32
+    unless `cpu_bf16` (the stage was measured to train as well in bf16) and mps always trains in fp32."""
+    dtype = inference_dtype(device, precision)
+    if precision == "auto" and (device.type == "mps" or (device.type == "cpu" and not cpu_bf16)):
+        return torch.float32
+    return dtype
 
 
 def autocast(device: torch.device, dtype: torch.dtype):

@@ -76,6 +76,8 @@ class Pretrainer(TrainingRun):
         return make_loader(dataset, c.batch_size, start_step, c.steps, c.workers, self.world.rank, self.world.size)
 
     def compute_loss(self, batch: dict):
+        step, c = self.step + 1, self.config
+        self.model.rank_due = step == 1 or step % c.rank_every == 0 or step == c.steps
         return self.forward_model(batch)
 
     def after_update(self) -> dict:
@@ -85,8 +87,11 @@ class Pretrainer(TrainingRun):
         return {"tau": tau}
 
     def after_step(self, record: dict) -> None:
-        """Keep the effective rank and warn once when the aligned features collapse."""
-        rank = record["effective_rank"]
+        """Keep the effective rank (on the steps that measure it) and warn once when the aligned features
+        collapse."""
+        rank = record.get("effective_rank")
+        if rank is None:
+            return
         self.ranks.append(rank)
         channels = self.config.network.feature_channels
         if (not self.rank_warned and self.step > self.config.effective_warmup

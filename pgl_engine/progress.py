@@ -39,6 +39,7 @@ class TerminalReporter:
         self.stream = stream or sys.stderr
         self.bar = None
         self.stage = None
+        self.shown: dict[str, str] = {}
 
     def __call__(self, event: dict) -> None:
         from tqdm import tqdm
@@ -47,12 +48,14 @@ class TerminalReporter:
         if kind == "progress":
             if event.get("stage") != self.stage:
                 self.close()
-                self.stage = event.get("stage")
+                self.stage, self.shown = event.get("stage"), {}
                 self.bar = tqdm(total=event.get("total"), desc=self.stage, file=self.stream,
                                 initial=event.get("step", 1) - 1, dynamic_ncols=True)
             self.bar.n = event.get("step", 0)
-            shown = {k: f"{event[k]:.3g}" for k in ("loss", "effective_rank") if isinstance(event.get(k), float)}
-            self.bar.set_postfix(shown, refresh=False)
+            # the rank is measured every few steps: the bar keeps the last value
+            self.shown.update({k: f"{event[k]:.3g}" for k in ("loss", "effective_rank")
+                               if isinstance(event.get(k), float)})
+            self.bar.set_postfix(self.shown, refresh=False)
             self.bar.refresh()
         elif kind in ("info", "warning", "done", "cancelled"):
             self.close()

@@ -12,7 +12,6 @@ import json
 import math
 import time
 import warnings
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
@@ -28,13 +27,14 @@ from .distributed import World
 from .errors import DiskFull, PGLError, TrainingInterrupted
 from .interrupt import StopRequest
 from .model_store import LOG_FILE, prepare_output_dir, refuse_foreign_output
+from .precision import autocast, training_dtype
 from .progress import EtaClock, ProgressCallback, emit
 from .run_lock import RunLock
 from .time_budget import LOADER_STEPS, PROVISIONAL_STEPS, StepPlanner
 
 # options that may differ when resuming; all others are taken from the checkpoint
 RUNTIME_OPTIONS = {"steps", "device", "workers", "checkpoint_every", "cache_dir", "resume", "overwrite", "images",
-                   "out", "labels", "dataset", "init", "lr_scaling"}
+                   "out", "labels", "dataset", "init", "lr_scaling", "precision", "rank_every"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -87,6 +87,7 @@ class TrainingRun:
     """One training run; subclasses fill in the hooks below."""
 
     stage = "train"
+    cpu_bf16 = False  # whether --precision auto trains this stage in bf16 on CPUs with native bf16
 
     def __init__(self, config: TrainConfig, progress: ProgressCallback | None = None,
                  resume_state: dict | None = None):
@@ -167,8 +168,8 @@ class TrainingRun:
         groups = [{"params": g["params"], "lr": self.effective_lr * g.get("lr_scale", 1.0)} for g in spec]
         self.optimizer = torch.optim.AdamW(groups, lr=self.effective_lr, weight_decay=self.config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedules(spec))
-        self.amp = self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.dtype = training_dtype(self.device, self.config.precision, self.cpu_bf16)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16)
 
     def schedules(self, spec: list[dict]) -> list:
         """Each parameter group's learning-rate factor for the current --steps."""
@@ -208,8 +209,7 @@ class TrainingRun:
     def train_step(self, batch: dict) -> tuple[float, dict]:
         batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         self.model.train()
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
-        with autocast:
+        with autocast(self.device, self.dtype):
             loss, stats = self.compute_loss(batch)
         # one all-reduce tells every process the mean loss and whether any was asked to stop, so all of them
         # take the same decisions (a lone process raising or stopping would leave the others waiting)
@@ -280,7 +280,8 @@ class TrainingRun:
         train_s = self.train_s or (time.perf_counter() - self.loop_started if self.loop_started else 0.0)
         steps = self.step - self.loop_start_step
         return {"prepare_s": round(self.prepare_s, 2), "train_s": round(train_s, 2), "steps": steps,
-                "seconds_per_step": round(train_s / steps, 4) if steps else None, "device": self.device.type}
+                "seconds_per_step": round(train_s / steps, 4) if steps else None, "device": self.device.type,
+                "precision": str(self.dtype).replace("torch.", "")}
 
     def _run_locked(self) -> Path:
         self.run_started = time.perf_counter()
