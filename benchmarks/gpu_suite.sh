@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks and figures in one run with a time budget, for a machine with one CUDA GPU:
-#   1. benchmarks: segment_end_to_end.py and pretrain_throughput.py on the GPU (while the cohort is written);
+#   1. benchmarks: segment_end_to_end.py and pretrain_throughput.py (--rank-every 10 and 1) on the GPU (while the
+#      cohort is written);
 #   2. `pgl compare` on the GPU with --jobs (random / BYOL / PGL / PGL without the deep level, 2 labelled
 #      scans, 5 seeds) and, beside it,
 #      random init with twice the fine-tuning steps (is the budget enough for random init to converge?);
@@ -57,6 +58,9 @@ COHORT_PID=$!
 if [ "${BENCH:-1}" = 1 ]; then
     step bench_segment 150 $PY benchmarks/segment_end_to_end.py --device "$DEVICE" --work-dir "$W/segbench"
     step bench_pretrain 90 $PY benchmarks/pretrain_throughput.py --device "$DEVICE" --work-dir "$W/ptbench"
+    # the same with the rank measured on every step (as before --rank-every): what the SVD and its syncs cost
+    step bench_pretrain_rank1 90 $PY benchmarks/pretrain_throughput.py --device "$DEVICE" --work-dir "$W/ptbench" \
+        --rank-every 1 --json benchmarks/results/pretrain_throughput_rank_every_1.json
     cp benchmarks/results/*.json "$W/logs/" 2>/dev/null
 fi
 wait $COHORT_PID

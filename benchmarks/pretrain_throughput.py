@@ -1,7 +1,7 @@
 """Pretraining throughput: PGL views/s against a supervised step of the same backbone (patches/s), one run.
 
 Also measures how long the data loader makes the training loop wait, with the cache warm.
-Usage: python benchmarks/pretrain_throughput.py [--steps 20] [--device cpu] [--workers 2]
+Usage: python benchmarks/pretrain_throughput.py [--steps 20] [--device cpu] [--workers 2] [--rank-every 10]
 Writes benchmarks/results/pretrain_throughput.json and prints a summary.
 """
 from __future__ import annotations
@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--patch-size", type=int, nargs=3, default=(48, 48, 32))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rank-every", type=int, default=PretrainConfig.rank_every,
+                        help="pgl pretrain --rank-every: measure the effective rank every N steps (1 = every step)")
     parser.add_argument("--work-dir", default="", help="where the phantom cohort and cache go (default: temp)")
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "pretrain_throughput.json"),
                         help="where the figures go")
@@ -89,7 +91,7 @@ def main() -> None:
     config = PretrainConfig(images=str(work / "images"), out=str(work / "run"), cache_dir=str(work / "cache"),
                             steps=args.warmup + args.steps, batch_size=args.batch_size,
                             patch_size=tuple(args.patch_size), spacing=(3.2, 3.2, 6.0), device=args.device,
-                            workers=args.workers, overwrite=True)
+                            workers=args.workers, rank_every=args.rank_every, overwrite=True)
     prepare_scans(config, None)  # warm the cache: the loader then reads memory-mapped arrays only
     trainer = Pretrainer(config)
     trainer.model = trainer.prepare().to(trainer.device)
@@ -104,7 +106,7 @@ def main() -> None:
         "device": str(trainer.device), "cpu": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "patch_size": list(config.patch_size), "network_channels": list(config.network.channels),
-        "views_per_step": views, "workers": config.workers,
+        "views_per_step": views, "workers": config.workers, "rank_every": config.rank_every,
         "pgl_views_per_s": views / pgl["compute_s"], "pgl_views_per_s_with_loader": views / step_s,
         "supervised_patches_per_s": views / supervised_s,
         "ratio": (views / pgl["compute_s"]) / (views / supervised_s),

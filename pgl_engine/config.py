@@ -282,9 +282,10 @@ def resolve_head_first(head_first_steps: int, steps: int) -> int:
     return int(steps / 8 * ramp)
 
 
-# `pgl finetune` without --steps or --minutes trains for about this long: on the 2-core CPU benchmark 5 minutes came
-# within 1.5 Dice points of 10 (docs/benchmarks.md, "Fine-tuning: Dice per minute"); the Slicer panel's default too
-CLI_FINETUNE_MINUTES = 5.0
+# `pgl finetune` without --steps or --minutes trains for about this long (the Slicer panel's default too): on the
+# 2-core CPU at the panel's default 1.5 x 1.5 x 3 mm, 5 minutes gave a Dice 14-16 points below 10 minutes (at the
+# coarser 3.2 x 3.2 x 6 mm, 1.1-1.5 points), docs/benchmarks.md "Fine-tuning: Dice per minute"
+CLI_FINETUNE_MINUTES = 10.0
 
 
 @dataclass

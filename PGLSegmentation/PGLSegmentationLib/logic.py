@@ -90,13 +90,14 @@ class PGLSegmentationLogic:
             raise
 
     def finetune(self, volumes: Sequence, segmentations: Sequence, outputDir: str,
-                 segmentNames: Sequence[str] | None = None, init: str = "none", steps: int = 300,
+                 segmentNames: Sequence[str] | None = None, init: str = "none", steps: int | None = None,
                  minutes: float | None = None, device: str = "auto", patchSize: Sequence[int] | None = None,
                  spacing: Sequence[float] | None = None,
                  overwrite: bool = False, extraArgs: Sequence[str] = (), wait: bool = False,
                  onEvent: Callable[[dict], None] | None = None):
         """Fine-tune a model from the chosen segments (segmentNames=None: all; an empty list is refused) for
-        `steps` steps, or for about `minutes` minutes (the engine sets the step count from the first steps' time).
+        `steps` steps, or for about `minutes` minutes (the engine sets the step count from the first steps' time);
+        with neither, for the engine's default time (about 10 minutes, like the panel).
 
         An output folder that holds a model is replaced only with overwrite=True, and never when it is the
         `init` model. wait=True returns the model folder (raises EngineError or NodeError); wait=False returns
@@ -110,7 +111,9 @@ class PGLSegmentationLogic:
             raise NodeError(f"{outputDir}: is the initial model; choose another output folder so it is kept.")
         work, names, warnings = self.export_to_temporary_folder(volumes, segmentations, segmentNames, "finetune")
         args = ["--images", work / "images", "--labels", work / "labels", "--out", outputDir, "--init", init or "none",
-                "--steps", steps, "--device", device, "--label-names", *names]
+                "--device", device, "--label-names", *names]
+        if steps:
+            args += ["--steps", steps]
         if minutes:
             args += ["--minutes", minutes]
         if overwrite:
