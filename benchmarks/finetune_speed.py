@@ -89,7 +89,8 @@ def run_one(args, data, init_model: str, budget: float, seed: int, out: Path) ->
     options = {"dataset": str(data.labeled / "dataset.json"), "out": str(out / "model"), "init": init_model,
                "max_labeled": 2, "seed": seed, "minutes": budget, "patch_size": tuple(args.patch_size),
                "spacing": tuple(args.spacing), "cache_dir": str(args.out / "cache"), "overwrite": True,
-               "device": args.device, "precision": args.precision, **({**TINY, "workers": 0} if args.quick else {})}
+               "device": args.device, "precision": args.precision, "lr": args.lr,
+               **({**TINY, "workers": 0} if args.quick else {})}
     if init_model != "none":
         options.pop("network", None)  # the pretrained model brings its own
     config = FinetuneConfig(**resolve_init(options))
@@ -104,6 +105,11 @@ def run_one(args, data, init_model: str, budget: float, seed: int, out: Path) ->
     out.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=1))
     return result
+
+
+def run_tag(args) -> str:
+    """The runs' folder for a learning rate other than the default (so the runs of each stay apart)."""
+    return "" if args.lr == FinetuneConfig.lr else f"lr{args.lr:g}"
 
 
 def first_reaching(curve: list[dict], target: float) -> float:
@@ -172,6 +178,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--patch-size", type=int, nargs=3, default=[48, 48, 32])
     parser.add_argument("--spacing", type=float, nargs=3, default=[3.2, 3.2, 6.0])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--lr", type=float, default=FinetuneConfig.lr, help="pgl finetune --lr (the peak)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="pgl finetune --precision (auto: bf16 on CPUs with native bf16)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "finetune_speed.json")
@@ -196,7 +203,8 @@ def main(argv=None) -> dict:
         for seed in range(args.seeds):
             for init in args.inits:
                 result = run_one(args, data, models[init], budget, seed,
-                                 args.out / "runs" / f"{budget:g}min" / args.precision / f"seed{seed}" / init)
+                                 args.out / "runs" / f"{budget:g}min" / args.precision / run_tag(args)
+                                 / f"seed{seed}" / init)
                 results.append(result)
                 print(f"{budget:g} min, seed {seed}, {init}: {result['steps']} steps, organ-mean Dice "
                       f"{100 * result['final_dice']:.1f} (curve: "
@@ -206,7 +214,7 @@ def main(argv=None) -> dict:
     figures = {"machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
                            "torch": torch.__version__, "device": args.device},
                "settings": {**{k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
-                            "precision": args.precision},
+                            "precision": args.precision, "lr": args.lr},
                "summary": summary, "runs": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(figures, indent=1, default=float))
