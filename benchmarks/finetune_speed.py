@@ -39,6 +39,7 @@ from pgl_engine.finetune import Finetuner, resolve_init
 from pgl_engine.inference import predict_logits
 from pgl_engine.labels import load_label_on_grid, read_dataset_json
 from pgl_engine.phantom import LABELS, ORGANS
+from pgl_engine.precision import PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 ORGAN_VALUES = {v: n for v, n in LABELS.items() if n in ORGANS}
@@ -179,7 +180,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--spacing", type=float, nargs=3, default=[3.2, 3.2, 6.0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--lr", type=float, default=FinetuneConfig.lr, help="pgl finetune --lr (the peak)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="pgl finetune --precision (auto: bf16 on CPUs with native bf16)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "finetune_speed.json")
     parser.add_argument("--plot", type=Path, nargs="?", const=ROOT / "docs" / "images" / "finetune_speed.png")

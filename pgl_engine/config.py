@@ -137,6 +137,8 @@ class TrainConfig:
             (self.checkpoint_every >= 1, f"--checkpoint-every must be >= 1, got {self.checkpoint_every}."),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}."),
             (self.lr_scaling in ("none", "linear", "sqrt"), "--lr-scaling must be none, linear or sqrt."),
+            (self.precision in ("auto", "fp32", "bf16"),
+             f"--precision must be auto, fp32 or bf16, got {self.precision!r}."),
             (len(self.modalities) >= 1 and all(str(m).strip() for m in self.modalities),
              f"--modalities needs at least one DICOM modality (e.g. CT), got {list(self.modalities)}."),
         ]

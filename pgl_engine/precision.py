@@ -50,11 +50,10 @@ def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtyp
 
 def training_dtype(device: torch.device, precision: str = "auto", cpu_bf16: bool = True) -> torch.dtype:
     """The dtype training computes in under autocast: as inference_dtype, except that with auto a CPU keeps fp32
-    unless `cpu_bf16` (the stage was measured to train as well in bf16) and mps always trains in fp32."""
-    dtype = inference_dtype(device, precision)
-    if precision == "auto" and (device.type == "mps" or (device.type == "cpu" and not cpu_bf16)):
+    unless `cpu_bf16` (the stage was measured to train as well in bf16); other devices (mps) have no autocast."""
+    if device.type not in ("cuda", "cpu") or (precision == "auto" and device.type == "cpu" and not cpu_bf16):
         return torch.float32
-    return dtype
+    return inference_dtype(device, precision)
 
 
 def autocast(device: torch.device, dtype: torch.dtype):
