@@ -79,7 +79,8 @@ def test_pairs_segments_finetune_and_apply(slicer_app, panel, cohort, seg_model,
     assert not exported.exists()  # the exported training data went with the job
     assert ui.modelComboBox.itemData(0) == str(tmp_path / "liver model")
     trained = json.loads((tmp_path / "liver model" / "pgl_model.json").read_text())
-    assert trained["training"]["minutes"] == 0.1 and trained["training"]["steps"] > 20
+    # the budget, not a step count, ended training (how many steps fit in 6 s depends on the machine's load)
+    assert trained["training"]["minutes"] == 0.1 and trained["training"]["steps"] > 1
     # now the estimate goes by this run's measured step time
     assert ui.finetuneEstimateLabel.text == describe_finetune_time(0.1, 2, [trained])
     assert f"at the {trained['timing']['seconds_per_step']:.2f} s per step" in ui.finetuneEstimateLabel.text

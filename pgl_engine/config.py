@@ -294,7 +294,7 @@ CLI_FINETUNE_MINUTES = 10.0
 class FinetuneConfig(TrainConfig):
     """Everything `pgl finetune` needs; shared options have the names of `pgl pretrain`."""
 
-    ABSENT_MEANS: ClassVar[dict] = {"head_first_steps": 0}  # checkpoints from before the option: it was off
+    ABSENT_MEANS: ClassVar[dict] = {"head_first_steps": 0, "patience": 0}  # checkpoints from before the options
 
     images: str = option("", "folder of scans to fine-tune on (or give --dataset)")
     labels: str = option("", "folder of label maps with the scans' file names")
@@ -315,7 +315,12 @@ class FinetuneConfig(TrainConfig):
     label_fraction: float = option(1.0, "use this fraction of the labelled scans (the paper's few-label settings)")
     max_labeled: int = option(0, "use at most N labelled scans (0 = all)")
     val_count: int = option(0, "hold out N labelled scans for validation and keep the best model")
-    val_every: int = option(50, "validate every N steps (with --val-count)")
+    val_every: int = option(50, "validate (with --val-count) and check for a plateau (with --patience) every N "
+                                "steps")
+    patience: int = option(
+        0, "finish early once N checks in a row (every --val-every steps) rose less than half a Dice point: the "
+           "validation Dice with --val-count, else the training Dice; the learning rate then anneals over a tail "
+           "of a fifth as many steps again; 0 = off")
     foreground_p: float = option(0.67, "probability that a patch is centred on a labelled structure")
     flip_axes: tuple[int, ...] = option((), "augment with random flips on these axes (0=x 1=y 2=z); --tta uses them")
     structure_shift_hu: float = option(
@@ -340,6 +345,7 @@ class FinetuneConfig(TrainConfig):
             (self.max_labeled >= 0, f"--max-labeled must be >= 0, got {self.max_labeled}."),
             (self.val_count >= 0, f"--val-count must be >= 0, got {self.val_count}."),
             (self.val_every >= 1, f"--val-every must be >= 1, got {self.val_every}."),
+            (self.patience >= 0, f"--patience must be >= 0 (0 = off), got {self.patience}."),
             (self.minutes >= 0, f"--minutes must be >= 0 (0 = train --steps steps), got {self.minutes}."),
             (0.0 <= self.foreground_p <= 1.0, f"--foreground-p must be in [0, 1], got {self.foreground_p}."),
             (all(a in (0, 1, 2) for a in self.flip_axes), f"--flip-axes takes 0, 1, 2, got {self.flip_axes}."),

@@ -23,6 +23,7 @@ from .labels import (MAX_LABEL, LabelledPair, label_table, label_values, load_la
                      read_dataset_json)
 from .model_store import load_model, read_metadata, save_model, update_metadata
 from .networks import SegmentationNet, build_segmentation_net, is_decoder_key
+from .plateau import MIN_GAIN, PlateauDetector, tail_end
 from .progress import ProgressCallback, emit
 from .running_dice import RunningDice
 from .training import RUNTIME_OPTIONS, TrainingRun, start_run
@@ -182,6 +183,8 @@ class Finetuner(TrainingRun):
         self.scans = [scan for _, scan in cases]
         self.case_names = [scan_name(pair.image) for pair, _ in cases[: len(self.train_cases)]]
         self.best_dice, self.best_step = -1.0, 0
+        self.plateau = PlateauDetector(config.patience) if config.patience else None
+        self.finished_early: dict | None = None  # where a plateau ended the run before its plan
         self.segment_estimate_s: float | None = None
         from monai.losses import DiceCELoss  # MONAI is imported by the commands that use it
 
@@ -274,13 +277,29 @@ class Finetuner(TrainingRun):
 
     def after_step(self, record: dict) -> None:
         c = self.config
-        if not self.val_cases or (self.step % c.val_every and self.step != c.steps):
+        if self.plateau and not self.val_cases:
+            self.plateau.add(record["train_dice"])
+        if self.step % c.val_every and self.step != c.steps:
             return
-        dice = self.validate()
-        record["val_dice"] = dice
-        if dice > self.best_dice:
-            self.best_dice, self.best_step = dice, self.step
-            self.save_model()
+        dice = None
+        if self.val_cases:
+            dice = record["val_dice"] = self.validate()
+            if dice > self.best_dice:
+                self.best_dice, self.best_step = dice, self.step
+                self.save_model()
+        if self.plateau and not self.finished_early and c.effective_warmup < self.step < c.steps:
+            flat = self.plateau.check(dice) if self.world.is_main else False
+            if self.world.sum([float(flat)], self.device)[0]:  # rank 0's training Dice decides for all
+                self.finish_on_plateau()
+
+    def finish_on_plateau(self) -> None:
+        planned, end = self.config.steps, tail_end(self.step, self.config.steps)
+        signal = "validation Dice" if self.val_cases else "training Dice"
+        self.finished_early = {"step": self.step, "end": end, "planned": planned, "signal": signal,
+                               "best_dice": round(self.plateau.best, 4)}
+        self.finish_early(end, f"the {signal} rose less than {100 * MIN_GAIN:g} points in {self.config.patience} "
+                               f"checks in a row (best {self.plateau.best:.3f}): finishing at step {end} instead of "
+                               f"{planned}, on an annealing learning rate")
 
     def lineage_entry(self) -> dict:
         """This run in the model's history: what it started from, on which cases, for how many steps."""
@@ -290,10 +309,16 @@ class Finetuner(TrainingRun):
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     def extra_state(self) -> dict:
-        return {"best_dice": self.best_dice, "best_step": self.best_step}
+        return {"best_dice": self.best_dice, "best_step": self.best_step, "finished_early": self.finished_early,
+                "plateau": self.plateau.state_dict() if self.plateau else None}
 
     def load_extra_state(self, state: dict) -> None:
         self.best_dice, self.best_step = float(state.get("best_dice", -1.0)), int(state.get("best_step", 0))
+        if self.plateau and state.get("plateau"):
+            self.plateau.load_state_dict(state["plateau"])
+        self.finished_early = state.get("finished_early")
+        if self.finished_early:  # the shortened plan goes on
+            self.set_steps(min(self.config.steps, self.finished_early["end"]))
 
     def summary(self) -> dict:
         summary = {"best_val_dice": self.best_dice, "best_step": self.best_step} if self.val_cases else {}
@@ -322,7 +347,8 @@ class Finetuner(TrainingRun):
         started = time.perf_counter()
         rates = measure_rates(load_model(self.out, self.device), self.device)
         timing["measure_s"] = round(time.perf_counter() - started, 2)
-        metadata = update_metadata(self.out, {RATES_KEY: rates, "timing": {**timing, "scans": len(self.scans)}})
+        metadata = update_metadata(self.out, {RATES_KEY: rates, "timing": {**timing, "scans": len(self.scans)},
+                                              "finished_early": self.finished_early})  # the best model's too
         self.segment_estimate_s = estimate_seconds(metadata, *EXAMPLE_CT)
         emit(self.progress, "info", message=f"{example_estimate(metadata)}.")
 
@@ -337,6 +363,7 @@ class Finetuner(TrainingRun):
             "patch_size": list(config.patch_size), "labels": label_table(self.names),
             "init": self.init_info, "training": {**training, "steps": self.step},
             "validation": {"dice": self.best_dice, "step": self.best_step} if self.val_cases else None,
+            "finished_early": self.finished_early,
             "data_fingerprint": data_fingerprint(self.scans), "num_scans": len(self.train_cases),
             "cases": self.case_names, "lineage": [*self.lineage, self.lineage_entry()],
             "engine_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

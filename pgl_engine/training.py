@@ -105,6 +105,7 @@ class TrainingRun:
         self.excluded_s = 0.0  # seconds inside the loop that the time budget does not count (a benchmark's own)
         self.prepare_s = self.train_s = self.loop_started = 0.0
         self.loop_start_step = 0
+        self.planner: StepPlanner | None = None  # fits the step count to a time budget while it is planning
 
     # --- hooks -------------------------------------------------------------------------------------------
     def prepare(self) -> nn.Module:
@@ -275,6 +276,14 @@ class TrainingRun:
                                                 f"step so far)")
         self.planned = True
 
+    def finish_early(self, total: int, message: str) -> None:
+        """End the run at step `total`, before its plan: the learning-rate schedule shrinks to it, and a time
+        budget no longer re-plans (every process must call this at the same step)."""
+        self.planner, self.planned = None, True
+        if total < self.config.steps:
+            self.set_steps(total)
+            emit(self.progress, "info", message=message)
+
     def timing(self) -> dict:
         """How long this process prepared and trained (so far), for the time estimates of later runs."""
         train_s = self.train_s or (time.perf_counter() - self.loop_started if self.loop_started else 0.0)
@@ -298,9 +307,9 @@ class TrainingRun:
             self.resume_state = None
             emit(self.progress, "info", message=f"resuming at step {self.step} of {config.steps}")
         budget = self.time_budget_s()
-        planner = StepPlanner(budget, self.step) if budget and not self.planned else None
-        self.planning = planner is not None
-        if planner and self.config.steps < PROVISIONAL_STEPS:
+        self.planner = StepPlanner(budget, self.step) if budget and not self.planned else None
+        self.planning = self.planner is not None
+        if self.planner and self.config.steps < PROVISIONAL_STEPS:
             self.set_steps(PROVISIONAL_STEPS)  # the schedule until the first plan
         clock, wait_total, started = EtaClock(self.step), 0.0, time.perf_counter()
         self.prepare_s, self.loop_started, self.loop_start_step = started - self.run_started, started, self.step
@@ -314,8 +323,8 @@ class TrainingRun:
                     wait = time.perf_counter() - t0
                     wait_total += wait
                     loss, stats = self.train_step(batch)
-                    if planner:
-                        self.follow_plan(planner, time.perf_counter() - started - self.excluded_s)
+                    if self.planner:
+                        self.follow_plan(self.planner, time.perf_counter() - started - self.excluded_s)
                     record = {"step": self.step, "total": self.config.steps, "loss": loss,
                               "lr": self.scheduler.get_last_lr()[0], **stats,
                               "data_wait_s": wait, "step_s": time.perf_counter() - t0}
