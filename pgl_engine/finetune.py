@@ -288,12 +288,14 @@ class Finetuner(TrainingRun):
                 self.best_dice, self.best_step = dice, self.step
                 self.save_model()
         if self.plateau and not self.finished_early and c.effective_warmup < self.step < c.steps:
-            flat = self.plateau.check(dice) if self.world.is_main else False
+            flat = self.plateau.check(dice) and self.world.is_main
             if self.world.sum([float(flat)], self.device)[0]:  # rank 0's training Dice decides for all
                 self.finish_on_plateau()
 
     def finish_on_plateau(self) -> None:
         planned, end = self.config.steps, tail_end(self.step, self.config.steps)
+        if end >= planned:
+            return  # the plan ends sooner than a tail would
         signal = "validation Dice" if self.val_cases else "training Dice"
         self.finished_early = {"step": self.step, "end": end, "planned": planned, "signal": signal,
                                "best_dice": round(self.plateau.best, 4)}
