@@ -1,4 +1,5 @@
 """The benchmark scripts still run against the engine (tiny sizes; the figures themselves are not tested)."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -22,15 +23,34 @@ def test_finetune_speed_benchmark_gives_curves_per_init_and_budget(tmp_path):
     out = tmp_path / "figures.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "finetune_speed.py"), "--quick", "--minutes", "0.03",
                     "0.06", "--seeds", "1", "--points", "3", "--out", str(tmp_path / "work"), "--json", str(out),
-                    "--plot", str(tmp_path / "curves.png")], check=True, cwd=ROOT, capture_output=True, timeout=600)
+                    "--plot", str(tmp_path / "curves.png"), "--patience", "0", "2"], check=True, cwd=ROOT,
+                   capture_output=True, timeout=600)
     figures = json.loads(out.read_text())
-    runs = figures["runs"]
+    runs = [r for r in figures["runs"] if r["patience"] == 0]
     assert sorted((r["init"], r["minutes"]) for r in runs) == [("pgl", 0.03), ("pgl", 0.06), ("random", 0.03),
                                                                ("random", 0.06)]
-    for run in runs:
+    assert len(figures["runs"]) == 8  # the same runs again with --patience 2
+    for run in figures["runs"]:
         times = [p["training_s"] for p in run["curve"]]
         assert len(times) >= 2 and times == sorted(times) and run["curve"][-1]["step"] == run["steps"]
         assert all(0 <= p["dice"] <= 1 for p in run["curve"])
     summary = figures["summary"]
     assert set(summary["budgets"]) == {"0.03", "0.06"} and set(summary["converged_dice"]) == {"random", "pgl"}
+    against_plain = summary["patience_against_plain"]["2"]
+    assert set(against_plain) == {"0.03min random", "0.03min pgl", "0.06min random", "0.06min pgl"}
+    assert all(row["runs"] == 1 and row["dice_minus_plain"]["n"] == 1 for row in against_plain.values())
+    assert all(set(replayed) == {"2", "3", "5", "10"} for replayed in summary["plateau_replay"].values())
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_a_plain_runs_training_log_replays_where_patience_would_have_ended_it(tmp_path):
+    spec = importlib.util.spec_from_file_location("finetune_speed", ROOT / "benchmarks" / "finetune_speed.py")
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    # the training Dice rises for 300 steps, then stays flat: each check (every 50 steps) after that gains nothing
+    log = tmp_path / "train_log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "total": 2000, "train_dice": min(s, 300) / 400}) + "\n"
+                           for s in range(1, 2001)))
+    assert benchmark.replay_plateau(log, 2) == 450  # the check at 350 still gains (on 251-300); 400, 450 are flat
+    assert benchmark.replay_plateau(log, 5) == 600
+    assert benchmark.replay_plateau(log, 40) is None  # the run ends before 40 flat checks

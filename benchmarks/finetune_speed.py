@@ -12,7 +12,11 @@ Prints and writes (benchmarks/results/finetune_speed.json, docs/images/finetune_
   95% t-interval);
 - "converged" = the longest budget's final Dice per init, and per shorter budget how far below it each init is;
 - from the longest budget's curves: the training time at which each run first reaches 90% of its init's
-  converged Dice, and PGL − random of that time (paired).
+  converged Dice, and PGL − random of that time (paired);
+- finishing early: --patience 0 N runs every budget and seed plain and with `pgl finetune --patience N`, and
+  gives per budget and init how often the plateau ended the run, the training time saved and the Dice lost
+  (paired with the plain runs); every plain run also says where --patience 2, 3, 5 and 10 would have ended it
+  (its own training Dice replayed through the detector).
 Usage: python benchmarks/finetune_speed.py [--minutes 2 5 10] [--seeds 2] [--pretrain-steps 300] [--plot]
 (about (sum of --minutes) x seeds x 2 + 10 minutes on 2 CPU cores). --quick: tiny sizes, seconds (the test).
 """
@@ -39,10 +43,12 @@ from pgl_engine.finetune import Finetuner, resolve_init
 from pgl_engine.inference import predict_logits
 from pgl_engine.labels import load_label_on_grid, read_dataset_json
 from pgl_engine.phantom import LABELS, ORGANS
+from pgl_engine.plateau import PlateauDetector
 from pgl_engine.precision import PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 ORGAN_VALUES = {v: n for v, n in LABELS.items() if n in ORGANS}
+REPLAYED_PATIENCE = (2, 3, 5, 10)
 TINY = {"network": {"feature_channels": 8, "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}}
 TINY_PRETRAIN = {**TINY, "grid_size": 4, "projector_hidden": 8, "predictor_hidden": 8, "projector_dim": 8,
                  "workers": 0}
@@ -82,15 +88,15 @@ def load_test_cases(folder: Path, cache_dir: Path, spacing, hu_window) -> list:
     return [(scan, load_label_on_grid(pair, scan, names)) for pair in pairs for scan in [cache.get(pair.image)]]
 
 
-def run_one(args, data, init_model: str, budget: float, seed: int, out: Path) -> dict:
-    """One budgeted fine-tuning (cached in out/result.json)."""
+def run_one(args, data, init_model: str, budget: float, seed: int, patience: int, out: Path) -> dict:
+    """One budgeted fine-tuning, finishing early on a plateau with `patience` > 0 (cached in out/result.json)."""
     result_file = out / "result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
     options = {"dataset": str(data.labeled / "dataset.json"), "out": str(out / "model"), "init": init_model,
                "max_labeled": 2, "seed": seed, "minutes": budget, "patch_size": tuple(args.patch_size),
                "spacing": tuple(args.spacing), "cache_dir": str(args.out / "cache"), "overwrite": True,
-               "device": args.device, "precision": args.precision, "lr": args.lr,
+               "device": args.device, "precision": args.precision, "lr": args.lr, "patience": patience,
                **({**TINY, "workers": 0} if args.quick else {})}
     if init_model != "none":
         options.pop("network", None)  # the pretrained model brings its own
@@ -100,7 +106,8 @@ def run_one(args, data, init_model: str, budget: float, seed: int, out: Path) ->
     run = CurveFinetuner(config, test_cases, budget * 60 / args.points)
     run.run()
     result = {"minutes": budget, "seed": seed, "init": "random" if init_model == "none" else "pgl",
-              "steps": run.step, "curve": run.curve, "final_dice": run.curve[-1]["dice"],
+              "patience": patience, "finished_early": run.finished_early, "steps": run.step, "curve": run.curve,
+              "final_dice": run.curve[-1]["dice"],
               "training_s": run.curve[-1]["training_s"], "wall_s": round(time.perf_counter() - started, 1),
               "timing": run.timing()}
     out.mkdir(parents=True, exist_ok=True)
@@ -108,9 +115,24 @@ def run_one(args, data, init_model: str, budget: float, seed: int, out: Path) ->
     return result
 
 
-def run_tag(args) -> str:
-    """The runs' folder for a learning rate other than the default (so the runs of each stay apart)."""
-    return "" if args.lr == FinetuneConfig.lr else f"lr{args.lr:g}"
+def replay_plateau(train_log: Path, patience: int, val_every: int = FinetuneConfig.val_every) -> int | None:
+    """The step at which `--patience` would have seen a plateau in a plain run's training Dice (None: never)."""
+    records = [json.loads(line) for line in train_log.read_text().splitlines()]
+    total = records[-1]["total"]
+    warmup = max(1, round(0.05 * total))  # FinetuneConfig.effective_warmup at the default --warmup-steps
+    detector = PlateauDetector(patience)
+    for record in records:
+        detector.add(record["train_dice"])
+        step = record["step"]
+        if step % val_every == 0 and warmup < step < total and detector.check():
+            return step
+    return None
+
+
+def run_tag(args, patience: int) -> str:
+    """The runs' folder for a learning rate other than the default and a patience (so the runs of each stay apart)."""
+    tags = ([] if args.lr == FinetuneConfig.lr else [f"lr{args.lr:g}"]) + ([f"patience{patience}"] if patience else [])
+    return "-".join(tags)
 
 
 def first_reaching(curve: list[dict], target: float) -> float:
@@ -142,6 +164,28 @@ def summarise(results: list[dict], budgets: list[float], inits: list[str]) -> di
     summary["time_to_90pct_of_random_s"] = {i: [first_reaching(r["curve"], target) for r in by[(i, longest)]]
                                             for i in inits}
     return summary
+
+
+def patience_against_plain(results: list[dict], patience: int, budgets: list[float], inits: list[str]) -> dict:
+    """Per budget and init: what finishing early with `patience` saved (training time) and cost (final Dice), paired
+    by seed with the plain runs (patience 0) of the same budget."""
+    def of(p: int, init: str, budget: float) -> list[dict]:
+        return sorted((r for r in results if (r["patience"], r["init"], r["minutes"]) == (p, init, budget)),
+                      key=lambda r: r["seed"])
+
+    rows = {}
+    for budget in budgets:
+        for init in inits:
+            early, plain = of(patience, init, budget), of(0, init, budget)
+            rows[f"{budget:g}min {init}"] = {
+                "finished_early": sum(bool(r["finished_early"]) for r in early), "runs": len(early),
+                "dice_minus_plain": paired_difference([r["final_dice"] for r in early],
+                                                      [r["final_dice"] for r in plain]).__dict__,
+                "training_s": Spread.of([r["training_s"] for r in early]).__dict__,
+                "plain_training_s": Spread.of([r["training_s"] for r in plain]).__dict__,
+                "time_saved_fraction": float(np.mean([1 - e["training_s"] / p["training_s"]
+                                                      for e, p in zip(early, plain)]))}
+    return rows
 
 
 def plot(results: list[dict], budgets: list[float], path: Path) -> None:
@@ -182,6 +226,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--lr", type=float, default=FinetuneConfig.lr, help="pgl finetune --lr (the peak)")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="pgl finetune --precision (auto: bf16 on CPUs with native bf16)")
+    parser.add_argument("--patience", type=int, nargs="+", default=[0],
+                        help="pgl finetune --patience values to run (0 = plain); beside 0, each is compared with the "
+                             "plain runs: time saved, Dice lost")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "finetune_speed.json")
     parser.add_argument("--plot", type=Path, nargs="?", const=ROOT / "docs" / "images" / "finetune_speed.png")
     parser.add_argument("--quick", action="store_true", help="tiny cohorts and network (a smoke test)")
@@ -199,30 +246,47 @@ def main(argv=None) -> dict:
         started = time.perf_counter()
         models["pgl"] = pretrain_one(config, data, "pgl", None)
         print(f"PGL model ready ({time.perf_counter() - started:.0f} s)", flush=True)
-    results = []
-    for budget in args.minutes:
-        for seed in range(args.seeds):
-            for init in args.inits:
-                result = run_one(args, data, models[init], budget, seed,
-                                 args.out / "runs" / f"{budget:g}min" / args.precision / run_tag(args)
-                                 / f"seed{seed}" / init)
-                results.append(result)
-                print(f"{budget:g} min, seed {seed}, {init}: {result['steps']} steps, organ-mean Dice "
-                      f"{100 * result['final_dice']:.1f} (curve: "
-                      + ", ".join(f"{p['training_s']:.0f}s {100 * p['dice']:.1f}" for p in result["curve"]) + ")",
-                      flush=True)
-    summary = summarise(results, args.minutes, args.inits)
+    results, folders = [], []
+    for patience in args.patience:
+        for budget in args.minutes:
+            for seed in range(args.seeds):
+                for init in args.inits:
+                    folder = (args.out / "runs" / f"{budget:g}min" / args.precision / run_tag(args, patience)
+                              / f"seed{seed}" / init)
+                    results.append(run_one(args, data, models[init], budget, seed, patience, folder))
+                    folders.append(folder)
+                    print_run(results[-1])
+    for result, folder in zip(results, folders):
+        if not result["patience"]:  # where each --patience value would have ended this run
+            result["plateau_replay"] = {str(p): replay_plateau(folder / "model" / "train_log.jsonl", p)
+                                        for p in REPLAYED_PATIENCE}
+    first = args.patience[0]
+    summary = summarise([r for r in results if r["patience"] == first], args.minutes, args.inits)
+    summary["plateau_replay"] = {f"{r['minutes']:g}min seed{r['seed']} {r['init']}": r["plateau_replay"]
+                                 for r in results if "plateau_replay" in r}
+    if 0 in args.patience:
+        summary["patience_against_plain"] = {str(p): patience_against_plain(results, p, args.minutes, args.inits)
+                                             for p in args.patience if p}
     figures = {"machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
                            "torch": torch.__version__, "device": args.device},
                "settings": {**{k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
-                            "precision": args.precision, "lr": args.lr},
+                            "precision": args.precision, "lr": args.lr, "patience": args.patience},
                "summary": summary, "runs": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(figures, indent=1, default=float))
     print(json.dumps(summary, indent=1, default=float))
     if args.plot:
-        plot(results, args.minutes, args.plot)
+        plot([r for r in results if r["patience"] == first], args.minutes, args.plot)
     return figures
+
+
+def print_run(result: dict) -> None:
+    early = result["finished_early"]
+    print(f"{result['minutes']:g} min, seed {result['seed']}, {result['init']}"
+          + (f", patience {result['patience']}" if result["patience"] else "")
+          + f": {result['steps']} steps" + (f" (plateau at step {early['step']})" if early else "")
+          + f", organ-mean Dice {100 * result['final_dice']:.1f} (curve: "
+          + ", ".join(f"{p['training_s']:.0f}s {100 * p['dice']:.1f}" for p in result["curve"]) + ")", flush=True)
 
 
 if __name__ == "__main__":

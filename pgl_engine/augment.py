@@ -69,7 +69,8 @@ def augment_intensity(x: torch.Tensor, rng: np.random.Generator, nonmonotone_p: 
     """Brightness and contrast each x U[0.75, 1.25] (p = 0.5 each), gamma U[0.7, 1.5] (p = 0.5), Gaussian noise of
     std U[0, 0.1] (p = 0.1) and blur with sigma U[0.5, 1] voxels (p = 0.2), as in docs/method.md.
 
-    strength scales how far brightness, contrast and gamma move from identity (1 = those ranges, 0 = none); the random draws are the same whatever the strength. bias_field > 0 first
+    strength scales how far brightness, contrast and gamma move from identity (1 = those ranges, 0 = none); the
+    random draws are the same whatever the strength. bias_field > 0 first
     multiplies x by a smooth random field (random_bias_field), so that two views of one scan disagree
     on each structure's intensity; 0 draws nothing, leaving the other draws as they were.
     """

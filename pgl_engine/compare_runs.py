@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import write_text_atomically
 from .compare_config import INIT_VARIANTS, CompareConfig
 from .compare_data import Cohorts
 from .compare_stats import RunResult, organ_mean_by_phase
@@ -89,7 +90,7 @@ def run_one(config: CompareConfig, data: Cohorts, init: str, model: str, labeled
                        hd95_mm={k: v["hd95_mm"] for k, v in evaluation["mean"].items()}, loss_curve=curve,
                        organ_mean_by_phase=organ_mean_by_phase(evaluation["cases"], read_phases(data.test)),
                        seconds=time.perf_counter() - started)
-    result_file.write_text(json.dumps(result.to_json()))
+    write_text_atomically(result_file, json.dumps(result.to_json()))
     return result
 
 

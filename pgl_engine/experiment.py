@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .atomic import write_text_atomically
 from .compare_config import DEMO_PRESETS, CompareConfig
 from .compare_data import Cohorts, make_data
 from .compare_runs import ProcessScheduler, run_in_turn
@@ -79,7 +80,7 @@ def compare(config: CompareConfig | None = None, progress: ProgressCallback | No
                for init in config.inits]
     summary = summarise(config.labeled, config.inits, results, backbone_ranks(config, data, models),
                         time.perf_counter() - started)
-    (Path(config.out) / "results.json").write_text(json.dumps(
+    write_text_atomically(Path(config.out) / "results.json", json.dumps(
         {"config": asdict(config), **summary.to_json(), "runs": [r.to_json() for r in results]}, indent=2))
     report = write_report(Path(config.out), config, summary, results)
     emit(progress, "done", report=str(report), seconds=time.perf_counter() - started,

@@ -31,8 +31,9 @@ def prepare_scans(config: TrainConfig, progress: ProgressCallback | None, world:
     search = find_scans(config.images, tuple(config.modalities))
     paths = search.required()
     if search.skipped:
-        emit(progress, "warning", message=f"{config.images}: skipped {len(search.skipped)} series or folder(s):\n  "
-                                          + "\n  ".join(map(str, search.skipped)), skipped=list(map(str, search.skipped)))
+        skipped = list(map(str, search.skipped))
+        emit(progress, "warning", skipped=skipped,
+             message=f"{config.images}: skipped {len(skipped)} series or folder(s):\n  " + "\n  ".join(skipped))
     cache = ScanCache(config.cache_dir or None, config.spacing, config.hu_window)
     if world.distributed:
         cache_scans(paths[world.rank::world.size], cache)

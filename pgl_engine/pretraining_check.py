@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_text_atomically
 from .compare_stats import paired_difference
 from .config import NetworkConfig, option
 from .errors import PGLError
@@ -91,7 +92,7 @@ def check_pretraining(config: CheckConfig, progress: ProgressCallback | None = N
                "random_mean": float(np.mean([r["random"] for r in runs])),
                "pretrained_mean": float(np.mean([r["pretrained"] for r in runs]))}
     summary["text"] = describe_check(summary)
-    (out / "check.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomically(out / "check.json", json.dumps(summary, indent=2))
     emit(progress, "done", **summary)
     return summary
 

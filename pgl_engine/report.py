@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .atomic import write_text_atomically
 from .compare_stats import Difference, PhaseSummary, RunResult, Spread, Summary
 from .config import FinetuneConfig, NetworkConfig, resolve_head_first
 
@@ -106,7 +107,8 @@ def write_report(out: Path, config, summary: Summary, results: list[RunResult]) 
              f"{summary.seconds / 60:.1f} min in all (pieces reused from earlier runs are not counted again).",
              "",
              f"Data: synthetic abdominal CT phantoms — {config.unlabeled} unlabeled (pretraining), "
-             f"{max(config.labeled)} labelled (fine-tuning), {config.test} test{phase_note(config.phases)}; resampled to {config.spacing} mm, "
+             f"{max(config.labeled)} labelled (fine-tuning), {config.test} test{phase_note(config.phases)}; "
+             f"resampled to {config.spacing} mm, "
              f"patch {config.patch_size}. Pretraining {config.pretrain_steps} steps, fine-tuning "
              f"{config.finetune_steps} steps (batch {config.batch_size}), {config.seeds} paired seed(s): the same "
              f"seed gives the same head initialisation and patch sequence for every initialisation. "
@@ -137,7 +139,8 @@ def write_report(out: Path, config, summary: Summary, results: list[RunResult]) 
         lines += ["", f"![Dice per organ](dice_n{n}.png)", ""]
     lines += ["## Feature effective rank", "",
               "Effective rank of the backbone's voxel features on the test scans (of "
-              f"{NetworkConfig().feature_channels} channels; collapse shows as a low rank), and at the end of pretraining (aligned features):", "",
+              f"{NetworkConfig().feature_channels} channels; collapse shows as a low rank), and at the end of "
+              "pretraining (aligned features):", "",
               "| init | test features | end of pretraining |", "|---|---|---|"]
     for init, r in summary.ranks.items():
         pre = "—" if r.pretraining is None else f"{r.pretraining:.1f}"
@@ -145,5 +148,5 @@ def write_report(out: Path, config, summary: Summary, results: list[RunResult]) 
     plot_losses(out / "loss_curves.png", out, config.inits, results)
     lines += ["", "![Loss curves](loss_curves.png)", ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomically(path, "\n".join(lines) + "\n")
     return path
