@@ -27,6 +27,7 @@ test: $(STAMP)
 benchmark: $(STAMP)
 	$(PY) benchmarks/pretrain_throughput.py
 	$(PY) benchmarks/segment_end_to_end.py
+	$(PY) benchmarks/startup.py
 	# fine-tuning as Dice per minute: about 80 minutes on 2 CPU cores
 	$(PY) benchmarks/finetune_speed.py --plot
 

@@ -54,3 +54,14 @@ def test_a_plain_runs_training_log_replays_where_patience_would_have_ended_it(tm
     assert benchmark.replay_plateau(log, 2) == 450  # the check at 350 still gains (on 251-300); 400, 450 are flat
     assert benchmark.replay_plateau(log, 5) == 600
     assert benchmark.replay_plateau(log, 40) is None  # the run ends before 40 flat checks
+
+
+def test_startup_benchmark_times_the_segment_imports_against_torch_and_an_earlier_commit(tmp_path):
+    out = tmp_path / "startup.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "startup.py"), "--repeats", "1", "--against", "HEAD",
+                    "--json", str(out)], check=True, cwd=ROOT, capture_output=True, timeout=300)
+    figures = json.loads(out.read_text())
+    assert set(figures["median_s"]) == {"torch", "segment", "segment at HEAD"}
+    assert all(t > 0 for t in figures["median_s"].values())
+    assert "pgl_engine.segment" in figures["engine_modules"]["segment"]
+    assert "pgl_engine.experiment" not in figures["engine_modules"]["segment"]

@@ -179,3 +179,18 @@ def test_the_engine_imports_monai_only_for_the_commands_that_use_it():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_segmenting_loads_no_training_module_and_the_package_names_stay_functions():
+    """`pgl segment` imports what it needs only; `pgl_engine.segment` etc. are the functions, whatever came first."""
+    probe = ("import sys, json, pgl_engine.segment, pgl_engine.cli; loaded = sorted(m for m in sys.modules if "
+             "m.startswith('pgl_engine.')); import pgl_engine.finetune; from pgl_engine import segment, finetune, "
+             "PGLError; print(json.dumps([loaded, [callable(segment), callable(finetune), "
+             "callable(pgl_engine.pretrain), segment.__module__, PGLError.__module__]]))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    loaded, names = json.loads(result.stdout)
+    assert "pgl_engine.segment" in loaded and "pgl_engine.model_store" in loaded
+    assert not {"pgl_engine.experiment", "pgl_engine.phantom", "pgl_engine.finetune", "pgl_engine.pretrain",
+                "pgl_engine.augment", "pgl_engine.compare_stats"} & set(loaded), loaded
+    assert names == [True, True, True, "pgl_engine.segment", "pgl_engine.errors"]

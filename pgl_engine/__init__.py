@@ -1,20 +1,45 @@
 """pgl_engine: Prior-Guided Local self-supervised pretraining for 3D CT segmentation (Xie et al. 2020).
 
-Pure Python (PyTorch + MONAI + SimpleITK + pydicom + nibabel); never imports Slicer or Qt.
+Pure Python (PyTorch + MONAI + SimpleITK + pydicom + nibabel); never imports Slicer or Qt. The names below are
+imported on first use, so a command (`pgl segment`) loads only the modules it needs.
 """
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
 __version__ = "0.1.0"
 
-from .config import FinetuneConfig, NetworkConfig, PretrainConfig  # noqa: E402
-from .errors import PGLError, TrainingInterrupted  # noqa: E402
-from .evaluate import evaluate  # noqa: E402
-from .experiment import CompareConfig, compare, demo  # noqa: E402
-from .finetune import finetune  # noqa: E402
-from .model_store import LoadedModel, load_model, read_metadata  # noqa: E402
-from .phantom import write_cohort  # noqa: E402
-from .pretrain import pretrain  # noqa: E402
-from .scan_list import scan_listing  # noqa: E402
-from .segment import segment  # noqa: E402
+_HOME = {  # public name -> the module that defines it
+    "NetworkConfig": "config", "PretrainConfig": "config", "FinetuneConfig": "config",
+    "PGLError": "errors", "TrainingInterrupted": "errors", "evaluate": "evaluate",
+    "CompareConfig": "experiment", "compare": "experiment", "demo": "experiment", "finetune": "finetune",
+    "LoadedModel": "model_store", "load_model": "model_store", "read_metadata": "model_store",
+    "write_cohort": "phantom", "pretrain": "pretrain", "scan_listing": "scan_list", "segment": "segment",
+}
+__all__ = ["__version__", *_HOME]
 
-__all__ = ["__version__", "NetworkConfig", "PretrainConfig", "FinetuneConfig", "CompareConfig", "PGLError",
-           "TrainingInterrupted", "LoadedModel", "load_model", "read_metadata", "write_cohort", "pretrain",
-           "finetune", "segment", "evaluate", "compare", "demo", "scan_listing"]
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'pgl_engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    globals()[name] = value  # the next lookup is an ordinary one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value) -> None:
+        # importing a submodule binds it on the package; where it is named like the function it exports
+        # (segment, finetune, pretrain, evaluate), `pgl_engine.<name>` stays the function, as documented
+        if isinstance(value, types.ModuleType) and _HOME.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
