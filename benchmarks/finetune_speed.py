@@ -246,20 +246,19 @@ def main(argv=None) -> dict:
         started = time.perf_counter()
         models["pgl"] = pretrain_one(config, data, "pgl", None)
         print(f"PGL model ready ({time.perf_counter() - started:.0f} s)", flush=True)
-    results, folders = [], []
+    results = []
     for patience in args.patience:
         for budget in args.minutes:
             for seed in range(args.seeds):
                 for init in args.inits:
                     folder = (args.out / "runs" / f"{budget:g}min" / args.precision / run_tag(args, patience)
                               / f"seed{seed}" / init)
-                    results.append(run_one(args, data, models[init], budget, seed, patience, folder))
-                    folders.append(folder)
-                    print_run(results[-1])
-    for result, folder in zip(results, folders):
-        if not result["patience"]:  # where each --patience value would have ended this run
-            result["plateau_replay"] = {str(p): replay_plateau(folder / "model" / "train_log.jsonl", p)
-                                        for p in REPLAYED_PATIENCE}
+                    result = run_one(args, data, models[init], budget, seed, patience, folder)
+                    if not patience:  # where each --patience value would have ended this plain run
+                        result["plateau_replay"] = {str(p): replay_plateau(folder / "model" / "train_log.jsonl", p)
+                                                    for p in REPLAYED_PATIENCE}
+                    results.append(result)
+                    print_run(result)
     first = args.patience[0]
     summary = summarise([r for r in results if r["patience"] == first], args.minutes, args.inits)
     summary["plateau_replay"] = {f"{r['minutes']:g}min seed{r['seed']} {r['init']}": r["plateau_replay"]

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SEGMENT_PROBE = ("import sys, json, pgl_engine.cli, pgl_engine.segment; "
                  "print(json.dumps(sorted(m for m in sys.modules if m.startswith('pgl_engine.'))))")
-PROBES = {"torch": "import torch", "segment": SEGMENT_PROBE}
+TORCH_PROBE = "import torch"
 
 
 def run_probe(code: str, engine_root: Path) -> tuple[float, str]:
@@ -52,7 +52,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         roots = {"segment": ROOT, **({"segment at " + args.against: checkout(args.against, Path(tmp))}
                                      if args.against else {})}
-        probes = {"torch": (PROBES["torch"], ROOT), **{name: (SEGMENT_PROBE, root) for name, root in roots.items()}}
+        probes = {"torch": (TORCH_PROBE, ROOT), **{name: (SEGMENT_PROBE, root) for name, root in roots.items()}}
         times: dict[str, list[float]] = {name: [] for name in probes}
         loaded: dict[str, list[str]] = {}
         for name, (code, root) in probes.items():  # one warm-up each (file cache)

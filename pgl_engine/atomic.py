@@ -39,10 +39,10 @@ def atomic_write(path: Path, write: Callable[[Path], None], size_hint: int = 0) 
             tmp.unlink()
 
 
-
 def write_text_atomically(path: Path, text: str) -> None:
-    """A text file (a result, a report) written whole or not at all."""
+    """A text file (a result, a report, metadata) written whole or not at all."""
     atomic_write(path, lambda tmp: tmp.write_text(text), size_hint=len(text))
+
 
 def _disk_full(error: BaseException, folder: Path, needed: int) -> bool:
     """Whether a failed write failed for lack of space: ENOSPC/EDQUOT anywhere in the exception chain (some

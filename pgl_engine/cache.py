@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .atomic import atomic_write
+from .atomic import atomic_write, write_text_atomically
 from .dicom import DicomSeries
 from .errors import DiskFull, PGLError
 from .imaging import load_ras, non_finite_note, normalise_hu
@@ -80,7 +80,7 @@ class ScanCache:
             if len(digest) == 64:
                 return digest
         digest = file_digest(path)
-        atomic_write(memo, lambda tmp: tmp.write_text(digest))
+        write_text_atomically(memo, digest)
         return digest
 
     def get(self, path) -> CachedScan:
@@ -97,7 +97,7 @@ class ScanCache:
                 value_range = meta.get("value_range")
                 if value_range is None:  # an entry from before the field: measured once, then recorded
                     meta["value_range"] = value_range = _value_range(np.load(array_path, mmap_mode="r"))
-                    atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta)))
+                    write_text_atomically(meta_path, json.dumps(meta))
                 self.hits += 1
                 return CachedScan(array_path, path, tuple(meta["shape"]), tuple(tuple(r) for r in meta["affine"]),
                                   digest, int(meta.get("non_finite", 0)), value_range[0] == value_range[1])
@@ -110,7 +110,7 @@ class ScanCache:
         value_range = _value_range(array)
         meta = {"shape": list(array.shape), "affine": volume.affine.tolist(), "source": str(path),
                 "settings": self.settings, "non_finite": volume.non_finite, "value_range": value_range}
-        atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta)))
+        write_text_atomically(meta_path, json.dumps(meta))
         return CachedScan(array_path, path, tuple(array.shape), tuple(tuple(r) for r in volume.affine.tolist()),
                           digest, volume.non_finite, value_range[0] == value_range[1])
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .atomic import atomic_write
+from .atomic import write_text_atomically
 from .cache import CachedScan
 from .errors import PGLError
 from .imaging import (SCAN_SUFFIXES, image_affine_ras, list_scans, read_geometry, read_image, resample, scan_name,
@@ -55,7 +55,7 @@ def write_sidecar(label_map: Path, table: dict[str, dict], written_by: str = "")
     """Names and colours beside a label map; `written_by` marks the maps a command may later replace."""
     path = sidecar_path(label_map)
     text = json.dumps({"labels": table, **({"written_by": written_by} if written_by else {})}, indent=2)
-    atomic_write(path, lambda tmp: tmp.write_text(text), size_hint=len(text))
+    write_text_atomically(path, text)
     return path
 
 

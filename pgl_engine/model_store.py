@@ -10,7 +10,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .atomic import TEMP_PREFIX, atomic_write, remove_stale_temp_files
+from .atomic import TEMP_PREFIX, atomic_write, remove_stale_temp_files, write_text_atomically
 from .cache import file_digest
 from .config import NetworkConfig
 from .errors import PGLError
@@ -61,7 +61,7 @@ def save_model(out_dir: str | Path, tensors: dict[str, torch.Tensor], metadata: 
                  size_hint=sum(t.numel() * t.element_size() for t in tensors.values()))
     metadata = {"format": MODEL_FORMAT, "format_version": FORMAT_VERSION, **metadata,
                 "weights_sha256": file_digest(weights)}
-    atomic_write(out_dir / METADATA_FILE, lambda tmp: tmp.write_text(json.dumps(metadata, indent=2)))
+    write_text_atomically(out_dir / METADATA_FILE, json.dumps(metadata, indent=2))
     return out_dir
 
 
@@ -69,7 +69,7 @@ def update_metadata(out_dir: str | Path, entries: dict) -> dict:
     """Add or replace metadata entries of a saved model (the weights stay as they are); returns the metadata."""
     path = Path(out_dir) / METADATA_FILE
     metadata = {**json.loads(path.read_text()), **entries}
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(metadata, indent=2)))
+    write_text_atomically(path, json.dumps(metadata, indent=2))
     return metadata
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .atomic import atomic_write, disk_full_message
+from .atomic import disk_full_message, write_text_atomically
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import World
@@ -365,7 +365,7 @@ class StepLog:
         self.path = path
         if resume_step and path.is_file():
             kept = [line for line in path.read_text().splitlines() if _logged_step(line) <= resume_step]
-            atomic_write(path, lambda tmp: tmp.write_text("".join(f"{line}\n" for line in kept)))
+            write_text_atomically(path, "".join(f"{line}\n" for line in kept))
         self.file = open(path, "a" if resume_step else "w")
 
     def write(self, record: dict) -> None:
