@@ -126,6 +126,12 @@ def test_folder_in_folder_out_and_never_over_the_input(seg_model, cohort, tmp_pa
         segment(seg_model, tmp_path / "missing.nii.gz", tmp_path / "x.nii.gz")
 
 
+def test_one_pass_is_refused_for_an_instance_normalised_model_by_name(seg_model, cohort, tmp_path):
+    with pytest.raises(PGLError, match=r"--one-pass needs a model .* leave --one-pass out"):
+        segment(seg_model, cohort / "images" / "phantom_002.nii.gz", tmp_path / "x.nii.gz", one_pass=True)
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
 def test_largest_component_keeps_one_blob_per_label():
     labels = np.zeros((20, 20, 20), np.uint8)
     labels[2:8, 2:8, 2:8] = 1

@@ -79,14 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--largest-component", action="store_true", help="keep each label's largest component")
     sg.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     sg.add_argument("--overlap", type=float, default=0.5,
-                    help="sliding-window overlap, for models with instance normalisation (default: 0.5)")
+                    help="sliding-window overlap (default: 0.5)")
     sg.add_argument("--sw-batch-size", type=int, default=4,
-                    help="sliding windows per forward pass, for models with instance normalisation (default: 4)")
+                    help="sliding windows per forward pass (default: 4)")
     sg.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="auto: bf16 on CPUs with native bf16 and fp16 on CUDA; fp32: full precision everywhere "
                          "(default: auto)")
+    sg.add_argument("--one-pass", action="store_true",
+                    help="segment the whole volume in one pass instead of sliding windows (models trained with "
+                         "--norm batch, channel or none only); faster, but measured far less accurate for models "
+                         "trained on patches smaller than the network's reach (docs/experiments.md)")
     sg.add_argument("--memory-mb", type=float, default=0.0,
-                    help="activation memory of one pass, for batch-normalised models: larger volumes go in tiles "
+                    help="with --one-pass, the activation memory of one pass: larger volumes go in exact tiles "
                          "(default: 0 = half the free GPU memory, or a quarter of RAM up to 4096 on the CPU)")
     sg.add_argument("--overwrite", action="store_true",
                     help="replace existing files in --output that pgl segment did not write (e.g. reference labels)")
@@ -196,7 +200,7 @@ def run_segment(args, progress) -> None:
     segment(args.model, args.input, args.output, tta=args.tta, largest_component=args.largest_component,
             device=args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=progress,
             modalities=tuple(m.upper() for m in args.modalities), overwrite=args.overwrite,
-            precision=args.precision, memory_mb=args.memory_mb)
+            precision=args.precision, memory_mb=args.memory_mb, one_pass=args.one_pass)
 
 
 def run_scan_list(args, progress) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+import torch
 from torch import nn
 
 from .config import NetworkConfig
@@ -12,9 +13,45 @@ def build_backbone(config: NetworkConfig) -> nn.Module:
     """Residual MONAI UNet mapping a 1-channel patch to a feature map of the same size."""
     from monai.networks.nets import UNet  # MONAI is imported by the commands that build a network
 
-    return UNet(spatial_dims=3, in_channels=1, out_channels=config.feature_channels,
+    monai_norm = config.norm if config.norm in ("instance", "batch") else "instance"
+    unet = UNet(spatial_dims=3, in_channels=1, out_channels=config.feature_channels,
                 channels=config.channels, strides=config.strides, num_res_units=config.num_res_units,
-                norm=config.norm.upper())
+                norm=monai_norm.upper())
+    if monai_norm != config.norm:  # MONAI has no per-voxel norm: its (parameter-free) instance norms are swapped
+        for parent in list(unet.modules()):
+            for name, child in parent.named_children():
+                if isinstance(child, nn.InstanceNorm3d):
+                    setattr(parent, name, norm_layer(config.norm, child.num_features))
+    return unet
+
+
+class ChannelNorm(nn.Module):
+    """Layer normalisation of each voxel's feature vector over the channels alone, with a per-channel scale and
+    shift: its statistics come from the voxel itself, so no other voxel of the window changes them."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        mean = x.mean(1, keepdim=True)
+        variance = (x - mean).pow(2).mean(1, keepdim=True)
+        return (x - mean) * torch.rsqrt(variance + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+
+
+def norm_layer(norm: str, channels: int) -> nn.Module:
+    """One normalisation layer of the kind `NetworkConfig.norm` names (the head's; the backbone's for
+    channel and none)."""
+    if norm == "batch":
+        return nn.BatchNorm3d(channels)
+    if norm == "channel":
+        return ChannelNorm(channels)
+    if norm == "none":
+        return nn.Identity()
+    return nn.InstanceNorm3d(channels, affine=True)
 
 
 # MONAI's UNet nests Sequential(down, SkipConnection(...), up): index 2 of the top Sequential or of any
@@ -52,7 +89,7 @@ def global_head(in_channels: int, hidden: int, out_channels: int) -> nn.Module:
 class SegmentationNet(nn.Module):
     """The pretrained backbone plus a pointwise head giving one logit per class (background included).
 
-    `window_independent` and `divisor` tell inference whether the whole volume may go in one pass and what its
+    `window_independent` and `divisor` tell inference whether the whole volume can go in one pass and what its
     size must be a multiple of."""
 
     def __init__(self, backbone: nn.Module, config: NetworkConfig, num_classes: int):
@@ -62,8 +99,7 @@ class SegmentationNet(nn.Module):
         self.divisor = config.divisor
         self.full_resolution_channels = max(config.channels[0], config.feature_channels)
         channels = config.feature_channels
-        norm = nn.BatchNorm3d(channels) if config.norm == "batch" else nn.InstanceNorm3d(channels, affine=True)
-        self.head = nn.Sequential(norm, nn.PReLU(), nn.Conv3d(channels, num_classes, 1))
+        self.head = nn.Sequential(norm_layer(config.norm, channels), nn.PReLU(), nn.Conv3d(channels, num_classes, 1))
 
     def forward(self, x):
         return self.head(self.backbone(x))

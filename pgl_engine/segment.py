@@ -81,10 +81,11 @@ class InferenceOptions:
     """How the network is applied (`pgl segment`'s options of the same names)."""
 
     tta: bool = False
-    overlap: float = 0.5  # sliding window (models whose result depends on the window)
+    overlap: float = 0.5  # sliding window
     sw_batch_size: int = 4
     precision: str = "auto"  # auto: bf16 on CPUs with native bf16, fp16 on CUDA; fp32 turns it off
     memory_mb: float = 0.0  # one-pass activation budget (0: a default for the device)
+    one_pass: bool = False  # the whole volume at once (window-independent models only), not the sliding window
 
 
 @dataclass
@@ -123,7 +124,7 @@ def finish_scan(model: LoadedModel, scan: PreparedScan, output: Path, device: to
     try:
         logits = predict_logits(model.network.to(device), scan.volume, tuple(meta["patch_size"]), device,
                                 options.overlap, options.sw_batch_size, flip_axes, options.precision,
-                                options.memory_mb)
+                                options.memory_mb, options.one_pass)
     except torch.OutOfMemoryError as e:
         raise PGLError(f"{scan.source}: out of memory on {device}; use --device cpu, a smaller --memory-mb or "
                        f"--sw-batch-size.") from e
@@ -168,7 +169,8 @@ def output_paths(inputs: list, input_arg: Path, output: Path) -> list[Path]:
 def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Path, tta: bool = False,
             largest_component: bool = False, device: str = "auto", overlap: float = 0.5, sw_batch_size: int = 4,
             progress: ProgressCallback | None = None, modalities: tuple[str, ...] = ("CT",),
-            overwrite: bool = False, precision: str = "auto", memory_mb: float = 0.0) -> list[Path]:
+            overwrite: bool = False, precision: str = "auto", memory_mb: float = 0.0,
+            one_pass: bool = False) -> list[Path]:
     """Segment a scan, or every scan and DICOM series in a folder tree; returns the written label maps.
 
     An existing file is replaced only when it is a previous output of ours (its `<name>.labels.json` says
@@ -180,6 +182,10 @@ def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Pa
     if memory_mb < 0 or sw_batch_size < 1:
         raise PGLError(f"--memory-mb must be >= 0 and --sw-batch-size >= 1, got {memory_mb} and {sw_batch_size}.")
     inference_dtype(torch.device("cpu"), precision)  # names a wrong --precision before any work
+    if one_pass and not model.network.window_independent:
+        raise PGLError(f"{model.path}: --one-pass needs a model whose output does not depend on the window "
+                       f"(trained with --norm batch, channel or none); this one is instance-normalised, so it is "
+                       f"segmented in sliding windows: leave --one-pass out.")
     if tta and not model.metadata.get("training", {}).get("flip_axes"):
         emit(progress, "warning", message=f"{model.path}: was trained without flip augmentation, so flipped "
                                           f"predictions would be wrong; --tta is ignored.")
@@ -200,7 +206,7 @@ def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Pa
         raise PGLError(f"{output}: {len(foreign)} file(s) there would be replaced that pgl segment did not write: "
                        f"{', '.join(foreign[:5])}{more}. Choose another --output, or add --overwrite to replace them.")
     torch_device = resolve_device(device)
-    options = InferenceOptions(tta, overlap, sw_batch_size, precision, memory_mb)
+    options = InferenceOptions(tta, overlap, sw_batch_size, precision, memory_mb, one_pass)
     for i, (source, target, scan) in enumerate(prepared_in_turn(model, inputs, outputs)):
         for message in scan.warnings:
             emit(progress, "warning", message=message)

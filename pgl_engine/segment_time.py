@@ -40,8 +40,7 @@ def measure_rates(model, device) -> dict:
     """Segment the synthetic CT with `model` (a LoadedModel) on `device`; seconds per million voxels."""
     from .segment import InferenceOptions, finish_scan, prepare_scan
 
-    if not getattr(model.network, "window_independent", False):
-        import monai.inferers  # noqa: F401  (imported at start-up by pgl segment, not part of the rate)
+    import monai.inferers  # noqa: F401  (imported at start-up by pgl segment, not part of the rate)
     with tempfile.TemporaryDirectory(prefix="pgl-rate-") as folder:
         scan = probe_scan(Path(folder) / "probe.nii.gz")
         started = time.perf_counter()
