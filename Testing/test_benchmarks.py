@@ -43,6 +43,22 @@ def test_finetune_speed_benchmark_gives_curves_per_init_and_budget(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
+def test_finetune_speed_benchmark_runs_a_lever_in_its_own_folder(tmp_path):
+    """--finetune-option reaches every fine-tuning (the model records it) and keeps its runs apart from the plain."""
+    out, work = tmp_path / "figures.json", tmp_path / "work"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "finetune_speed.py"), "--quick", "--minutes", "0.03",
+                    "--seeds", "1", "--points", "2", "--inits", "random", "--out", str(work), "--json", str(out),
+                    "--finetune-option", "batch_size=1", "--finetune-option", "patch_size=[24,24,16]"],
+                   check=True, cwd=ROOT, capture_output=True, timeout=600)
+    figures = json.loads(out.read_text())
+    assert figures["settings"]["finetune_options"] == {"batch_size": 1, "patch_size": [24, 24, 16]}
+    (run,) = figures["runs"]
+    folder = work / "runs" / "0.03min" / "auto" / "batch_size1-patch_size24x24x16" / "seed0" / "random"
+    metadata = json.loads((folder / "model" / "pgl_model.json").read_text())
+    assert metadata["patch_size"] == [24, 24, 16] and metadata["training"]["batch_size"] == 1
+    assert json.loads((folder / "result.json").read_text())["steps"] == run["steps"]
+
+
 def test_a_plain_runs_training_log_replays_where_patience_would_have_ended_it(tmp_path):
     spec = importlib.util.spec_from_file_location("finetune_speed", ROOT / "benchmarks" / "finetune_speed.py")
     benchmark = importlib.util.module_from_spec(spec)

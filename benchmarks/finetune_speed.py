@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 
 from pgl_engine.cache import ScanCache
+from pgl_engine.cli import parse_key_values
 from pgl_engine.compare_config import CompareConfig
 from pgl_engine.compare_data import make_data
 from pgl_engine.compare_runs import pretrain_one
@@ -64,7 +66,9 @@ class CurveFinetuner(Finetuner):
     def after_step(self, record: dict) -> None:
         super().after_step(record)
         training_s = time.perf_counter() - self.loop_started - self.excluded_s
-        if training_s < self.every_s * (len(self.curve) + 1) and self.step != self.config.steps:
+        last = self.step == self.config.steps
+        # a point due in the last 2 % of the steps is left to the final evaluation (one evaluation, not two)
+        if not last and (training_s < self.every_s * (len(self.curve) + 1) or self.step >= 0.98 * self.config.steps):
             return
         started = time.perf_counter()
         dice = test_dice(self.model, self.test_cases, self.config.patch_size, self.device)
@@ -97,7 +101,7 @@ def run_one(args, data, init_model: str, budget: float, seed: int, patience: int
                "max_labeled": 2, "seed": seed, "minutes": budget, "patch_size": tuple(args.patch_size),
                "spacing": tuple(args.spacing), "cache_dir": str(args.out / "cache"), "overwrite": True,
                "device": args.device, "precision": args.precision, "lr": args.lr, "patience": patience,
-               **({**TINY, "workers": 0} if args.quick else {})}
+               **({**TINY, "workers": 0} if args.quick else {}), **args.options}
     if init_model != "none":
         options.pop("network", None)  # the pretrained model brings its own
     config = FinetuneConfig(**resolve_init(options))
@@ -130,9 +134,13 @@ def replay_plateau(train_log: Path, patience: int, val_every: int = FinetuneConf
 
 
 def run_tag(args, patience: int) -> str:
-    """The runs' folder for a learning rate other than the default and a patience (so the runs of each stay apart)."""
-    tags = ([] if args.lr == FinetuneConfig.lr else [f"lr{args.lr:g}"]) + ([f"patience{patience}"] if patience else [])
-    return "-".join(tags)
+    """The runs' folder for a learning rate other than the default, --finetune-option settings and a patience (so
+    the runs of each setting stay apart)."""
+    tags = ([] if args.lr == FinetuneConfig.lr else [f"lr{args.lr:g}"])
+    tags += [f"{key}{json.dumps(value, separators=(',', ':'))}".replace('"', "") for key, value in
+             sorted(args.options.items())]
+    tags += [f"patience{patience}"] if patience else []
+    return re.sub(r"[^\w.-]", "", "-".join(tags).replace(",", "x"))
 
 
 def first_reaching(curve: list[dict], target: float) -> float:
@@ -229,10 +237,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--patience", type=int, nargs="+", default=[0],
                         help="pgl finetune --patience values to run (0 = plain); beside 0, each is compared with the "
                              "plain runs: time saved, Dice lost")
+    parser.add_argument("--finetune-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a pgl finetune option for every run, e.g. batch_size=1 or patch_size=[80,80,40] (the "
+                             "levers; each setting gets its own run folder)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "finetune_speed.json")
     parser.add_argument("--plot", type=Path, nargs="?", const=ROOT / "docs" / "images" / "finetune_speed.png")
     parser.add_argument("--quick", action="store_true", help="tiny cohorts and network (a smoke test)")
     args = parser.parse_args(argv)
+    args.options = parse_key_values(args.finetune_option, "--finetune-option")
     if args.quick:
         args.unlabeled, args.test, args.pretrain_steps = 2, 1, 2
     sizes = {"patch_size": tuple(args.patch_size), "spacing": tuple(args.spacing), "workers": 0 if args.quick else 2,
@@ -269,7 +281,8 @@ def main(argv=None) -> dict:
     figures = {"machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
                            "torch": torch.__version__, "device": args.device},
                "settings": {**{k: list(v) if isinstance(v, tuple) else v for k, v in sizes.items()},
-                            "precision": args.precision, "lr": args.lr, "patience": args.patience},
+                            "precision": args.precision, "lr": args.lr, "patience": args.patience,
+                            "finetune_options": args.options},
                "summary": summary, "runs": results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(figures, indent=1, default=float))
