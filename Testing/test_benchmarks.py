@@ -57,6 +57,11 @@ def test_finetune_speed_benchmark_runs_a_lever_in_its_own_folder(tmp_path):
     metadata = json.loads((folder / "model" / "pgl_model.json").read_text())
     assert metadata["patch_size"] == [24, 24, 16] and metadata["training"]["batch_size"] == 1
     assert json.loads((folder / "result.json").read_text())["steps"] == run["steps"]
+    # a PGL model brings its own network: a network lever beside PGL init is refused before any work
+    refused = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "finetune_speed.py"), "--quick",
+                              "--out", str(tmp_path / "refused"), "--finetune-option", 'network={"channels":[4,8]}'],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "--inits random" in refused.stderr and not (tmp_path / "refused").exists()
 
 
 def test_a_plain_runs_training_log_replays_where_patience_would_have_ended_it(tmp_path):

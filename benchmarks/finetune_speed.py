@@ -17,6 +17,8 @@ Prints and writes (benchmarks/results/finetune_speed.json, docs/images/finetune_
   gives per budget and init how often the plateau ended the run, the training time saved and the Dice lost
   (paired with the plain runs); every plain run also says where --patience 2, 3, 5 and 10 would have ended it
   (its own training Dice replayed through the detector).
+Levers: --finetune-option KEY=VALUE (any `pgl finetune` option, e.g. batch_size=1) for every run, in its own run
+folder; a `network` setting with --inits random only.
 Usage: python benchmarks/finetune_speed.py [--minutes 2 5 10] [--seeds 2] [--pretrain-steps 300] [--plot]
 (about (sum of --minutes) x seeds x 2 + 10 minutes on 2 CPU cores). --quick: tiny sizes, seconds (the test).
 """
@@ -137,8 +139,7 @@ def run_tag(args, patience: int) -> str:
     """The runs' folder for a learning rate other than the default, --finetune-option settings and a patience (so
     the runs of each setting stay apart)."""
     tags = ([] if args.lr == FinetuneConfig.lr else [f"lr{args.lr:g}"])
-    tags += [f"{key}{json.dumps(value, separators=(',', ':'))}".replace('"', "") for key, value in
-             sorted(args.options.items())]
+    tags += [f"{key}{json.dumps(value, separators=(',', ':'))}" for key, value in sorted(args.options.items())]
     tags += [f"patience{patience}"] if patience else []
     return re.sub(r"[^\w.-]", "", "-".join(tags).replace(",", "x"))
 
@@ -245,6 +246,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny cohorts and network (a smoke test)")
     args = parser.parse_args(argv)
     args.options = parse_key_values(args.finetune_option, "--finetune-option")
+    if "network" in args.options and "pgl" in args.inits:
+        parser.error("--finetune-option network=... changes random init only (a PGL model brings its own network); "
+                     "add --inits random.")
     if args.quick:
         args.unlabeled, args.test, args.pretrain_steps = 2, 1, 2
     sizes = {"patch_size": tuple(args.patch_size), "spacing": tuple(args.spacing), "workers": 0 if args.quick else 2,
