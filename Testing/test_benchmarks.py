@@ -62,6 +62,11 @@ def test_finetune_speed_benchmark_runs_a_lever_in_its_own_folder(tmp_path):
                               "--out", str(tmp_path / "refused"), "--finetune-option", 'network={"channels":[4,8]}'],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "--inits random" in refused.stderr and not (tmp_path / "refused").exists()
+    misspelt = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "finetune_speed.py"), "--quick",
+                               "--out", str(tmp_path / "misspelt"), "--finetune-option", "batchsize=1"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert misspelt.returncode == 2 and "['batchsize'] unknown" in misspelt.stderr
+    assert not (tmp_path / "misspelt").exists()
 
 
 def test_a_plain_runs_training_log_replays_where_patience_would_have_ended_it(tmp_path):

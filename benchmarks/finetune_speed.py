@@ -42,6 +42,7 @@ from pgl_engine.compare_data import make_data
 from pgl_engine.compare_runs import pretrain_one
 from pgl_engine.compare_stats import Spread, paired_difference
 from pgl_engine.config import FinetuneConfig
+from pgl_engine.errors import PGLError
 from pgl_engine.evaluate import dice_per_label
 from pgl_engine.finetune import Finetuner, resolve_init
 from pgl_engine.inference import predict_logits
@@ -255,7 +256,11 @@ def main(argv=None) -> dict:
              "device": args.device, "unlabeled": args.unlabeled, "labeled": (2,), "test": args.test,
              "pretrain_steps": args.pretrain_steps, "phantom_spacing_scale": 4.0 if args.quick else 2.0}
     config = CompareConfig(out=str(args.out), inits=("pgl",), pretrain_options=TINY_PRETRAIN if args.quick else {},
-                           **sizes)
+                           finetune_options=args.options, **sizes)
+    try:
+        config.validate()  # names an unknown --finetune-option before any work, as `pgl compare` does
+    except PGLError as error:
+        parser.error(str(error))
     data = make_data(config, None)
     models = {"random": "none"}
     if "pgl" in args.inits:
