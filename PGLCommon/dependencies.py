@@ -1,21 +1,23 @@
 """First use inside Slicer: install what the engine needs, after one confirmation.
 
-torch comes through the PyTorch extension (it picks the CUDA or CPU build for the machine); the rest through
-`slicer.packaging.pip_ensure` (Slicer >= 5.12) or `slicer.util.pip_install`, from Resources/requirements.txt,
-with the installed torch pinned by a constraints file so pip never replaces the build the PyTorch extension
-chose (an unconstrained `pip install monai` upgrades torch: MONAI 1.6 needs torch >= 2.8). Slicer's own
-SimpleITK, numpy and requests are never replaced. Every failure becomes a DependencyError the panels show.
+Installed versions are compared with the requirements (package metadata, no import), so an old MONAI or torch
+left by another extension is upgraded, and only what is missing or too old is installed. torch comes through the
+PyTorch extension (it picks the CUDA or CPU build for the machine); the rest through `slicer.packaging.pip_ensure`
+(Slicer >= 5.12) or `slicer.util.pip_install`, from Resources/requirements.txt, with a constraints file pinning
+the installed torch (an unconstrained `pip install monai` upgrades torch: MONAI 1.6 needs torch >= 2.8) and
+Slicer's own numpy, SimpleITK and requests. Every failure becomes a DependencyError the panels show.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
-import importlib.util
 import re
 import tempfile
 from pathlib import Path
 
 REQUIREMENTS = Path(__file__).resolve().parent / "Resources" / "requirements.txt"
-PROTECTED = {"simpleitk", "numpy", "requests"}  # Slicer ships these; replacing them breaks Slicer
+SLICER_PACKAGES = ("numpy", "SimpleITK", "requests")  # Slicer ships these; replacing them breaks Slicer
+PROTECTED = {name.lower() for name in SLICER_PACKAGES}
 TORCH_REQUIREMENT = ">=2.1"  # the engine's floor; MONAI's version is then chosen to fit the installed torch
 
 
@@ -33,23 +35,64 @@ def read_requirements(path: Path = REQUIREMENTS) -> list[str]:
     return [line for line in lines if line and requirement_name(line) not in PROTECTED | {"torch"}]
 
 
-def import_name(requirement: str) -> str:
-    return {"simpleitk": "SimpleITK", "pyyaml": "yaml"}.get(requirement_name(requirement),
-                                                              requirement_name(requirement).replace("-", "_"))
+def installed_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
-def missing(requirements: list[str]) -> list[str]:
-    return [r for r in requirements if importlib.util.find_spec(import_name(r)) is None]
+def fits(requirement: str) -> bool:
+    """Installed at a version the requirement allows (a package that merely imports may be too old)."""
+    # packaging ships with Slicer (PythonQt's requirements), not with every Python: imported on use
+    from packaging.requirements import Requirement
+    from packaging.version import InvalidVersion
+
+    parsed = Requirement(requirement)
+    if parsed.marker is not None and not parsed.marker.evaluate():
+        return True  # not needed on this platform
+    version = installed_version(parsed.name)
+    try:
+        return version is not None and parsed.specifier.contains(version, prereleases=True)
+    except InvalidVersion:  # a build that cannot be compared: left as it is rather than replaced blindly
+        return True
 
 
-def torch_missing() -> bool:
-    return importlib.util.find_spec("torch") is None
+def unmet(requirements: list[str]) -> list[str]:
+    """The requirements not installed, or installed at a version they exclude."""
+    importlib.invalidate_caches()  # a pip run in this session changed the folders the metadata is read from
+    return [r for r in requirements if not fits(r)]
 
 
-def torch_constraints(folder: Path) -> Path:
-    """A pip constraints file pinning the installed torch (e.g. torch==2.5.1+cu121) so nothing replaces it."""
+def torch_needed() -> bool:
+    return not fits(f"torch{TORCH_REQUIREMENT}")
+
+
+def still_needed() -> list[str]:
+    """What must be installed or upgraded before the engine can run; reads package metadata, starts nothing."""
+    return ([f"torch{TORCH_REQUIREMENT}"] if torch_needed() else []) + unmet(read_requirements())
+
+
+def needed_in_testing() -> list[str]:
+    """What the engine still needs when Slicer runs in testing mode (the extensions factory's self-tests), where
+    nothing gets installed (slicer.packaging.pip_ensure skips installs there too); empty outside testing mode."""
+    import slicer
+
+    return still_needed() if slicer.app.testingEnabled() else []
+
+
+def described(requirement: str) -> str:
+    """'monai>=1.3 (0.4.0 installed)' for an upgrade, the bare requirement for a new package."""
+    version = installed_version(requirement_name(requirement))
+    return f"{requirement} ({version} installed)" if version else requirement
+
+
+def constraints_file(folder: Path) -> Path:
+    """A pip constraints file pinning the installed torch (the PyTorch extension's build, e.g. 2.5.1+cu121) and
+    Slicer's own numpy, SimpleITK and requests, so that no package pulls in other versions of them."""
+    pins = [f"{name}=={installed_version(name)}" for name in ("torch", *SLICER_PACKAGES) if installed_version(name)]
     path = Path(folder) / "constraints.txt"
-    path.write_text(f"torch=={importlib.metadata.version('torch')}\n")
+    path.write_text("".join(f"{pin}\n" for pin in pins))
     return path
 
 
@@ -83,11 +126,13 @@ def install_packages(todo: list[str]) -> None:
 
     with tempfile.TemporaryDirectory(prefix="pgl_pip_") as folder:
         try:
-            constraints = torch_constraints(Path(folder))
-            packaging = _packaging()
-            if packaging is not None:
-                packaging.pip_ensure(todo, constraints=str(constraints), skip_packages=sorted(PROTECTED),
-                                     prompt_install=False, requester="PGL")
+            constraints = constraints_file(Path(folder))
+            slicer_packaging = _packaging()
+            if slicer_packaging is not None:
+                # no skip_packages: it installs each package with --no-deps (MONAI would not be resolved against
+                # the pinned torch) and turns failures into warnings; the constraints keep Slicer's packages
+                slicer_packaging.pip_ensure(todo, constraints=str(constraints), prompt_install=False,
+                                            requester="PGL")
             else:
                 slicer.util.pip_install([*todo, "--constraint", str(constraints)])
         except Exception as e:  # pip's failures come in many types; all mean the same to the user
@@ -96,23 +141,26 @@ def install_packages(todo: list[str]) -> None:
 
 
 def ensure_dependencies(ask: bool = True) -> None:
-    """Make torch and the engine's packages importable in Slicer's Python (asks once before installing).
+    """Install or upgrade what is missing or too old for the engine in Slicer's Python (asks once first).
 
     Raises DependencyError, with what to do, whenever something is declined or fails."""
     import slicer
 
-    todo = missing(read_requirements())
-    need_torch = torch_missing()
+    todo = unmet(read_requirements())
+    need_torch = torch_needed()
     if not todo and not need_torch:
         return
-    listing = ", ".join((["torch (PyTorch extension)"] if need_torch else []) + todo)
+    torch_item = f"{described(f'torch{TORCH_REQUIREMENT}')} through the PyTorch extension"
+    listing = ", ".join(([torch_item] if need_torch else []) + [described(r) for r in todo])
     if ask and not slicer.util.confirmOkCancelDisplay(
-            f"PGL needs these Python packages: {listing}.\nInstall them now? This can take several minutes."):
+            f"PGL needs these Python packages installed or upgraded: {listing}.\nInstall them now? This can take "
+            f"several minutes."):
         raise DependencyError(f"PGL cannot run without {listing}. Press the button again to install them.")
     if need_torch:
         install_torch()
     if todo:
         install_packages(todo)
-    still = missing(todo)
+    still = still_needed()  # a package imported before its upgrade stays old until Slicer restarts
     if still:
-        raise DependencyError(f"{', '.join(still)} still cannot be imported; restart Slicer and try again.")
+        raise DependencyError(f"{', '.join(described(r) for r in still)} still missing or too old after the "
+                              f"install; restart Slicer and try again.")

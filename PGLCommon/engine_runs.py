@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from .jobs import EngineJob, engine_environment
 
@@ -12,9 +12,10 @@ class EngineError(RuntimeError):
 
 
 def start_engine(command: str, args: list, device: str = "auto", job_class: type = EngineJob,
-                 cleanup: Iterable[Path] = ()) -> EngineJob:
-    """Start `pgl_engine <command>`; `cleanup` folders belong to the job and go when it is released."""
-    return job_class.for_engine(command, args, env=engine_environment(device), cleanup=cleanup).start()
+                 work: Path | None = None) -> EngineJob:
+    """Start `pgl_engine <command>` in its work folder (`work`, made by new_work_folder, or a new one): the folder
+    belongs to the job and goes when it is released."""
+    return job_class.for_engine(command, args, env=engine_environment(device), work=work).start()
 
 
 def application_keep_alive() -> Callable[[], None] | None:

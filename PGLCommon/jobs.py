@@ -4,8 +4,9 @@ A reader thread per stream puts parsed lines on a queue; the caller drains it wi
 (a QTimer in the GUI, a loop in wait()). Qt is never touched from the reader threads.
 
 Cancel never waits: it creates the job's stop file, which the engine polls on every OS (it saves a checkpoint
-and exits), and poll() kills the whole process tree if it is still alive after a grace period. Temporary
-folders the job owns are removed by release(), once, when it has ended.
+and exits), and poll() kills the whole process tree if it is still alive after a grace period. A job's work
+folder (its stop file, exported scans, results; see work_folders) is removed by release(), once, when it has
+ended; the engine removes it itself if Slicer quits first.
 """
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ import queue
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .engine_failure import failure_in_words
 from .process_tree import kill_tree, popen_options
+from .work_folders import add_user, new_work_folder
 
 EXIT_CANCELLED = 130
 CANCEL_GRACE_S = 60.0  # time for the engine to save its checkpoint before the tree is killed
@@ -36,10 +38,13 @@ def python_executable() -> str:
     return sys.executable
 
 
-def engine_command(command: str, args: Iterable[str], stop_file: Path | None = None) -> list[str]:
-    """`python -m pgl_engine <command> ... --progress json [--stop-file F]`."""
+def engine_command(command: str, args: Iterable[str], stop_file: Path | None = None,
+                   work: Path | None = None) -> list[str]:
+    """`python -m pgl_engine <command> ... --progress json [--stop-file F] [--work-dir W]`."""
     stop = ["--stop-file", str(stop_file)] if stop_file else []
-    return [python_executable(), "-m", "pgl_engine", command, *[str(a) for a in args], "--progress", "json", *stop]
+    owned = ["--work-dir", str(work)] if work else []
+    return [python_executable(), "-m", "pgl_engine", command, *[str(a) for a in args], "--progress", "json", *stop,
+            *owned]
 
 
 def engine_environment(device: str = "auto") -> dict[str, str]:
@@ -47,6 +52,7 @@ def engine_environment(device: str = "auto") -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ENGINE_DIR), *filter(None, [env.get("PYTHONPATH")])])
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"  # what the reader decodes, whatever the platform's default encoding
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env
@@ -73,20 +79,29 @@ class EngineJob:
 
     @classmethod
     def for_engine(cls, command: str, args: Iterable, env: dict[str, str] | None = None,
-                   cleanup: Iterable[Path] = ()) -> "EngineJob":
-        """A job for `pgl_engine <command>` with its own control folder (stop file), removed on release()."""
-        control = Path(tempfile.mkdtemp(prefix="pgl_job_"))
-        stop_file = control / "stop"
-        return cls(engine_command(command, args, stop_file), env=env, stop_file=stop_file,
-                   cleanup=[control, *cleanup])
+                   work: Path | None = None) -> "EngineJob":
+        """A job for `pgl_engine <command>` in its work folder (a new one if none is given; it holds the stop
+        file), removed on release(), or by the engine if Slicer quits first."""
+        work = Path(work) if work else new_work_folder(command)
+        stop_file = work / "stop"
+        job = cls(engine_command(command, args, stop_file, work), env=env, stop_file=stop_file, cleanup=[work])
+        job.work = work
+        return job
 
     def start(self) -> "EngineJob":
         try:
-            self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                            bufsize=1, env=self.env, cwd=self.cwd, **popen_options())
+            # UTF-8 whatever the platform's encoding, a bad byte replaced: a decode error would end the reader
+            self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            encoding="utf-8", errors="replace", bufsize=1, env=self.env,
+                                            cwd=self.cwd, **popen_options())
         except OSError:
             self.release()
             raise
+        if self.work is not None:  # in use while the engine runs, even after Slicer has gone
+            try:
+                add_user(self.work, self.process.pid)
+            except OSError:
+                pass  # unrecorded, the folder is still this Slicer's; only a sweep after it quits could take it
         for stream, parse in ((self.process.stdout, self._parse_stdout), (self.process.stderr, self._parse_stderr)):
             reader = threading.Thread(target=self._read, args=(stream, parse), daemon=True)
             reader.start()
@@ -170,11 +185,8 @@ class EngineJob:
         self.cleanup = []
 
     def failure_message(self) -> str:
-        """What went wrong, for the user: the engine's error event, else the end of its stderr."""
-        if self.error_message:
-            return self.error_message
-        tail = "\n".join(self.stderr_tail[-5:])
-        return f"the engine stopped with exit code {self.exit_code}" + (f":\n{tail}" if tail else ".")
+        """What went wrong, in words for the user (engine_failure.failure_in_words)."""
+        return failure_in_words(self)
 
     def cancel(self, grace_s: float | None = None) -> None:
         """Ask the engine to stop (it saves a checkpoint first) and return at once; poll() kills the tree if it

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from pgl_engine.learnt import describe_learnt
+
 from .output_folders import MODEL_FILE
 
 
@@ -44,10 +46,12 @@ def describe_model(model_dir: str) -> tuple[str, list[str]]:
     validation = meta.get("validation")
     parts.append(f"Validation Dice {validation['dice']:.3f} (step {validation['step']})." if validation and
                  validation.get("dice") is not None and validation["dice"] >= 0 else "No validation case.")
+    learnt, not_learnt = describe_learnt(meta.get("learnt"))
+    parts += [learnt] if learnt else []
     warnings = []
     if (len(cases) or meta.get("num_scans")) == 1:
         warnings.append("Trained on one scan only: expect it to fail on scans unlike that one; add pairs.")
-    return " ".join(parts), warnings
+    return " ".join(parts), warnings + not_learnt
 
 
 def expected_segment_seconds(metadata: dict, size, spacing) -> float | None:

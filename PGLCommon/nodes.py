@@ -13,6 +13,8 @@ import numpy as np
 import slicer
 import vtk
 
+from .terminology import apply_terminology
+
 
 class NodeError(ValueError):
     """A node the user picked cannot be used; the message names it and says what to do."""
@@ -45,24 +47,10 @@ def write_volume(node, path: Path) -> Path:
     """Write a scalar or label-map volume node (NIfTI/NRRD by suffix) with its geometry."""
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetFileName(str(path))
-    storage.SetUseCompression(True)
+    storage.SetUseCompression(False)  # gzip on the GUI thread would hold Slicer for seconds on a full-size CT
     if not storage.WriteData(node):
         raise NodeError(f"{node.GetName()}: could not be written to {path}.")
     return path
-
-
-def segment_ids_by_name(segmentation_node, names: list[str]) -> list[str]:
-    """The segment IDs of `names` in that order; NodeError naming the node and the missing segment."""
-    segmentation = segmentation_node.GetSegmentation()
-    if segmentation.GetNumberOfSegments() == 0:
-        raise NodeError(f"{segmentation_node.GetName()}: has no segments; draw them in the Segment Editor first.")
-    by_name = {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegmentID(i)
-               for i in range(segmentation.GetNumberOfSegments())}
-    missing = [n for n in names if n not in by_name]
-    if missing:
-        raise NodeError(f"{segmentation_node.GetName()}: has no segment named {', '.join(missing)} "
-                        f"(it has {', '.join(by_name)}).")
-    return [by_name[n] for n in names]
 
 
 def label_array(segmentation_node, names: list[str], reference_volume) -> tuple[np.ndarray, list[str]]:
@@ -71,48 +59,81 @@ def label_array(segmentation_node, names: list[str], reference_volume) -> tuple[
 
     A segment the node lacks counts as empty (a model's result has no segment for a structure it did not find).
     Overlaps: where segments overlap, the later name in the list wins."""
-    segmentation = segmentation_node.GetSegmentation()
-    have = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
-    present = [n for n in names if n in have]
-    shape = tuple(reversed(reference_volume.GetImageData().GetDimensions()))
-    if not present:
-        return np.zeros(shape, np.uint8), list(names)
-    with scratch_nodes(segmentation_node.GetScene()):
-        labelmap = _export_labelmap(segmentation_node, segment_ids_by_name(segmentation_node, present),
-                                    reference_volume)
-        exported = slicer.util.arrayFromVolume(labelmap)
-        to_value = np.array([0] + [names.index(n) + 1 for n in present], dtype=np.uint8)
-        values = to_value[exported]
+    with _exported_labelmap(segmentation_node, names, reference_volume) as labelmap:
+        if labelmap is None:
+            shape = tuple(reversed(reference_volume.GetImageData().GetDimensions()))
+            return np.zeros(shape, np.uint8), list(names)
+        values = slicer.util.arrayFromVolume(labelmap).copy()
+    return values, _not_found(values, names)
+
+
+def _not_found(values: np.ndarray, names: list[str]) -> list[str]:
     found = set(np.unique(values).tolist())
-    return values, [n for i, n in enumerate(names) if i + 1 not in found]
+    return [n for i, n in enumerate(names) if i + 1 not in found]
 
 
-def _export_labelmap(segmentation_node, ids: list[str], reference_volume):
-    labelmap = segmentation_node.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__pgl_export__")
-    id_array = vtk.vtkStringArray()
-    for segment_id in ids:
-        id_array.InsertNextValue(segment_id)
-    if not segmentations_logic().ExportSegmentsToLabelmapNode(segmentation_node, id_array, labelmap,
-                                                               reference_volume):
-        raise NodeError(f"{segmentation_node.GetName()}: its segments could not be exported onto "
-                        f"{reference_volume.GetName()}'s grid.")
-    return labelmap
+@contextmanager
+def _exported_labelmap(segmentation_node, names: list[str], reference_volume):
+    """A scratch label-map node of the named segments the node has, on the reference volume's grid, holding value
+    i+1 for names[i]; None when it has none of them. Removed at the end of the block."""
+    segmentation = segmentation_node.GetSegmentation()
+    by_name = {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegmentID(i)
+               for i in range(segmentation.GetNumberOfSegments())}
+    present = [n for n in names if n in by_name]
+    with scratch_nodes(segmentation_node.GetScene()):
+        if not present:
+            yield None
+            return
+        labelmap = segmentation_node.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__pgl_export__")
+        id_array = vtk.vtkStringArray()
+        for name in present:
+            id_array.InsertNextValue(by_name[name])
+        if not segmentations_logic().ExportSegmentsToLabelmapNode(segmentation_node, id_array, labelmap,
+                                                                   reference_volume):
+            raise NodeError(f"{segmentation_node.GetName()}: its segments could not be exported onto "
+                            f"{reference_volume.GetName()}'s grid.")
+        exported = slicer.util.arrayFromVolume(labelmap)  # value j+1 for present[j]
+        to_value = np.array([0] + [names.index(n) + 1 for n in present], dtype=exported.dtype)
+        exported[:] = to_value[exported]
+        slicer.util.arrayFromVolumeModified(labelmap)
+        yield labelmap
 
 
 def export_labels(segmentation_node, names: list[str], reference_volume, path: Path) -> tuple[Path, list[str]]:
-    """Label map file of the named segments on the reference volume's grid: value i+1 for names[i] (the later
-    name wins where segments overlap). Returns the path and the names of segments empty on this volume (they
-    are simply absent from this case)."""
-    ids = segment_ids_by_name(segmentation_node, names)
-    with scratch_nodes(segmentation_node.GetScene()):
-        labelmap = _export_labelmap(segmentation_node, ids, reference_volume)
-        present = set(np.unique(slicer.util.arrayFromVolume(labelmap)).tolist())
-        empty = [n for i, n in enumerate(names) if i + 1 not in present]
-        if len(empty) == len(names):
-            raise NodeError(f"{segmentation_node.GetName()}: every chosen segment is empty on "
-                            f"{reference_volume.GetName()}; draw them on this volume or leave the pair out.")
+    """Label map file of the named segments on the reference volume's grid (value i+1 for names[i]; the later
+    name wins where segments overlap), with its label table beside it (`<case>.labels.json`, the engine's
+    sidecar). The table lists the structures this case labels: those whose segment is present and non-empty on
+    the volume. A structure left out is not labelled here, so fine-tuning does not teach it as background in this
+    case (partial labels). Returns the path and the names this case does not label."""
+    with _exported_labelmap(segmentation_node, names, reference_volume) as labelmap:
+        unlabelled = list(names) if labelmap is None else _not_found(slicer.util.arrayFromVolume(labelmap), names)
+        if len(unlabelled) == len(names):
+            raise NodeError(f"{segmentation_node.GetName()}: none of the chosen segments ({', '.join(names)}) is "
+                            f"drawn on {reference_volume.GetName()}; draw at least one on this volume or leave "
+                            f"the pair out.")
         write_volume(labelmap, path)
-        return path, empty
+    colours = _segment_colours(segmentation_node)
+    table = {str(i + 1): {"name": n, "color": colours.get(n, [128, 128, 128])}
+             for i, n in enumerate(names) if n not in unlabelled}
+    write_label_table(label_table_path(path), table)
+    return path, unlabelled
+
+
+def _segment_colours(segmentation_node) -> dict[str, list[int]]:
+    segmentation = segmentation_node.GetSegmentation()
+    segments = [segmentation.GetNthSegment(i) for i in range(segmentation.GetNumberOfSegments())]
+    return {s.GetName(): [int(round(255 * c)) for c in s.GetColor()] for s in segments}
+
+
+def label_table_path(label_map: Path) -> Path:
+    """The engine's sidecar of a label map: `<name>.labels.json` beside it (`.nii`, `.nii.gz`, `.nrrd` stripped)."""
+    name = label_map.name
+    stem = next((name[: -len(s)] for s in (".nii.gz", ".nii", ".nrrd", ".mha") if name.lower().endswith(s)), name)
+    return label_map.with_name(stem + ".labels.json")
+
+
+def write_label_table(path: Path, table: dict[str, dict]) -> None:
+    path.write_text(json.dumps({"labels": table}, indent=2))
 
 
 def load_segmentation(path: Path, label_table: dict[str, dict], name: str, reference_volume, into=None):
@@ -120,6 +141,7 @@ def load_segmentation(path: Path, label_table: dict[str, dict], name: str, refer
     reference volume's parent transform (the label map is on the volume's own grid). With `into`, that node's
     segments are replaced instead of a new node being added."""
     scene = reference_volume.GetScene()
+    parent_transform = reference_volume.GetTransformNodeID()
     with scratch_nodes(scene) as keep:
         labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__pgl_result__")
         storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
@@ -131,18 +153,23 @@ def load_segmentation(path: Path, label_table: dict[str, dict], name: str, refer
             segmentation_node.GetSegmentation().RemoveAllSegments()
         else:
             segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        # All three under the volume's transform first: Slicer moves the reference geometry and resamples the
+        # import whenever the parents differ, which would shift the segments by the transform.
+        labelmap.SetAndObserveTransformNodeID(parent_transform)
+        segmentation_node.SetAndObserveTransformNodeID(parent_transform)
         segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
         if not segmentations_logic().ImportLabelmapToSegmentationNode(labelmap, segmentation_node):
             raise NodeError(f"{path}: could not be turned into segments.")
         keep.append(segmentation_node)
-    segmentation_node.SetAndObserveTransformNodeID(reference_volume.GetTransformNodeID())
     segmentation = segmentation_node.GetSegmentation()
     for i in range(segmentation.GetNumberOfSegments()):
         segment = segmentation.GetNthSegment(i)
         entry = label_table.get(str(segment.GetLabelValue()))
         if entry:
             segment.SetName(entry["name"])
+            segment.SetNameAutoGenerated(False)  # a terminology chosen later must not rename it: names match labels
             segment.SetColor(*[c / 255.0 for c in entry["color"]])
+    apply_terminology(segmentation_node)
     place_beside(segmentation_node, reference_volume)
     return segmentation_node
 

@@ -7,13 +7,16 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from conftest import tiny_config
 from dicom_series import write_localizer, write_report, write_series
+from PGLPretrainLib.logic import describe_listing
 from pgl_engine.cache import ScanCache
 from pgl_engine.cli import main
 from pgl_engine.dicom import DicomSeries
 from pgl_engine.errors import PGLError
 from pgl_engine.imaging import find_scans, image_affine_ras, list_scans, read_geometry, read_image
 from pgl_engine.labels import pair_folders
+from pgl_engine.pretrain import prepare_scans
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +123,45 @@ def test_series_pair_with_label_maps_named_after_them_and_segment_to_named_files
     written = nib.load(str(tmp_path / "out" / "ct.nii.gz"))
     np.testing.assert_allclose(written.affine, nib.load(str(path)).affine, atol=1e-4)
     assert written.shape == nib.load(str(path)).shape
+
+
+def damaged_archive(image, root):
+    """A good series, a series with one slice cut short in its pixel data, and a file with the DICOM marker followed
+    by garbage (as from an interrupted copy); returns the two damaged files."""
+    write_series(image, root / "good", number=1)
+    cut = write_series(image, root / "cut", number=2)[3]
+    cut.write_bytes(cut.read_bytes()[:-40])
+    garbled = root / "loose" / "IM0099.dcm"
+    garbled.parent.mkdir()
+    garbled.write_bytes(b"\0" * 128 + b"DICM" + np.random.default_rng(0).bytes(300))
+    (root / "loose" / "notes.txt").write_text("not a scan")  # still an ignored other file
+    (root / "loose" / "photo.bin").write_bytes(b"\0" * 200)
+    return cut, garbled
+
+
+def test_damaged_dicom_files_are_named_with_the_reason_not_counted_as_other_files(phantom, tmp_path, capsys):
+    _, image = phantom
+    cut, garbled = damaged_archive(image, tmp_path / "archive")
+    assert main(["scan-list", "--images", str(tmp_path / "archive"), "--progress", "json"]) == 0
+    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [s["name"] for s in done["scans"]] == ["good"]
+    reasons = {s["what"]: s["reason"] for s in done["skipped"]}
+    assert "truncated" in reasons[str(cut)] and "pixel data" in reasons[str(cut)]
+    assert "truncated or garbled" in reasons[str(garbled)]
+    assert "missing slices" in next(r for w, r in reasons.items() if w.startswith("cut ["))  # its series, one short
+    assert done["counts"]["other_files"] == 1  # photo.bin only: notes are not counted, damaged DICOM is named
+    survey = describe_listing(done)  # the Pretrain panel's survey of the folder
+    assert f"{cut}: truncated" in survey and f"{garbled}: truncated or garbled" in survey
+    assert main(["scan-list", "--images", str(tmp_path / "archive")]) == 0
+    table = capsys.readouterr().out
+    assert f"skip  {garbled}: truncated or garbled" in table and f"skip  {cut}: truncated" in table
+
+
+def test_pretraining_warns_with_the_names_of_damaged_dicom_files(phantom, tmp_path):
+    _, image = phantom
+    cut, garbled = damaged_archive(image, tmp_path / "archive")
+    events = []
+    config = tiny_config(tmp_path / "archive", tmp_path / "out", tmp_path / "cache")
+    assert len(prepare_scans(config, events.append)) == 1
+    warning = "\n".join(e["message"] for e in events if e["event"] == "warning")
+    assert f"{cut}: truncated" in warning and f"{garbled}: truncated or garbled" in warning

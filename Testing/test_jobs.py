@@ -140,3 +140,33 @@ def test_the_stop_file_stops_a_command_that_has_no_checkpoint(tmp_path, cohort):
                              "50", "--stop-file", str(stop)], capture_output=True, text=True, timeout=120)
     assert result.returncode == EXIT_CANCELLED, result.stderr
     assert len(list((tmp_path / "p" / "images").glob("*.nii.gz"))) < 50 if (tmp_path / "p").exists() else True
+
+
+NOT_UTF8 = "import sys\n" \
+           "sys.stdout.buffer.write(b'caf\\xe9 \\xff\\n'); sys.stdout.flush()\n" \
+           "print('{\"event\": \"done\", \"steps\": 1}', flush=True)\n"
+
+
+def test_a_byte_that_is_not_utf8_neither_ends_the_reader_nor_the_events_after_it():
+    import sys
+
+    from PGLCommon.jobs import EngineJob
+
+    job = EngineJob([sys.executable, "-c", NOT_UTF8]).start()
+    events = []
+    assert job.wait(on_event=events.append, timeout=60) == 0
+    assert events == [{"event": "log", "message": "caf\ufffd \ufffd"}, {"event": "done", "steps": 1}]
+
+
+def test_the_engine_writes_utf8_whatever_the_platforms_encoding(monkeypatch):
+    """Windows' default (cp1252) cannot encode every character a scan's path or a message may hold."""
+    import sys
+
+    from PGLCommon.jobs import EngineJob, engine_environment
+
+    monkeypatch.setenv("PYTHONIOENCODING", "cp1252")  # as a Windows console would give the child
+    script = "import json; print(json.dumps({'event': 'log', 'message': 'Ω ✓ é'}, ensure_ascii=False), flush=True)"
+    job = EngineJob([sys.executable, "-c", script], env=engine_environment("cpu")).start()
+    events = []
+    assert job.wait(on_event=events.append, timeout=60) == 0, job.stderr_tail
+    assert events == [{"event": "log", "message": "Ω ✓ é"}]

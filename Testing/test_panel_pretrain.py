@@ -1,5 +1,6 @@
 """The PGL Pretrain panel in a Qt event loop, driven by clicks, against real engine subprocesses."""
 import json
+import os
 import subprocess
 import sys
 import types
@@ -117,7 +118,7 @@ def test_a_failing_install_is_reported_in_the_panel_not_as_a_traceback(slicer_ap
     fake = types.ModuleType("PyTorchUtils")
     fake.PyTorchUtilsLogic = lambda: types.SimpleNamespace(installTorch=offline)
     monkeypatch.setitem(sys.modules, "PyTorchUtils", fake)
-    monkeypatch.setattr(dependencies, "torch_missing", lambda: True)
+    monkeypatch.setattr(dependencies, "torch_needed", lambda: True)
     panel.ui.scansPathLineEdit.currentPath = str(tmp_path)
     panel.ui.outputPathLineEdit.currentPath = str(tmp_path / "model")
     click(slicer_app, panel.ui.startButton)
@@ -163,3 +164,54 @@ def test_a_dicom_tree_is_surveyed_before_starting_and_pretrained_on(slicer_app, 
     slicer_app.wait_until(lambda: panel.monitor.state.state == "done", 240, "pretraining on the DICOM tree")
     log = panel.ui.logTextEdit.toPlainText()
     assert "skipped 1 series or folder(s)" in log and "2 scans ready" in log
+
+
+def test_without_the_engine_packages_the_survey_starts_no_engine_and_says_press_start(slicer_app, panel, cohort,
+                                                                                       monkeypatch):
+    from PGLCommon import dependencies
+
+    real_version = dependencies.importlib.metadata.version
+
+    def version(name):  # a fresh Slicer: no nibabel (Slicer does not ship it)
+        if name.lower() == "nibabel":
+            raise dependencies.importlib.metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr(dependencies.importlib.metadata, "version", version)
+    surveys = []
+    monkeypatch.setattr(panel.logic, "scan_list", lambda *a, **k: surveys.append(a))  # would start the engine
+    panel.ui.scansPathLineEdit.currentPath = str(cohort / "images")
+    slicer_app.process_events(1.0)  # past the survey's typing delay
+    assert not surveys and panel.survey_job is None
+    assert "press Start to install what the engine needs" in panel.ui.scanCountLabel.text
+    panel.ui.outputPathLineEdit.currentPath = str(cohort / "model")
+    slicer_app.confirm_answer = False
+    click(slicer_app, panel.ui.startButton)  # the one question names what is missing
+    assert "nibabel" in slicer_app.shown("confirmOkCancelDisplay")[-1] and panel.monitor.job is None
+
+
+def test_an_engine_that_cannot_start_says_why_in_words(slicer_app, panel, cohort, tmp_path):
+    """The engine's Python lacks nibabel (its import fails as if absent): the survey and a pretraining say so in
+    words, never stay on "Looking for scans..." and never show a bare exit code or a traceback."""
+    from PGLCommon.jobs import EngineJob
+
+    shadow = tmp_path / "shadow" / "nibabel"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'nibabel'\", name='nibabel')\n")
+
+    class WithoutNibabel(EngineJob):
+        @classmethod
+        def for_engine(cls, command, args, env=None, **options):
+            env = {**env, "PYTHONPATH": os.pathsep.join([str(shadow.parent), env.get("PYTHONPATH", "")])}
+            return super().for_engine(command, args, env=env, **options)
+
+    panel.logic.job_class = WithoutNibabel
+    fill(panel, cohort, tmp_path / "model", 2)
+    slicer_app.wait_until(lambda: panel.survey_job is not None, 10, "the survey to start")
+    slicer_app.wait_until(lambda: panel.survey_job is None, 120, "the survey's engine to end")
+    survey = panel.ui.scanCountLabel.text
+    assert "nibabel" in survey and "Looking for scans" not in survey
+    click(slicer_app, panel.ui.startButton)
+    slicer_app.wait_until(lambda: panel.monitor.state.state == "failed", 120, "the pretraining's engine to end")
+    for text in (survey, panel.ui.statusLabel.text, slicer_app.shown()[-1]):
+        assert "nibabel" in text and "Traceback" not in text and "exit code" not in text, text

@@ -70,7 +70,7 @@ def test_pairs_segments_finetune_and_apply(slicer_app, panel, cohort, seg_model,
     assert ui.finetuneButton.text == "Cancel" and "--overwrite" not in job.args
     assert job.args[job.args.index("--minutes") + 1] == "0.1"
     exported = job.cleanup[-1]
-    assert sorted(p.name for p in (exported / "labels").iterdir()) == ["phantom_000.nii.gz", "phantom_001.nii.gz"]
+    assert sorted(p.name for p in (exported / "labels").glob("*.nii")) == ["phantom_000.nii", "phantom_001.nii"]
     shown = []  # the status line as the user sees it while the model trains
     slicer_app.wait_until(lambda: shown.append(ui.finetuneStatusLabel.text) or
                           panel.finetune_monitor.state.state == "done", 240, "fine-tuning")
@@ -153,6 +153,27 @@ def test_scene_close_during_segmentation_leaves_the_panel_usable(slicer_app, pan
     click(slicer_app, ui.applyButton)
     slicer_app.wait_until(lambda: panel.segment_monitor.state.state == "done", 180, "segmentation")
     assert slicer_app.scene.GetNodesByName("phantom_002 PGL").GetNumberOfItems() == 1
+
+
+def test_scene_close_forgets_the_pairs_so_fine_tune_never_trains_on_the_next_scenes_nodes(slicer_app, panel, cohort):
+    ui = panel.ui
+    for index in (0, 1):
+        volume, segmentation = load_sample_case(str(cohort), slicer_app.scene, index)
+        ui.trainVolumeSelector.setCurrentNode(volume)
+        ui.trainSegmentationSelector.setCurrentNode(segmentation)
+        click(slicer_app, ui.addPairButton)
+    old_ids = list(panel.pairs)
+    assert ui.pairsListWidget.count == 2 and ui.segmentsListWidget.count >= 4
+    slicer_app.close_scene()
+    assert ui.pairsListWidget.count == 0 and not panel.pairs and ui.segmentsListWidget.count == 0
+    # the next data gets the same node IDs (the scene's ID map restarts after a close)
+    others = [load_sample_case(str(cohort), slicer_app.scene, i) for i in (2, 1)]
+    assert (others[0][0].GetID(), others[0][1].GetID()) == old_ids[0]
+    ui.trainVolumeSelector.setCurrentNode(None)
+    ui.trainSegmentationSelector.setCurrentNode(None)
+    click(slicer_app, ui.finetuneButton)
+    assert panel.finetune_monitor.job is None
+    assert ui.finetuneStatusLabel.text.startswith("failed: pair 1: choose both")
 
 
 def test_error_paths_show_a_message_in_the_panel(slicer_app, panel, cohort, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from cli_args import pretrain_args
 from conftest import ROOT
-from pgl_engine import run_lock
+from pgl_engine import process_alive, run_lock
 from pgl_engine.errors import PGLError
 from pgl_engine.run_lock import LOCK_FILE, RunLock
 
@@ -106,13 +106,13 @@ def test_on_windows_a_holder_is_looked_up_never_signalled(monkeypatch):
             asked.append(pid)
             return 0  # no handle
 
-    monkeypatch.setattr(run_lock, "ON_WINDOWS", True)
-    monkeypatch.setattr(run_lock.os, "kill", lambda *a: pytest.fail("os.kill(pid, 0) ends the process on Windows"))
+    monkeypatch.setattr(process_alive, "ON_WINDOWS", True)
+    monkeypatch.setattr(process_alive.os, "kill", lambda *a: pytest.fail("os.kill(pid, 0) ends the process on Windows"))
     monkeypatch.setattr(ctypes, "WinDLL", lambda *a, **k: Kernel32(), raising=False)
     monkeypatch.setattr(ctypes, "get_last_error", lambda: 87, raising=False)  # ERROR_INVALID_PARAMETER: no such pid
-    assert run_lock._running(4242) is False and asked == [4242]
+    assert process_alive.process_running(4242) is False and asked == [4242]
     monkeypatch.setattr(ctypes, "get_last_error", lambda: 5, raising=False)  # ERROR_ACCESS_DENIED: it exists
-    assert run_lock._running(4242) is True
+    assert process_alive.process_running(4242) is True
 
 
 def engine(*args: str, **kwargs) -> subprocess.Popen:

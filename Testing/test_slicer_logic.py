@@ -93,7 +93,7 @@ def test_segmentation_drawn_on_another_grid_is_exported_on_the_volume(mrml, coho
     segmentation = load_segmentation(tmp_path / "coarse.nii.gz", table, "coarse seg", volume)
     names, warnings = PGLSegmentationLogic().export_training_data([volume], [segmentation], ["liver", "spleen"],
                                                                   tmp_path / "data")
-    image, label = nib.load(tmp_path / "data/images/CT.nii.gz"), nib.load(tmp_path / "data/labels/CT.nii.gz")
+    image, label = nib.load(tmp_path / "data/images/CT.nii"), nib.load(tmp_path / "data/labels/CT.nii")
     assert image.shape == label.shape and np.allclose(image.affine, label.affine, atol=1e-4)
     assert names == ["liver", "spleen"] and set(np.unique(np.asarray(label.dataobj))) == {0, 1, 2}
     truth = np.asarray(nib.load(cohort / "labels" / "phantom_000.nii.gz").dataobj)
@@ -107,12 +107,12 @@ def test_bad_selections_give_clear_messages(mrml, cohort, tmp_path):
     empty = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Empty seg")
     with pytest.raises(NodeError, match="Empty seg: has no segments"):
         logic.finetune([volume], [empty], str(tmp_path / "m"), wait=True)
-    with pytest.raises(NodeError, match="has no segment named pancreas"):
+    with pytest.raises(NodeError, match=r"none of the chosen segments \(pancreas\) is drawn on CT 0"):
         logic.finetune([volume], [segmentation], str(tmp_path / "m"), segmentNames=["pancreas"], wait=True)
     blank = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Blank seg")
     blank.SetReferenceImageGeometryParameterFromVolumeNode(volume)
     blank.GetSegmentation().AddEmptySegment("liver")
-    with pytest.raises(NodeError, match="every chosen segment is empty on CT 0"):
+    with pytest.raises(NodeError, match=r"Blank seg: none of the chosen segments \(Segment_1\) is drawn on CT 0"):
         logic.finetune([volume], [blank], str(tmp_path / "m"), wait=True)
     with pytest.raises(NodeError, match="Select one or more"):
         logic.finetune([], [], str(tmp_path / "m"), wait=True)
@@ -184,3 +184,62 @@ def test_a_run_stopped_before_its_first_checkpoint_is_recognised_beside_a_stale_
     assert holds_pgl_run(str(run))
     (run / "notes.txt").write_text("mine")
     assert not holds_pgl_run(str(run))
+
+
+@pytest.mark.parametrize("into", [False, True], ids=["new node", "into"])
+def test_results_on_a_transformed_volume_cover_exactly_the_engine_labels(mrml, cohort, into):
+    """Under a rotation + translation, the segments exported back onto the volume's grid equal the label map."""
+    import SimpleITK as sitk
+
+    volume, segmentation = phantom_pair(mrml, cohort, 0)
+    transform = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "moved")
+    moved = vtk.vtkTransform()
+    moved.Translate(37.0, -21.0, 12.5)
+    moved.RotateWXYZ(23.0, 0.3, 0.5, 0.8)
+    transform.SetMatrixTransformToParent(moved.GetMatrix())
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    if into:
+        segmentation.SetAndObserveTransformNodeID(transform.GetID())  # as a result placed earlier would be
+    path = cohort / "labels" / "phantom_000.nii.gz"
+    engine = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    table = read_label_table(cohort / "labels" / "phantom_000.labels.json")
+    result = load_segmentation(path, table, "result", volume, into=segmentation if into else None)
+    assert result.GetTransformNodeID() == transform.GetID()
+    names = [table[str(v)]["name"] for v in sorted(int(k) for k in table)]
+    back = labels_on_volume(mrml, result, volume, names)
+    values = np.array([0] + sorted(int(k) for k in table))
+    assert np.count_nonzero(engine) > 100
+    assert np.count_nonzero(values[back] != engine) == 0
+    # the reference geometry is the volume's own grid (recorded once, not moved by the transform again)
+    expected = mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    expected.SetAndObserveTransformNodeID(transform.GetID())
+    expected.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    key = "Reference image geometry"
+    assert result.GetSegmentation().GetConversionParameter(key) == \
+        expected.GetSegmentation().GetConversionParameter(key)
+
+
+def test_partial_labels_export_what_each_case_labels(mrml, cohort, tmp_path):
+    """A segment a pair lacks, or has empty on its volume, is left out of that case's label table (not taught as
+    background there); the notes say which case labels what."""
+    (first, liver_only), (second, spleen_only) = phantom_pair(mrml, cohort, 0), phantom_pair(mrml, cohort, 1)
+    for node, drop in ((liver_only, ("spleen",)), (spleen_only, ("right kidney", "left kidney", "tumour"))):
+        segmentation = node.GetSegmentation()
+        for name in drop:
+            segmentation.RemoveSegment(segmentation.GetSegmentIdBySegmentName(name))
+    segmentation = spleen_only.GetSegmentation()
+    segmentation.RemoveSegment(segmentation.GetSegmentIdBySegmentName("liver"))
+    segmentation.AddEmptySegment("liver_id", "liver")  # present but empty
+    names, notes = PGLSegmentationLogic().export_training_data([first, second], [liver_only, spleen_only],
+                                                               ["liver", "spleen"], tmp_path / "data")
+    tables = [json.loads((tmp_path / "data" / "labels" / f"{case}.labels.json").read_text())["labels"]
+              for case in ("CT_0", "CT_1")]
+    assert [{k: v["name"] for k, v in t.items()} for t in tables] == [{"1": "liver"}, {"2": "spleen"}]
+    assert tables[0]["1"]["color"] == [221, 130, 101]
+    assert notes == ["CT 0 labels liver, not spleen (absent or empty in Seg 0): there, it is left unlabelled, not "
+                     "taught as background",
+                     "CT 1 labels spleen, not liver (absent or empty in Seg 1): there, it is left unlabelled, not "
+                     "taught as background"]
+    from pgl_engine.labels import labelled_values
+
+    assert labelled_values(tmp_path / "data" / "labels" / "CT_0.nii") == {1}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,22 +13,26 @@ from . import __version__
 from .cli_options import add_dataclass_options, dataclass_from_args
 from .config import CLI_FINETUNE_MINUTES, FinetuneConfig, NetworkConfig, PretrainConfig
 from .errors import PGLError, TrainingInterrupted
-from .interrupt import watch_stop_file
+from .interrupt import request_stop, watch_stop_file
 from .precision import PRECISIONS
-from .progress import JsonLinesReporter, LogLinesReporter, TerminalReporter, emit
+from .progress import JsonLinesReporter, LogLinesReporter, TerminalReporter, emit, is_closed_pipe
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:
-    """The options every command shares: --progress and --stop-file."""
+    """The options every command shares: --progress, --stop-file and --work-dir."""
     parser.add_argument("--progress", choices=("auto", "bar", "log", "json", "none"), default="auto",
                         help="auto = a bar on a terminal, else log (plain lines on stderr: every warning and a "
                              "progress line every 10 s); json = one JSON event per line on stdout; none = errors "
                              "only (default: auto)")
     parser.add_argument("--stop-file", default="", metavar="PATH",
                         help="stop gracefully (checkpoint first) once this file exists; how a GUI cancels a run")
+    parser.add_argument("--work-dir", default="", metavar="PATH",
+                        help="the caller's temporary folder for this run (its exported scans): removed at exit if "
+                             "the run stops or fails or the caller has gone (closed JSON progress pipe); kept after "
+                             "a success, for the caller to read")
 
 
 def add_modalities_option(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +43,9 @@ def add_modalities_option(parser: argparse.ArgumentParser) -> None:
 def make_reporter(mode: str):
     if mode == "auto":
         mode = "bar" if sys.stderr.isatty() else "log"
-    return {"bar": TerminalReporter, "log": LogLinesReporter, "json": JsonLinesReporter}.get(mode, lambda: None)()
+    if mode == "json":
+        return JsonLinesReporter(on_closed=request_stop)  # the caller has gone: stop as if asked to
+    return {"bar": TerminalReporter, "log": LogLinesReporter}.get(mode, lambda: None)()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="multiply the scanner spacing (0.7-0.9 mm in-plane, 2-5 mm slices) for smaller files")
     ph.add_argument("--phases", nargs="+", default=["venous"], choices=["venous", "arterial", "native"],
                     help="contrast phases; each scan is drawn in one of them (default: venous)")
+    ph.add_argument("--family", choices=("phantom", "heldout"), default="phantom",
+                    help="phantom: the demo's and the tests' phantoms; heldout: a frozen family from a separate "
+                         "generator (other shapes, overlapping contrast, 2.5-5 mm slices) to judge models on, never "
+                         "to tune on; files heldout_NNN.nii.gz, no --phases (default: phantom)")
     add_progress_option(ph)
 
     pt = sub.add_parser("pretrain", help="self-supervised pretraining (PGL or BYOL) on a folder of scans")
@@ -138,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_phantom(args, progress) -> None:
+    if args.family == "heldout":
+        from .phantom_heldout import write_heldout_cohort
+
+        if args.phases != ["venous"]:
+            raise PGLError("--phases applies to --family phantom only: the held-out family draws each subject's "
+                           "contrast enhancement itself.")
+        paths = write_heldout_cohort(args.out, args.count, seed=args.seed, labels=args.labels,
+                                     spacing_scale=args.spacing_scale, progress=progress)
+        emit(progress, "done", out=str(Path(args.out)), images=len(paths))
+        return
     from .phantom import write_cohort
 
     paths = write_cohort(args.out, args.count, labels=args.labels, seed=args.seed,
@@ -264,6 +285,18 @@ COMMANDS = {"phantom": run_phantom, "pretrain": run_pretrain, "finetune": run_fi
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     reporter = make_reporter(args.progress)
+    code = EXIT_ERROR
+    try:
+        code = run_command(args, reporter)
+        return code
+    finally:
+        if args.work_dir and (code != 0 or getattr(reporter, "closed", False)):
+            # nobody will read or remove it: leave no copy of the caller's (patient) data behind
+            shutil.rmtree(args.work_dir, ignore_errors=True)
+
+
+def run_command(args, reporter) -> int:
+    """Run the chosen command; the exit code, with failures reported as events or lines."""
     if args.stop_file and Path(args.stop_file).exists():  # stopped before it started: nothing to interrupt
         _report_failure(reporter, "interrupted", "cancelled")
         return EXIT_INTERRUPTED
@@ -295,4 +328,8 @@ def _report_failure(reporter, message: str, kind: str) -> None:
         if kind == "error":
             reporter({"event": "error", "message": message})
             return  # the JSON event is the report; the same line on stderr would reach the GUI log twice
-    print(f"{kind if kind != 'cancelled' else 'stopped'}: {message}", file=sys.stderr)
+    try:
+        print(f"{kind if kind != 'cancelled' else 'stopped'}: {message}", file=sys.stderr)
+    except OSError as e:  # stderr closed too: the caller has gone, nobody is left to tell
+        if not is_closed_pipe(e):
+            raise

@@ -7,7 +7,9 @@ are read with SimpleITK's GDCM series reader, in that order: it decodes the comp
 """
 from __future__ import annotations
 
+import os
 import re
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,11 @@ TILT_TOLERANCE_DEG = 0.5
 SPACING_TOLERANCE = 0.05  # relative deviation of one slice gap from the median gap
 HEADER_TAGS = ["SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription",
                "Modality", "ImageType", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows",
-               "Columns", "NumberOfFrames"]
+               "Columns", "NumberOfFrames", "BitsAllocated", "SamplesPerPixel"]
+DICOM_MARKER = (128, b"DICM")  # after the preamble of every DICOM file (Part 10)
+DICOMDIR = "1.2.840.10008.1.3.10"  # a media directory: DICOM, but no image and no series
+# uncompressed transfer syntaxes -> bytes of the pixel data element's own header (tag, [VR], length)
+NATIVE_SYNTAXES = {"1.2.840.10008.1.2": 8, "1.2.840.10008.1.2.1": 12, "1.2.840.10008.1.2.2": 12}
 
 
 @dataclass(frozen=True)
@@ -71,22 +77,58 @@ class Skipped:
         return f"{self.what}: {self.reason}"
 
 
-def read_header(path: Path) -> SliceHeader | None:
-    """The tags this module needs, or None when the file is not DICOM."""
+class UnreadableDicom(Exception):
+    """A file marked as DICOM that cannot be read (the message is the reason)."""
+
+
+def has_dicom_marker(path: Path) -> bool:
+    offset, marker = DICOM_MARKER
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(len(marker)) == marker
+    except OSError:
+        return False
+
+
+def _read_tags(path: Path, force: bool):
+    """The header tags, and how many bytes the file holds from where reading stopped on: from the pixel data
+    element on, or < 0 when the reader skipped past the end of a truncated file."""
     import pydicom
+
+    with open(path, "rb") as fp:
+        with warnings.catch_warnings():  # a damaged file is reported by name below, not as pydicom's warnings
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=HEADER_TAGS, force=force)
+        return ds, os.fstat(fp.fileno()).st_size - fp.tell()
+
+
+def read_header(path: Path) -> SliceHeader | None:
+    """The tags this module needs; None when the file is not DICOM; UnreadableDicom when it is marked as DICOM
+    (DICM after the preamble) but truncated or corrupt, so that it is named instead of ignored."""
     from pydicom.errors import InvalidDicomError
 
+    marked = has_dicom_marker(path)
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=HEADER_TAGS)
+        ds, left = _read_tags(path, force=False)
     except InvalidDicomError:
         if path.suffix.lower() not in (".dcm", ".ima", ".dicom"):
             return None
         try:  # some exports omit the 128-byte preamble
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=HEADER_TAGS, force=True)
+            ds, left = _read_tags(path, force=True)
         except Exception:
             return None
-    except Exception:
+    except Exception as e:
+        if marked:
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            raise UnreadableDicom(f"marked as DICOM but cannot be read ({detail[:200]})") from e
         return None
+    file_meta = getattr(ds, "file_meta", None) or {}
+    if marked and left < 0:
+        raise UnreadableDicom("truncated or garbled: its header runs past the end of the file")
+    if marked and "SeriesInstanceUID" not in ds and str(file_meta.get("MediaStorageSOPClassUID", "")) != DICOMDIR:
+        raise UnreadableDicom("marked as DICOM but has no series UID: its header is damaged (truncated or corrupt) "
+                              "or it is not part of an image series")
     if "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
         return None
 
@@ -98,22 +140,56 @@ def read_header(path: Path) -> SliceHeader | None:
             return None
         return values if len(values) == count else None
 
-    return SliceHeader(path=path, series_uid=str(ds.get("SeriesInstanceUID", "")), modality=str(ds.get("Modality", "")),
-                       image_type=tuple(str(v).upper() for v in (ds.get("ImageType") or ())),
-                       position=floats("ImagePositionPatient", 3), orientation=floats("ImageOrientationPatient", 6),
-                       pixel_spacing=floats("PixelSpacing", 2), rows=int(ds.get("Rows") or 0),
-                       columns=int(ds.get("Columns") or 0), frames=int(ds.get("NumberOfFrames") or 1),
-                       series_number=str(ds.get("SeriesNumber", "") or ""),
-                       description=str(ds.get("SeriesDescription", "") or ""))
+    try:
+        header = SliceHeader(
+            path=path, series_uid=str(ds.get("SeriesInstanceUID", "")), modality=str(ds.get("Modality", "")),
+            image_type=tuple(str(v).upper() for v in (ds.get("ImageType") or ())),
+            position=floats("ImagePositionPatient", 3), orientation=floats("ImageOrientationPatient", 6),
+            pixel_spacing=floats("PixelSpacing", 2), rows=int(ds.get("Rows") or 0),
+            columns=int(ds.get("Columns") or 0), frames=int(ds.get("NumberOfFrames") or 1),
+            series_number=str(ds.get("SeriesNumber", "") or ""),
+            description=str(ds.get("SeriesDescription", "") or ""))
+    except (TypeError, ValueError) as e:
+        if marked:
+            raise UnreadableDicom(f"marked as DICOM but holds unreadable values ({str(e)[:200]})") from e
+        return None
+    if marked:
+        problem = _pixel_data_problem(ds, file_meta, header, left)
+        if problem:
+            raise UnreadableDicom(problem)
+    return header
+
+
+def _pixel_data_problem(ds, file_meta, header: SliceHeader, left: int) -> str | None:
+    """Why an uncompressed image's pixel data is cut short (`left`: bytes from the pixel data element on), else
+    None. A truncated slice would otherwise fail its whole series at decoding time, without its name."""
+    element_header = NATIVE_SYNTAXES.get(str(file_meta.get("TransferSyntaxUID", "")))
+    try:
+        bits, samples = int(ds.get("BitsAllocated") or 0), int(ds.get("SamplesPerPixel") or 1)
+    except (TypeError, ValueError):
+        return None
+    if element_header is None or bits < 8 or samples != 1 or not header.rows or not header.columns:
+        return None  # compressed, packed or colour (maybe subsampled) pixel data: the decoder checks it
+    expected = header.rows * header.columns * header.frames * (bits // 8)
+    if left <= 0:
+        return "truncated: the file ends before its pixel data"
+    if left - element_header < expected:
+        return f"truncated: {max(left - element_header, 0)} of the {expected} bytes of its pixel data are there"
+    return None
 
 
 def find_series(files: list[Path], root: Path, modalities: tuple[str, ...] = ("CT",)
                 ) -> tuple[list[DicomSeries], list[Skipped], list[Path]]:
-    """(usable series, skipped series or objects with the reason, files that are not DICOM)."""
+    """(usable series, skipped series, objects and unreadable DICOM files with the reason, files that are not
+    DICOM)."""
     groups: dict[str, list[SliceHeader]] = defaultdict(list)
-    not_dicom = []
+    not_dicom, unreadable = [], []
     for path in files:
-        header = read_header(path)
+        try:
+            header = read_header(path)
+        except UnreadableDicom as e:
+            unreadable.append(Skipped(str(path), f"{e}; copy it again from the archive or remove it"))
+            continue
         if header is None:
             not_dicom.append(path)
         else:
@@ -128,7 +204,7 @@ def find_series(files: list[Path], root: Path, modalities: tuple[str, ...] = ("C
     names = series_names([headers for _, headers, _ in checked], root)
     series = [DicomSeries(name, uid, headers[0].modality, headers[0].description, *geometry)
               for name, (uid, headers, geometry) in zip(names, checked)]
-    return sorted(series, key=lambda s: s.name), skipped, not_dicom
+    return sorted(series, key=lambda s: s.name), unreadable + skipped, not_dicom
 
 
 class SeriesRefused(Exception):

@@ -19,8 +19,10 @@ from .errors import PGLError
 from .evaluate import dice_per_label
 from .inference import predict_logits
 from .imaging import scan_name
-from .labels import (MAX_LABEL, LabelledPair, label_table, label_values, load_label_on_grid, pair_folders,
-                     read_dataset_json)
+from .labels import (MAX_LABEL, LabelledPair, label_table, label_values, labelled_values, load_label_on_grid,
+                     pair_folders, read_dataset_json)
+from .learnt import LEARNT_DICE, describe_learnt
+from .losses import marginal_dice_ce_loss
 from .model_store import load_model, read_metadata, save_model, update_metadata
 from .networks import SegmentationNet, build_segmentation_net, is_decoder_key
 from .plateau import MIN_GAIN, PlateauDetector, tail_end
@@ -38,9 +40,12 @@ class LabelledCase:
     scan: CachedScan
     labels: np.ndarray  # uint8 class indices on the scan's cached grid
     foreground: dict[int, np.ndarray]  # label -> (n, 3) voxel positions
+    labelled: np.ndarray  # (classes,) bool: the classes this case labels (background always; partial labels)
 
     @classmethod
-    def build(cls, scan: CachedScan, labels: np.ndarray, seed: int) -> "LabelledCase":
+    def build(cls, scan: CachedScan, labels: np.ndarray, seed: int, labelled: np.ndarray | None = None
+              ) -> "LabelledCase":
+        """`labelled`: the classes the case labels (default: all up to its largest class)."""
         rng = np.random.default_rng([seed, 5])
         foreground = {}
         for value in np.unique(labels):
@@ -50,7 +55,9 @@ class LabelledCase:
             if len(positions) > FOREGROUND_SAMPLES:
                 positions = positions[rng.choice(len(positions), FOREGROUND_SAMPLES, replace=False)]
             foreground[int(value)] = positions
-        return cls(scan, labels, foreground)
+        if labelled is None:
+            labelled = np.ones(int(labels.max()) + 1, dtype=bool)
+        return cls(scan, labels, foreground, labelled)
 
 
 class PatchDataset(Dataset):
@@ -89,7 +96,7 @@ class PatchDataset(Dataset):
             patch, target = patch.flip(flips), target.flip(flips)
         if self.structure_shift > 0 and self.structures:
             patch = shift_structures(patch, target, rng, self.structure_shift, self.structures)
-        return {"image": augment_intensity(patch, rng), "label": target}
+        return {"image": augment_intensity(patch, rng), "label": target, "labelled": torch.from_numpy(case.labelled)}
 
 
 def labelled_pairs(config: FinetuneConfig, progress: ProgressCallback | None
@@ -169,8 +176,12 @@ class Finetuner(TrainingRun):
         self.class_names = {k: names[v] for k, v in enumerate(class_values) if k}
         to_class = np.zeros(256, dtype=np.uint8)
         to_class[class_values] = np.arange(len(class_values))
-        labelled = [LabelledCase.build(scan, to_class[load_label_on_grid(pair, scan, names)], config.seed)
-                    for pair, scan in cases]
+        labelled = []
+        for pair, scan in cases:
+            classes = to_class[load_label_on_grid(pair, scan, names)]
+            labelled.append(LabelledCase.build(scan, classes, config.seed,
+                                               self.labelled_classes(pair, classes, class_values)))
+        self.describe_partial_labels([pair for pair, _ in cases], labelled)
         found = set().union(*(c.foreground for c in labelled))
         absent = [f"{names[v]} ({v})" for k, v in enumerate(class_values) if k and k not in found]
         if absent:
@@ -186,10 +197,9 @@ class Finetuner(TrainingRun):
         self.plateau = PlateauDetector(config.patience) if config.patience else None
         self.finished_early: dict | None = None  # where a plateau ended the run before its plan
         self.segment_estimate_s: float | None = None
-        from monai.losses import DiceCELoss  # MONAI is imported by the commands that use it
-
-        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
         self.train_dice = RunningDice(len(names) + 1)
+        self.val_per_class: dict[int, float] = {}  # class -> mean validation Dice at the latest validation
+        self.learnt_record: dict | None = None  # what the saved model has learnt, for the done event
         torch.manual_seed(config.seed)
         network = build_segmentation_net(config.network, len(names) + 1)
         self.init_info = {"path": "none"}
@@ -201,6 +211,34 @@ class Finetuner(TrainingRun):
         emit(self.progress, "info", message=f"fine-tuning on {len(self.train_cases)} labelled scan(s), "
                                            f"{len(self.val_cases)} for validation, labels: {names}")
         return network
+
+    @staticmethod
+    def labelled_classes(pair: LabelledPair, classes: np.ndarray, class_values: list[int]) -> np.ndarray:
+        """Which classes a case labels: those its sidecar's table lists and those its map holds (every class
+        where the map has no table)."""
+        listed = labelled_values(pair.label)
+        mask = np.ones(len(class_values), dtype=bool)
+        if listed is not None:
+            mask[1:] = [v in listed for v in class_values[1:]]
+            mask[np.unique(classes)] = True
+        return mask
+
+    def describe_partial_labels(self, pairs: list[LabelledPair], cases: list[LabelledCase]) -> None:
+        """Say which case labels which structure when some case leaves one out."""
+        if all(case.labelled.all() for case in cases):
+            return
+        lines = []
+        for pair, case in zip(pairs, cases):
+            have = [self.class_names[k] for k in self.class_names if case.labelled[k]]
+            lacks = [self.class_names[k] for k in self.class_names if not case.labelled[k]]
+            lines.append(f"{scan_name(pair.image)} labels {', '.join(have) or 'nothing'}"
+                         + (f" (not {', '.join(lacks)})" if lacks else ""))
+        emit(self.progress, "info", message="partial labels: " + "; ".join(lines) + ". A structure a case does not "
+                                            "label is not taught as background there.")
+        unlabelled = [self.class_names[k] for k in self.class_names if not any(c.labelled[k] for c in cases)]
+        if unlabelled:
+            raise PGLError(f"label(s) {', '.join(unlabelled)} are labelled in none of the cases; label them in at "
+                           f"least one scan or leave them out.")
 
     def take_init(self, network: SegmentationNet, pretrained) -> None:
         """Start from --init: a segmentation model with the same labels continues whole (head included), any
@@ -263,17 +301,40 @@ class Finetuner(TrainingRun):
 
     def compute_loss(self, batch: dict):
         logits = self.forward_model(batch["image"]).float()  # the loss in fp32 under bf16/fp16 autocast
-        loss = self.loss_fn(logits, batch["label"])
-        return loss, {"train_dice": self.train_dice.add(logits, batch["label"])}
+        loss = marginal_dice_ce_loss(logits, batch["label"], batch["labelled"])
+        return loss, {"train_dice": self.train_dice.add(logits, batch["label"], batch["labelled"])}
 
     def validate(self) -> float:
-        """Mean Dice over labels and validation scans on the cached grid."""
-        scores = []
+        """Mean Dice over validation scans and the labels each of them labels, on the cached grid. Each label's
+        mean over the scans stays in `val_per_class` (what the model has learnt, judged on scans it never saw)."""
+        scores: dict[int, list[float]] = {k: [] for k in self.class_names}
         for case in self.val_cases:
             logits = predict_logits(self.model, case.scan.load(), self.config.patch_size, self.device)
-            dice = dice_per_label(logits.argmax(0).numpy().astype(np.uint8), case.labels, self.class_names)
-            scores += [d for d in dice.values() if not np.isnan(d)]
-        return float(np.mean(scores)) if scores else float("nan")
+            names = {k: n for k, n in self.class_names.items() if case.labelled[k]}
+            dice = dice_per_label(logits.argmax(0).numpy().astype(np.uint8), case.labels, names)
+            for k, d in dice.items():
+                if not np.isnan(d):
+                    scores[k].append(d)
+        self.val_per_class = {k: float(np.mean(v)) if v else float("nan") for k, v in scores.items()}
+        every = [d for v in scores.values() for d in v]
+        return float(np.mean(every)) if every else float("nan")
+
+    def learnt(self) -> dict:
+        """Each structure's Dice for the model being saved and those below LEARNT_DICE: judged on the validation
+        scans where there are some, else on the training patches of the last steps (free: no pass over the whole
+        scans, which costs minutes on a slow CPU; optimistic, since the model learns from those patches)."""
+        training = dict(zip(self.class_names, self.train_dice.per_class()))
+        judged = self.val_per_class if self.val_cases else training
+
+        def named(scores: dict[int, float]) -> dict[str, float | None]:
+            return {self.class_names[k]: None if np.isnan(d) else round(d, 3) for k, d in scores.items()}
+
+        record = {"source": "validation" if self.val_cases else "training patches", "dice": named(judged),
+                  "not_learnt": [self.class_names[k] for k, d in judged.items() if d < LEARNT_DICE],  # nan: unjudged
+                  "threshold": LEARNT_DICE, "window_steps": len(self.train_dice.confusions)}
+        if self.val_cases:
+            record["training_dice"] = named(training)
+        return record
 
     def after_step(self, record: dict) -> None:
         c = self.config
@@ -326,6 +387,8 @@ class Finetuner(TrainingRun):
         summary = {"best_val_dice": self.best_dice, "best_step": self.best_step} if self.val_cases else {}
         if self.segment_estimate_s is not None:
             summary["segment_estimate_s"] = self.segment_estimate_s
+        if self.learnt_record is not None:
+            summary["learnt"] = self.learnt_record
         return summary
 
     def keep_on_stop(self) -> str:
@@ -353,6 +416,12 @@ class Finetuner(TrainingRun):
                                               "finished_early": self.finished_early})  # the best model's too
         self.segment_estimate_s = estimate_seconds(metadata, *EXAMPLE_CT)
         emit(self.progress, "info", message=f"{example_estimate(metadata)}.")
+        self.learnt_record = metadata.get("learnt")  # the saved model's: the best one where there is validation
+        text, warnings = describe_learnt(self.learnt_record)
+        if text:
+            emit(self.progress, "info", message=text)
+        for message in warnings:
+            emit(self.progress, "warning", message=message)
 
     def save_model(self) -> None:
         if self.val_cases and self.step != self.best_step:
@@ -365,7 +434,7 @@ class Finetuner(TrainingRun):
             "patch_size": list(config.patch_size), "labels": label_table(self.names),
             "init": self.init_info, "training": {**training, "steps": self.step},
             "validation": {"dice": self.best_dice, "step": self.best_step} if self.val_cases else None,
-            "finished_early": self.finished_early,
+            "learnt": self.learnt(), "finished_early": self.finished_early,
             "data_fingerprint": data_fingerprint(self.scans), "num_scans": len(self.train_cases),
             "cases": self.case_names, "lineage": [*self.lineage, self.lineage_entry()],
             "engine_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

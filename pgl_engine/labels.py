@@ -13,22 +13,18 @@ from .cache import CachedScan
 from .errors import PGLError
 from .imaging import (SCAN_SUFFIXES, image_affine_ras, list_scans, read_geometry, read_image, resample, scan_name,
                       strip_scan_suffix as strip_suffix)
+from .structures import find_structure
 
-# colours for structures users commonly label (RGB 0-255); others cycle through PALETTE
-KNOWN_COLOURS = {"liver": (221, 130, 101), "spleen": (157, 108, 162), "kidney": (185, 102, 83),
-                 "tumour": (144, 238, 144), "tumor": (144, 238, 144), "pancreas": (249, 180, 111),
-                 "lung": (197, 165, 145), "heart": (206, 110, 84), "aorta": (224, 97, 76),
-                 "stomach": (216, 132, 105), "bladder": (222, 154, 132), "bone": (241, 214, 145)}
+# known structures take Slicer's standard colour (structures.py); other names cycle through PALETTE
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
 
 
 def colour_for(name: str, index: int) -> tuple[int, int, int]:
-    lowered = name.lower()
-    for key, colour in KNOWN_COLOURS.items():
-        if key in lowered:
-            return colour
-    return PALETTE[(index - 1) % len(PALETTE)]
+    """The standard colour of a known structure, matched by its whole name ("liver tumour" is not the liver, so it
+    does not look like one); else the palette's."""
+    structure = find_structure(name)
+    return structure.colour if structure else PALETTE[(index - 1) % len(PALETTE)]
 
 
 def label_table(names: dict[int, str]) -> dict[str, dict]:
@@ -75,6 +71,21 @@ def names_from_sidecar(label_map: Path) -> dict[int, str] | None:
         return {int(k): v["name"] for k, v in json.loads(path.read_text())["labels"].items()}
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def labelled_values(label_map: Path) -> set[int] | None:
+    """The label values a case labels, from the table of its sidecar: a structure the table leaves out is not
+    labelled in that case (partial labels), so it is not background there. None without a sidecar table: the
+    case labels every structure."""
+    path = sidecar_path(Path(label_map))
+    if not path.is_file():
+        return None
+    try:
+        return {int(k) for k in json.loads(path.read_text())["labels"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise PGLError(f"{path}: cannot be read as the label table of {Path(label_map).name} ({e}). It lists what the "
+                       f"label map labels ({{\"labels\": {{\"1\": {{\"name\": \"liver\"}}}}}}); fix or remove "
+                       f"it.") from e
 
 
 @dataclass

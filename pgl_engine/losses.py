@@ -62,3 +62,31 @@ def effective_rank(x: torch.Tensor) -> float:
     p = s / s.sum()
     p = p[p > 0]
     return float(torch.exp(-(p * p.log()).sum()))
+
+
+def marginal_dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor,
+                          smooth: float = 1e-5) -> torch.Tensor:
+    """Dice + cross-entropy where each sample labels only some classes (partial labels).
+
+    logits (B, C, ...), target (B, 1, ...) class indices, labelled (B, C) bool: which classes the sample's case
+    labels (class 0, background, always). In a sample, the classes it does not label and the background are one
+    class (their probabilities summed) for both terms, so a structure nobody drew there is not taught as
+    background. With every class labelled this is MONAI's DiceCELoss(to_onehot_y=True, softmax=True).
+    """
+    labelled = labelled.to(device=logits.device, dtype=torch.bool).clone()
+    labelled[:, 0] = True
+    as_channels = (*labelled.shape, *([1] * (logits.dim() - 2)))
+    background = ~labelled
+    background[:, 0] = True  # the background and the classes this sample leaves unlabelled
+    log_p = torch.log_softmax(logits.float(), dim=1)
+    log_background = torch.logsumexp(log_p.masked_fill(~background.reshape(as_channels), float("-inf")), dim=1)
+    log_merged = torch.cat([log_background[:, None],
+                            log_p[:, 1:].masked_fill(~labelled.reshape(as_channels)[:, 1:], float("-inf"))], dim=1)
+    classes = target[:, 0].long()
+    cross_entropy = -log_merged.gather(1, classes[:, None]).mean()
+    probability = log_merged.exp()
+    one_hot = F.one_hot(classes, logits.shape[1]).movedim(-1, 1).to(probability.dtype)
+    spatial = tuple(range(2, logits.dim()))
+    overlap = (probability * one_hot).sum(spatial)
+    dice = 1 - (2 * overlap + smooth) / (probability.sum(spatial) + one_hot.sum(spatial) + smooth)
+    return dice[labelled].mean() + cross_entropy

@@ -20,7 +20,7 @@ from .errors import PGLError
 from .evaluate import dice_per_label
 from .finetune import finetune
 from .imaging import read_image, scan_name
-from .labels import pair_folders
+from .labels import labelled_values, pair_folders
 from .model_store import read_metadata
 from .progress import ProgressCallback, emit
 from .segment import segment
@@ -71,6 +71,8 @@ def check_pretraining(config: CheckConfig, progress: ProgressCallback | None = N
     for k, held_out in enumerate(pairs):
         dataset = _fold_dataset(out / f"fold_{k}" / "dataset.json", [p for p in pairs if p is not held_out], names)
         truth = _labels(held_out.label)
+        listed = labelled_values(held_out.label)  # partial labels: score what the held-out case labels
+        scored = names if listed is None else {v: n for v, n in names.items() if v in listed or (truth == v).any()}
         for seed in range(config.seeds):
             dice = {}
             for init in ("random", "pretrained"):
@@ -81,7 +83,7 @@ def check_pretraining(config: CheckConfig, progress: ProgressCallback | None = N
                                  **common, **options)
                 predicted = segment(model, held_out.image, out / f"fold_{k}" / f"{init}_seed{seed}.nii.gz",
                                     device=config.device)[0]
-                dice[init] = float(np.nanmean(list(dice_per_label(_labels(predicted), truth, names).values())))
+                dice[init] = float(np.nanmean(list(dice_per_label(_labels(predicted), truth, scored).values())))
             runs.append({"held_out": scan_name(held_out.image), "seed": seed, **dice})
             emit(progress, "progress", stage="check", step=len(runs), total=total,
                  message=f"{scan_name(held_out.image)}, seed {seed}: random {dice['random']:.3f}, "

@@ -5,8 +5,10 @@ Events: {"event": "progress", "stage", "step", "total", "loss", "eta_s", ...}, {
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import sys
 import time
 from typing import Callable, TextIO
@@ -21,15 +23,47 @@ def _finite(value):
     return value
 
 
-class JsonLinesReporter:
-    """Print every event as one JSON object per line (machine-readable, for the Slicer modules)."""
+def is_closed_pipe(error: OSError) -> bool:
+    """A write to a pipe nobody reads any more: EPIPE on POSIX, EINVAL on Windows."""
+    return isinstance(error, BrokenPipeError) or error.errno in (errno.EPIPE, errno.EINVAL)
 
-    def __init__(self, stream: TextIO | None = None):
+
+def discard(stream: TextIO) -> None:
+    """Send the stream's file descriptor to the null device, so that what is still buffered, and the interpreter's
+    flush at exit, do not raise again on the closed pipe."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError):
+        pass  # no file descriptor (a test's StringIO): nothing will flush it at exit
+
+
+class JsonLinesReporter:
+    """Print every event as one JSON object per line (machine-readable, for the Slicer modules).
+
+    When the reader has gone (Slicer quit, so the pipe closed) the events are dropped and `on_closed` is called
+    once: the engine takes it as a request to stop, so the run keeps its checkpoint instead of dying on the write.
+    """
+
+    def __init__(self, stream: TextIO | None = None, on_closed: Callable[[], None] | None = None):
         self.stream = stream or sys.stdout
+        self.on_closed = on_closed
+        self.closed = False
 
     def __call__(self, event: dict) -> None:
-        self.stream.write(json.dumps({k: _finite(v) for k, v in event.items()}) + "\n")
-        self.stream.flush()
+        if self.closed:
+            return
+        try:
+            self.stream.write(json.dumps({k: _finite(v) for k, v in event.items()}) + "\n")
+            self.stream.flush()
+        except OSError as e:
+            if not is_closed_pipe(e):
+                raise
+            self.closed = True
+            discard(self.stream)
+            if self.on_closed is not None:
+                self.on_closed()
 
 
 class TerminalReporter:
@@ -96,8 +130,10 @@ class LogLinesReporter:
 
 
 def describe_fields(event: dict) -> str:
-    """An event without a message as key=value pairs, numbers to 4 significant digits."""
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in event.items() if k != "event")
+    """An event without a message as key=value pairs, numbers to 4 significant digits; nested records (shown by
+    their own info lines) left out."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in event.items()
+                     if k != "event" and not isinstance(v, dict))
 
 
 def describe_progress(event: dict) -> str:

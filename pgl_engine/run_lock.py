@@ -20,13 +20,13 @@ from pathlib import Path
 
 from .atomic import disk_full_message
 from .errors import DiskFull, PGLError
+from .process_alive import process_running
 from .progress import ProgressCallback, emit
 
 LOCK_FILE = ".pgl-run.lock"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 300.0  # ten missed heartbeats
-TAKEOVER_STALE_S = 60.0
-ON_WINDOWS = os.name == "nt"  # a takeover lock older than this was left by a process that died while taking over
+TAKEOVER_STALE_S = 60.0  # a takeover lock older than this was left by a process that died while taking over
 
 
 def _process_start(pid: int) -> str | None:
@@ -36,33 +36,6 @@ def _process_start(pid: int) -> str | None:
         return stat.rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
-
-
-def _running(pid: int) -> bool:
-    """Whether a process with this pid exists (never signals it: on Windows os.kill(pid, 0) would end it)."""
-    if ON_WINDOWS:
-        return _running_on_windows(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # it exists (another user's), or this platform cannot tell: assume it runs
-    return True
-
-
-def _running_on_windows(pid: int) -> bool:
-    import ctypes
-
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
-    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-    if not handle:
-        return ctypes.get_last_error() == 5  # ERROR_ACCESS_DENIED: it exists; anything else: it does not
-    try:
-        code = ctypes.c_ulong()
-        return not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)) or code.value == 259  # STILL_ACTIVE
-    finally:
-        kernel32.CloseHandle(handle)
 
 
 def _describe(holder: dict, age_s: float) -> str:
@@ -159,7 +132,7 @@ class RunLock:
         if holder.get("host") != socket.gethostname():
             return None
         pid = int(holder.get("pid") or 0)
-        if pid <= 0 or not _running(pid):
+        if not process_running(pid):
             return f"process {pid} is no longer running"
         start = holder.get("process_start")
         if start is not None and _process_start(pid) not in (None, start):

@@ -346,14 +346,15 @@ class TrainingRun:
         finally:
             if log:
                 log.close()
-        self.save_checkpoint()
-        elapsed = self.train_s = time.perf_counter() - started
-        if self.world.is_main:
-            self.save_model()
-            self.after_training()
-        self.world.barrier()
-        emit(self.progress, "done", model_dir=str(self.out), steps=self.step, seconds=elapsed,
-             data_wait_fraction=wait_total / max(elapsed, 1e-9), **self.summary())
+        with self.stop:  # a stop asked now (e.g. the caller has gone) would only cut short the saving of the result
+            self.save_checkpoint()
+            elapsed = self.train_s = time.perf_counter() - started
+            if self.world.is_main:
+                self.save_model()
+                self.after_training()
+            self.world.barrier()
+            emit(self.progress, "done", model_dir=str(self.out), steps=self.step, seconds=elapsed,
+                 data_wait_fraction=wait_total / max(elapsed, 1e-9), **self.summary())
         return self.out
 
 

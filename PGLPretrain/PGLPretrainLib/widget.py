@@ -4,7 +4,9 @@ from __future__ import annotations
 import qt
 import slicer
 
+from PGLCommon import dependencies
 from PGLCommon.dependencies import DependencyError, ensure_dependencies
+from PGLCommon.engine_failure import failure_in_words
 from PGLCommon.job_monitor import DEVICES, JobMonitor, orphans
 from PGLCommon.output_folders import holds_pgl_run
 
@@ -28,6 +30,7 @@ class PretrainPanel:
         self.ui.modelFolderLabel.text = ""
         self.ui.scanCountLabel.text = ""
         self.survey_job = None  # the engine listing the chosen folder (scan files, DICOM series, skipped)
+        self.survey_after_install = False  # the survey waits for the engine's packages (installed by Start)
         self.survey_delay = qt.QTimer()  # typing a path changes it per key: list once the user paused
         self.survey_delay.setSingleShot(True)
         self.survey_delay.setInterval(500)
@@ -58,6 +61,8 @@ class PretrainPanel:
             return
         try:
             ensure_dependencies()
+            if self.survey_after_install:
+                self.survey_folder()
             job = self.logic.pretrain(**settings, overwrite=overwrite, wait=False)
         except (DependencyError, ValueError, OSError) as e:
             self.report(str(e))
@@ -76,6 +81,11 @@ class PretrainPanel:
         """List the chosen folder with the engine (in the background): how many scans and series will be used."""
         self.stop_survey()
         folder = self.ui.scansPathLineEdit.currentPath
+        self.survey_after_install = bool(folder) and bool(dependencies.still_needed())
+        if self.survey_after_install:  # first use: the engine would fail on its imports
+            self.ui.scanCountLabel.text = ("The engine's Python packages are not installed yet: press Start to "
+                                           "install what the engine needs.")
+            return
         try:
             self.survey_job = self.logic.scan_list(folder)
         except (ValueError, OSError) as e:
@@ -97,6 +107,8 @@ class PretrainPanel:
         if listing is not None:
             self.ui.scanCountLabel.text = describe_listing(listing)
         if job.finished():
+            if listing is None:  # ended without its answer: say why instead of "Looking for scans..." forever
+                self.ui.scanCountLabel.text = f"Could not list the folder: {failure_in_words(job)}"
             self.stop_survey()
 
     def stop_survey(self) -> None:

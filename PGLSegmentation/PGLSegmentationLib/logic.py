@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -22,6 +21,7 @@ from PGLCommon.model_info import label_names, next_free_folder, read_model_metad
 from PGLCommon.output_folders import is_model_folder, same_folder
 from PGLCommon.nodes import NodeError, export_labels, load_segmentation, read_label_table, write_volume
 from PGLCommon.sample_data import load_sample_case, write_sample_data
+from PGLCommon.work_folders import new_work_folder
 
 
 def segment_names(segmentation_node) -> list[str]:
@@ -42,6 +42,13 @@ def case_names(volumes: Sequence) -> list[str]:
     return names
 
 
+def describe_partial_case(volume, segmentation, names: Sequence[str], unlabelled: Sequence[str]) -> str:
+    labelled = [n for n in names if n not in unlabelled]
+    return (f"{volume.GetName()} labels {', '.join(labelled)}, not {', '.join(unlabelled)} (absent or empty in "
+            f"{segmentation.GetName()}): there, {'it is' if len(unlabelled) == 1 else 'they are'} left unlabelled, "
+            f"not taught as background")
+
+
 def check_pairs(volumes: Sequence, segmentations: Sequence) -> None:
     if not volumes or len(volumes) != len(segmentations):
         raise NodeError("Select one or more (volume, segmentation) pairs to fine-tune on.")
@@ -60,8 +67,9 @@ class PGLSegmentationLogic:
                              folder: Path) -> tuple[list[str], list[str]]:
         """Write each (volume, segmentation) pair as images/case_i + labels/case_i on the volume's grid.
 
-        Returns the label names (value i+1 = names[i]) and warnings about segments empty on a volume. Files are
-        named after the volumes (so the model's record of its cases reads like the scene).
+        Returns the label names (value i+1 = names[i]) and a note for each case that leaves a chosen segment out
+        (absent or empty: partial labels). Files are named after the volumes (so the model's record of its cases
+        reads like the scene).
         """
         check_pairs(volumes, segmentations)
         if names is not None and not list(names):
@@ -73,16 +81,17 @@ class PGLSegmentationLogic:
         (folder / "labels").mkdir()
         warnings = []
         for case, volume, segmentation in zip(case_names(volumes), volumes, segmentations):
-            write_volume(volume, folder / "images" / f"{case}.nii.gz")
-            _, empty = export_labels(segmentation, names, volume, folder / "labels" / f"{case}.nii.gz")
-            warnings += [f"{segmentation.GetName()}: segment {n} is empty on {volume.GetName()}" for n in empty]
+            write_volume(volume, folder / "images" / f"{case}.nii")
+            _, unlabelled = export_labels(segmentation, names, volume, folder / "labels" / f"{case}.nii")
+            if unlabelled:
+                warnings.append(describe_partial_case(volume, segmentation, names, unlabelled))
         return names, warnings
 
     def export_to_temporary_folder(self, volumes: Sequence, segmentations: Sequence, names: Sequence[str] | None,
                                    purpose: str) -> tuple[Path, list[str], list[str]]:
         """export_training_data into a new temporary folder (removed again if the export fails); the folder goes
         to the job that uses it."""
-        work = Path(tempfile.mkdtemp(prefix=f"pgl_{purpose}_"))
+        work = new_work_folder(purpose)
         try:
             return (work, *self.export_training_data(volumes, segmentations, names, work))
         except Exception:
@@ -122,7 +131,7 @@ class PGLSegmentationLogic:
             args += ["--patch-size", *patchSize]
         if spacing:
             args += ["--spacing", *spacing]
-        job = start_engine("finetune", [*args, *extraArgs], device, self.job_class, cleanup=[work])
+        job = start_engine("finetune", [*args, *extraArgs], device, self.job_class, work=work)
         for message in warnings:  # shown with the engine's own warnings, in order
             job.events.put({"event": "warning", "message": message})
         if not wait:
@@ -162,7 +171,7 @@ class PGLSegmentationLogic:
         work, names, _ = self.export_to_temporary_folder(volumes, segmentations, segmentNames, "check")
         args = ["--images", work / "images", "--labels", work / "labels", "--init", init, "--out", work / "check",
                 "--steps", steps, "--seeds", seeds, "--device", device, "--label-names", *names]
-        job = start_engine("check-pretraining", [*args, *extraArgs], device, self.job_class, cleanup=[work])
+        job = start_engine("check-pretraining", [*args, *extraArgs], device, self.job_class, work=work)
         return wait_for(job, onEvent) if wait else job
 
     def remember(self, modelDir: str) -> None:
@@ -178,16 +187,16 @@ class PGLSegmentationLogic:
             raise NodeError("Choose an input volume.")
         if not is_model_folder(modelDir):
             raise NodeError(f"{modelDir}: is not a PGL model folder; fine-tune a model first or choose its folder.")
-        work = Path(tempfile.mkdtemp(prefix="pgl_segment_"))
+        work = new_work_folder("segment")
         try:
-            source = write_volume(volumeNode, work / "input.nii.gz")
+            source = write_volume(volumeNode, work / "input.nii")
         except Exception:
             shutil.rmtree(work, ignore_errors=True)
             raise
-        args = ["--model", modelDir, "--input", source, "--output", work / "output.nii.gz", "--device", device]
+        args = ["--model", modelDir, "--input", source, "--output", work / "output.nii", "--device", device]
         if largestComponent:
             args.append("--largest-component")
-        job = start_engine("segment", args, device, self.job_class, cleanup=[work])
+        job = start_engine("segment", args, device, self.job_class, work=work)
         job.work = work
         return job
 
@@ -196,7 +205,7 @@ class PGLSegmentationLogic:
         """The segmentation node from a finished segmentation job's files: a new one, or `into` with its segments
         replaced."""
         table = read_label_table(job.work / "output.labels.json")
-        return load_segmentation(job.work / "output.nii.gz", table, name or f"{volumeNode.GetName()} PGL", volumeNode,
+        return load_segmentation(job.work / "output.nii", table, name or f"{volumeNode.GetName()} PGL", volumeNode,
                                  into=into)
 
     def segment(self, volumeNode, modelDir: str, largestComponent: bool = False, device: str = "auto",

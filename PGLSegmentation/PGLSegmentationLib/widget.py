@@ -345,10 +345,15 @@ class SegmentationPanel:
             slicer.util.errorDisplay(message, windowTitle="PGL Segmentation")
 
     def on_scene_close(self, *args) -> None:
-        """The scene's volumes go: cancel what reads or writes them; fine-tuning uses files and goes on."""
+        """The scene's volumes go: cancel what reads or writes them; fine-tuning uses files and goes on. The pairs
+        are forgotten: node IDs restart after a close, so the next scene's nodes would answer to them."""
         self.segment_monitor.cancel()
         self.refine_monitor.cancel()
         self.last_result = None
+        self.pairs.clear()
+        self.ui.pairsListWidget.clear()
+        self.ui.segmentsListWidget.clear()
+        self.show_finetune_time()
 
     def shutdown(self) -> None:
         """Module reload or application exit: running jobs are cancelled without waiting."""
