@@ -15,10 +15,10 @@ import socket
 import tempfile
 from pathlib import Path
 
-from pgl_engine.process_alive import process_running
+from pgl_engine.process_alive import WORK_FOLDER_RECORD, process_running
 
 PREFIX = "pgl_job_"
-USERS_FILE = "pgl-users.json"
+USERS_FILE = WORK_FOLDER_RECORD
 
 
 def work_root() -> Path:

@@ -14,6 +14,8 @@ import pytest
 from cli_args import finetune_args
 from conftest import ROOT
 
+from pgl_engine.process_alive import WORK_FOLDER_RECORD
+
 EXIT_CANCELLED = 130
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -23,6 +25,7 @@ def start_finetune(cohort, tmp_path, *extra):
     work = tmp_path / "work"
     work.mkdir()
     (work / "exported.nii").write_bytes(b"patient data")
+    (work / WORK_FOLDER_RECORD).write_text("{}")  # made by the Slicer side
     args = finetune_args(cohort / "images", cohort / "labels", tmp_path / "model", tmp_path / "cache", "--steps",
                          "100000", "--checkpoint-every", "100000", "--progress", "json", "--work-dir", str(work),
                          *extra)  # a later --steps in `extra` wins
@@ -86,3 +89,15 @@ def test_a_run_that_ends_normally_leaves_its_work_folder_to_the_caller(cohort, t
                             env=ENV, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "work").is_dir()
+
+
+def test_a_failing_run_never_removes_a_work_folder_the_slicer_side_did_not_make(cohort, tmp_path):
+    """--work-dir naming a user's own folder (no record of the Slicer side's processes): kept, whatever happens."""
+    mine = tmp_path / "my scans"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("mine")
+    result = subprocess.run([sys.executable, "-m", "pgl_engine", "segment", "--model", str(tmp_path / "no model"),
+                             "--input", str(cohort / "images"), "--output", str(tmp_path / "out"), "--work-dir",
+                             str(mine)], capture_output=True, text=True, env=ENV, timeout=300)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert (mine / "thesis.txt").read_text() == "mine"

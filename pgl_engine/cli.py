@@ -15,6 +15,7 @@ from .config import CLI_FINETUNE_MINUTES, FinetuneConfig, NetworkConfig, Pretrai
 from .errors import PGLError, TrainingInterrupted
 from .interrupt import request_stop, watch_stop_file
 from .precision import PRECISIONS
+from .process_alive import WORK_FOLDER_RECORD
 from .progress import JsonLinesReporter, LogLinesReporter, TerminalReporter, emit, is_closed_pipe
 
 EXIT_ERROR = 1
@@ -31,8 +32,8 @@ def add_progress_option(parser: argparse.ArgumentParser) -> None:
                         help="stop gracefully (checkpoint first) once this file exists; how a GUI cancels a run")
     parser.add_argument("--work-dir", default="", metavar="PATH",
                         help="the caller's temporary folder for this run (its exported scans): removed at exit if "
-                             "the run stops or fails or the caller has gone (closed JSON progress pipe); kept after "
-                             "a success, for the caller to read")
+                             "the run stops or fails or the caller has gone (closed JSON progress pipe), and only if "
+                             "it holds the Slicer side's record of its processes; kept after a success")
 
 
 def add_modalities_option(parser: argparse.ArgumentParser) -> None:
@@ -291,8 +292,14 @@ def main(argv: list[str] | None = None) -> int:
         return code
     finally:
         if args.work_dir and (code != 0 or getattr(reporter, "closed", False)):
-            # nobody will read or remove it: leave no copy of the caller's (patient) data behind
-            shutil.rmtree(args.work_dir, ignore_errors=True)
+            remove_work_folder(Path(args.work_dir))
+
+
+def remove_work_folder(folder: Path) -> None:
+    """Nobody will read or remove the caller's work folder now: leave no copy of its (patient) data behind. Only a
+    folder the Slicer side made (it holds the record of its processes) is removed, never one a user named."""
+    if (folder / WORK_FOLDER_RECORD).is_file():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_command(args, reporter) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 ON_WINDOWS = os.name == "nt"
+WORK_FOLDER_RECORD = "pgl-users.json"  # a job's work folder names the processes using it (PGLCommon.work_folders)
 
 
 def process_running(pid: int) -> bool:
