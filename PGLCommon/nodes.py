@@ -92,10 +92,11 @@ def _exported_labelmap(segmentation_node, names: list[str], reference_volume):
                                                                    reference_volume):
             raise NodeError(f"{segmentation_node.GetName()}: its segments could not be exported onto "
                             f"{reference_volume.GetName()}'s grid.")
-        exported = slicer.util.arrayFromVolume(labelmap)  # value j+1 for present[j]
-        to_value = np.array([0] + [names.index(n) + 1 for n in present], dtype=exported.dtype)
-        exported[:] = to_value[exported]
-        slicer.util.arrayFromVolumeModified(labelmap)
+        if present != list(names):  # exported as value j+1 for present[j]: renumber (a full-volume pass)
+            exported = slicer.util.arrayFromVolume(labelmap)
+            to_value = np.array([0] + [names.index(n) + 1 for n in present], dtype=exported.dtype)
+            exported[:] = to_value[exported]
+            slicer.util.arrayFromVolumeModified(labelmap)
         yield labelmap
 
 
