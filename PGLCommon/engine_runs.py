@@ -42,6 +42,8 @@ def wait_for(job: EngineJob, on_event: Callable[[dict], None] | None = None, tim
 
     try:
         code = job.wait(collect, timeout, keep_alive=application_keep_alive())
+        if getattr(job, "error", None) is not None:  # a StagedJob's own work failed (e.g. a NodeError)
+            raise job.error
         if code != 0:
             raise EngineError("cancelled" if job.cancelled else job.failure_message())
         return then(result) if then else result

@@ -54,10 +54,19 @@ class JobMonitor:
         self.on_finished = on_finished
         self.state = JobState()
         self.job = None
+        self.interval_ms = self._interval = interval_ms
         self.timer = qt.QTimer()
         self.timer.setInterval(interval_ms)
         self.timer.connect("timeout()", self.poll)
         self.show()
+
+    def _pace(self) -> None:
+        """Poll as soon as the event loop is free while the job has GUI-thread work in slices (a StagedJob writing
+        or reading voxels), else every interval_ms."""
+        interval = 0 if getattr(self.job, "stepping", False) else self.interval_ms
+        if self._interval != interval:
+            self._interval = interval
+            self.timer.setInterval(interval)
 
     @property
     def busy(self) -> bool:
@@ -67,6 +76,7 @@ class JobMonitor:
         self.state.start()
         self.job = job
         self.log_view.clear()
+        self._pace()
         self.timer.start()
         self.show()
 
@@ -102,6 +112,8 @@ class JobMonitor:
                     self.on_finished(self.state, job)
             finally:
                 job.release()
+        else:
+            self._pace()
         self.show()
 
     def show(self) -> None:

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 
 IDLE, RUNNING, CANCELLING, DONE, FAILED = "idle", "running", "cancelling", "done", "failed"
 EXIT_CANCELLED = 130
+# the engine's info line on what it chose for the machine and the time budget (pgl_engine.budget_choice): shown as
+# the status as soon as it arrives, before training starts, until the first training step reports
+CONFIGURATION_CHOSEN = "configuration chosen"
 
 
 def format_seconds(seconds: float) -> str:
@@ -82,6 +85,9 @@ class JobState:
                 self.status = ", ".join(parts)
         elif kind in ("warning", "info", "log"):
             self.log.append(f"{kind}: {event.get('message', '')}" if kind != "log" else event.get("message", ""))
+            message = str(event.get("message", ""))
+            if kind == "info" and message.startswith(CONFIGURATION_CHOSEN) and self.state == RUNNING:
+                self.status = message[:1].upper() + message[1:]
         elif kind == "error":
             self.message = event.get("message", "")
             self.log.append(f"error: {self.message}")

@@ -46,6 +46,9 @@ def describe_model(model_dir: str) -> tuple[str, list[str]]:
     validation = meta.get("validation")
     parts.append(f"Validation Dice {validation['dice']:.3f} (step {validation['step']})." if validation and
                  validation.get("dice") is not None and validation["dice"] >= 0 else "No validation case.")
+    configuration = meta.get("configuration")
+    if isinstance(configuration, dict) and configuration.get("why"):  # chosen for the machine and the budget
+        parts.append(f"Configuration chosen for its time budget: {configuration['why']}.")
     learnt, not_learnt = describe_learnt(meta.get("learnt"))
     parts += [learnt] if learnt else []
     warnings = []

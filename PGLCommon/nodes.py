@@ -11,8 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import slicer
-import vtk
 
+from . import nifti_slabs
+from .segment_labels import (ExportError, ijk_to_ras, install_segments, labels_from_segments, present_values,
+                             same_grid, segments_from_labels, volume_shape)
+from .steps import StepGenerator, run_all
 from .terminology import apply_terminology
 
 
@@ -44,7 +47,10 @@ def scratch_nodes(scene):
 
 
 def write_volume(node, path: Path) -> Path:
-    """Write a scalar or label-map volume node (NIfTI/NRRD by suffix) with its geometry."""
+    """Write a scalar or label-map volume node (uncompressed NIfTI as `.nii`, else by suffix) with its geometry."""
+    if Path(path).name.lower().endswith(".nii"):
+        run_all(write_volume_steps(node, Path(path)))
+        return path
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetFileName(str(path))
     storage.SetUseCompression(False)  # gzip on the GUI thread would hold Slicer for seconds on a full-size CT
@@ -53,70 +59,82 @@ def write_volume(node, path: Path) -> Path:
     return path
 
 
+def _volume_array(node) -> np.ndarray:
+    image = node.GetImageData() if node is not None else None
+    if image is None or image.GetPointData().GetScalars() is None:
+        raise NodeError(f"{getattr(node, 'GetName', lambda: 'the volume')()}: holds no voxels; load the volume again.")
+    array = slicer.util.arrayFromVolume(node)
+    if array.ndim != 3:
+        raise NodeError(f"{node.GetName()}: is not a single-channel 3D volume (voxels of shape {array.shape}).")
+    return array
+
+
+def write_volume_steps(node, path: Path) -> StepGenerator:
+    """write_volume of a `.nii` file, a slab of slices per step (the voxels and IJK-to-RAS matrix as they are)."""
+    array = _volume_array(node)
+    try:
+        yield from nifti_slabs.write_steps(path, array, ijk_to_ras(node))
+    except (nifti_slabs.NiftiError, OSError) as e:
+        raise NodeError(f"{node.GetName()}: could not be written to {path} ({e}).") from e
+    return path
+
+
+def _segment_ids(segmentation_node, names: list[str]) -> list[str | None]:
+    """The ID of the segment named names[i], None where there is none."""
+    segmentation = segmentation_node.GetSegmentation()
+    by_name: dict[str, str] = {}
+    for i in range(segmentation.GetNumberOfSegments()):
+        by_name[segmentation.GetNthSegment(i).GetName()] = segmentation.GetNthSegmentID(i)  # the last of a name
+    return [by_name.get(n) for n in names]
+
+
+def label_array_steps(segmentation_node, names: list[str], reference_volume) -> StepGenerator:
+    """label_array a piece per step."""
+    shape = volume_shape(reference_volume)
+    values = np.zeros(shape, np.uint8 if len(names) < 256 else np.uint16)
+    try:
+        yield from labels_from_segments(segmentation_node, _segment_ids(segmentation_node, names), reference_volume,
+                                        values)
+    except ExportError as e:
+        raise NodeError(str(e)) from e
+    present = yield from present_values(values)
+    return values, [n for i, n in enumerate(names) if i + 1 not in present]
+
+
 def label_array(segmentation_node, names: list[str], reference_volume) -> tuple[np.ndarray, list[str]]:
     """The named segments as one label array on the reference volume's grid (value i+1 for names[i], array
     indexed k, j, i as slicer.util.arrayFromVolume); also the names that are missing or empty there.
 
     A segment the node lacks counts as empty (a model's result has no segment for a structure it did not find).
     Overlaps: where segments overlap, the later name in the list wins."""
-    with _exported_labelmap(segmentation_node, names, reference_volume) as labelmap:
-        if labelmap is None:
-            shape = tuple(reversed(reference_volume.GetImageData().GetDimensions()))
-            return np.zeros(shape, np.uint8), list(names)
-        values = slicer.util.arrayFromVolume(labelmap).copy()
-    return values, _not_found(values, names)
+    return run_all(label_array_steps(segmentation_node, names, reference_volume))
 
 
-def _not_found(values: np.ndarray, names: list[str]) -> list[str]:
-    found = set(np.unique(values).tolist())
-    return [n for i, n in enumerate(names) if i + 1 not in found]
-
-
-@contextmanager
-def _exported_labelmap(segmentation_node, names: list[str], reference_volume):
-    """A scratch label-map node of the named segments the node has, on the reference volume's grid, holding value
-    i+1 for names[i]; None when it has none of them. Removed at the end of the block."""
-    segmentation = segmentation_node.GetSegmentation()
-    by_name = {segmentation.GetNthSegment(i).GetName(): segmentation.GetNthSegmentID(i)
-               for i in range(segmentation.GetNumberOfSegments())}
-    present = [n for n in names if n in by_name]
-    with scratch_nodes(segmentation_node.GetScene()):
-        if not present:
-            yield None
-            return
-        labelmap = segmentation_node.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__pgl_export__")
-        id_array = vtk.vtkStringArray()
-        for name in present:
-            id_array.InsertNextValue(by_name[name])
-        if not segmentations_logic().ExportSegmentsToLabelmapNode(segmentation_node, id_array, labelmap,
-                                                                   reference_volume):
-            raise NodeError(f"{segmentation_node.GetName()}: its segments could not be exported onto "
-                            f"{reference_volume.GetName()}'s grid.")
-        if present != list(names):  # exported as value j+1 for present[j]: renumber (a full-volume pass)
-            exported = slicer.util.arrayFromVolume(labelmap)
-            to_value = np.array([0] + [names.index(n) + 1 for n in present], dtype=exported.dtype)
-            exported[:] = to_value[exported]
-            slicer.util.arrayFromVolumeModified(labelmap)
-        yield labelmap
-
-
-def export_labels(segmentation_node, names: list[str], reference_volume, path: Path) -> tuple[Path, list[str]]:
-    """Label map file of the named segments on the reference volume's grid (value i+1 for names[i]; the later
-    name wins where segments overlap), with its label table beside it (`<case>.labels.json`, the engine's
-    sidecar). The table lists the structures this case labels: those whose segment is present and non-empty on
-    the volume. A structure left out is not labelled here, so fine-tuning does not teach it as background in this
-    case (partial labels). Returns the path and the names this case does not label."""
-    with _exported_labelmap(segmentation_node, names, reference_volume) as labelmap:
-        unlabelled = list(names) if labelmap is None else _not_found(slicer.util.arrayFromVolume(labelmap), names)
-        if len(unlabelled) == len(names):
-            raise NodeError(f"{segmentation_node.GetName()}: none of the chosen segments ({', '.join(names)}) is "
-                            f"drawn on {reference_volume.GetName()}; draw at least one on this volume or leave "
-                            f"the pair out.")
-        write_volume(labelmap, path)
+def export_labels_steps(segmentation_node, names: list[str], reference_volume, path: Path) -> StepGenerator:
+    """export_labels a piece per step; returns (path, unlabelled names, the label array written)."""
+    values, unlabelled = yield from label_array_steps(segmentation_node, names, reference_volume)
+    if len(unlabelled) == len(names):
+        raise NodeError(f"{segmentation_node.GetName()}: none of the chosen segments ({', '.join(names)}) is "
+                        f"drawn on {reference_volume.GetName()}; draw at least one on this volume or leave "
+                        f"the pair out.")
+    try:
+        yield from nifti_slabs.write_steps(path, values, ijk_to_ras(reference_volume))
+    except (nifti_slabs.NiftiError, OSError) as e:
+        raise NodeError(f"{segmentation_node.GetName()}: its label map could not be written to {path} ({e}).") from e
     colours = _segment_colours(segmentation_node)
     table = {str(i + 1): {"name": n, "color": colours.get(n, [128, 128, 128])}
              for i, n in enumerate(names) if n not in unlabelled}
     write_label_table(label_table_path(path), table)
+    return path, unlabelled, values
+
+
+def export_labels(segmentation_node, names: list[str], reference_volume, path: Path) -> tuple[Path, list[str]]:
+    """Label map file (`.nii`) of the named segments on the reference volume's grid (value i+1 for names[i]; the
+    later name wins where segments overlap), with its label table beside it (`<case>.labels.json`, the engine's
+    sidecar). The table lists the structures this case labels: those whose segment is present and non-empty on
+    the volume. A structure left out is not labelled here, so fine-tuning does not teach it as background in this
+    case (partial labels). Returns the path and the names this case does not label."""
+    path, unlabelled, _ = run_all(export_labels_steps(segmentation_node, names, reference_volume, path))
     return path, unlabelled
 
 
@@ -138,41 +156,51 @@ def write_label_table(path: Path, table: dict[str, dict]) -> None:
 
 
 def load_segmentation(path: Path, label_table: dict[str, dict], name: str, reference_volume, into=None):
-    """A segmentation node from an engine label map: segments named and coloured from the model, under the
-    reference volume's parent transform (the label map is on the volume's own grid). With `into`, that node's
-    segments are replaced instead of a new node being added."""
-    scene = reference_volume.GetScene()
-    parent_transform = reference_volume.GetTransformNodeID()
-    with scratch_nodes(scene) as keep:
-        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__pgl_result__")
+    """A segmentation node from a label map file (any format Slicer reads): segments named and coloured from the
+    table, under the reference volume's parent transform (the file is in the volume's frame; its grid may differ).
+    With `into`, that node's segments are replaced instead of a new node being added."""
+    with scratch_nodes(reference_volume.GetScene()):
+        labelmap = reference_volume.GetScene().AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__pgl_result__")
         storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
         storage.SetFileName(str(path))
         if not storage.ReadData(labelmap):
             raise NodeError(f"{path}: the engine's result could not be read.")
-        if into is not None:
-            segmentation_node = into
-            segmentation_node.GetSegmentation().RemoveAllSegments()
-        else:
-            segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
-        # All three under the volume's transform first: Slicer moves the reference geometry and resamples the
-        # import whenever the parents differ, which would shift the segments by the transform.
-        labelmap.SetAndObserveTransformNodeID(parent_transform)
-        segmentation_node.SetAndObserveTransformNodeID(parent_transform)
-        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
-        if not segmentations_logic().ImportLabelmapToSegmentationNode(labelmap, segmentation_node):
-            raise NodeError(f"{path}: could not be turned into segments.")
-        keep.append(segmentation_node)
-    segmentation = segmentation_node.GetSegmentation()
-    for i in range(segmentation.GetNumberOfSegments()):
-        segment = segmentation.GetNthSegment(i)
-        entry = label_table.get(str(segment.GetLabelValue()))
-        if entry:
-            segment.SetName(entry["name"])
-            segment.SetNameAutoGenerated(False)  # a terminology chosen later must not rename it: names match labels
-            segment.SetColor(*[c / 255.0 for c in entry["color"]])
-    apply_terminology(segmentation_node)
-    place_beside(segmentation_node, reference_volume)
-    return segmentation_node
+        segments = run_all(segments_from_labels(slicer.util.arrayFromVolume(labelmap), ijk_to_ras(labelmap),
+                                                label_table))
+    return place_segments(segments, name, reference_volume, into)
+
+
+def read_result_steps(path: Path, label_table: dict[str, dict], reference_volume) -> StepGenerator:
+    """The engine's label map (uncompressed NIfTI on the volume's own grid), a slab or a segment per step.
+    Returns (the (k, j, i) label array, its segments, not yet in a node: see place_segments)."""
+    matrix = ijk_to_ras(reference_volume)
+    try:
+        head = nifti_slabs.Header(path)
+        if head.shape != volume_shape(reference_volume) or not same_grid(head.ijk_to_ras, matrix):
+            raise NodeError(f"{path}: the engine's result is not on {reference_volume.GetName()}'s grid "
+                            f"({head.shape[::-1]} voxels); run the segmentation again.")
+        labels = np.zeros(head.shape, head.dtype.newbyteorder("=") if head.dtype.kind in "iu" else np.int32)
+        yield from nifti_slabs.read_steps(path, head, labels)
+    except (nifti_slabs.NiftiError, OSError) as e:
+        raise NodeError(f"{path}: the engine's result could not be read ({e}).") from e
+    segments = yield from segments_from_labels(labels, matrix, label_table)
+    return labels, segments
+
+
+def place_segments(segments: list, name: str, reference_volume, into=None):
+    """Put result segments (segments_from_labels) into `into` (its segments replaced) or a new node named `name`,
+    under the reference volume's parent transform, beside it in the subject hierarchy."""
+    scene = reference_volume.GetScene()
+    parent_transform = reference_volume.GetTransformNodeID()
+    node = into if into is not None else scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    # The node under the volume's transform first: Slicer moves the reference geometry whenever the parents differ,
+    # and the segments are on the volume's own grid.
+    node.SetAndObserveTransformNodeID(parent_transform)
+    node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+    install_segments(node, segments)
+    apply_terminology(node)
+    place_beside(node, reference_volume)
+    return node
 
 
 def place_beside(node, reference) -> None:

@@ -64,8 +64,8 @@ def ui_widget_names(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_every_widget_the_code_looks_up_exists_in_the_ui_file(module):
-    code = (ROOT / module / f"{module}Lib" / "widget.py").read_text()
-    used = set(re.findall(r"self\.ui\.(\w+)", code))
+    code = "".join(path.read_text() for path in (ROOT / module / f"{module}Lib").glob("*.py"))  # panel sections too
+    used = set(re.findall(r"\bui\.(\w+)", code))
     declared = ui_widget_names(ROOT / module / "Resources" / "UI" / f"{module}.ui")
     assert used, "the widget looks nothing up?"
     assert used <= declared, f"missing in the .ui file: {sorted(used - declared)}"

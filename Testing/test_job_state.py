@@ -71,3 +71,15 @@ def test_without_validation_the_training_dice_is_shown_and_validation_dice_takes
     s.on_event({"event": "progress", "stage": "finetune", "step": 50, "total": 90, "train_dice": 0.8,
                 "val_dice": 0.5})
     assert s.status.endswith("validation Dice 0.500")
+
+
+def test_the_chosen_configuration_is_the_status_until_training_reports():
+    s = JobState()
+    s.start()
+    s.on_event({"event": "info", "message": "fine-tuning on 2 labelled scan(s)"})
+    assert s.status == "starting..."  # other notes go to the log only
+    s.on_event({"event": "info", "message": "configuration chosen for this machine and the 5-minute budget: 3 mm"})
+    assert s.status == "Configuration chosen for this machine and the 5-minute budget: 3 mm"
+    assert s.log[-1] == "info: configuration chosen for this machine and the 5-minute budget: 3 mm"
+    s.on_event({"event": "progress", "stage": "finetune", "step": 1, "total": 10})
+    assert s.status == "finetune 1/10"

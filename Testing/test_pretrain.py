@@ -154,8 +154,8 @@ def test_scans_smaller_than_the_patch_are_padded(cohort, tmp_path):
 def test_collapse_is_reported(cohort, tmp_path):
     # a threshold above any reachable rank forces the warning; the paper's plain variant has no regulariser
     events = run(cohort, tmp_path, "plain", steps=4, anti_collapse_weight=0.0, rank_warning=1.01)
-    warnings = [e for e in events if e["event"] == "warning"]
-    assert len(warnings) == 1 and "feature collapse" in warnings[0]["message"]
+    warnings = [e for e in events if e["event"] == "warning" and "not expected to help" not in e["message"]]
+    assert len(warnings) == 1 and "feature collapse" in warnings[0]["message"]  # once (the tiny run's advice aside)
     ranks = [e["effective_rank"] for e in events if e.get("stage") == "pretrain" and "effective_rank" in e]
     assert len(ranks) == 2 and all(0 < r <= 8 for r in ranks)  # steps 1 and 4 (the last) measure it
 

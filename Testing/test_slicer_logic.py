@@ -243,3 +243,69 @@ def test_partial_labels_export_what_each_case_labels(mrml, cohort, tmp_path):
     from pgl_engine.labels import labelled_values
 
     assert labelled_values(tmp_path / "data" / "labels" / "CT_0.nii") == {1}
+
+
+ANSWER_DONE = """import json, sys
+args = sys.argv[1:]
+print(json.dumps({"event": "done", "model_dir": args[args.index("--out") + 1] if "--out" in args else ""}), flush=True)
+"""
+
+
+def answering_engine(seen: list):
+    """Jobs whose engine answers `done` at once; each job's (command, engine arguments) is appended to `seen`."""
+    import sys
+
+    from PGLCommon.jobs import EngineJob
+
+    class StandIn(EngineJob):
+        @classmethod
+        def for_engine(cls, command, args, env=None, **options):
+            job = super().for_engine(command, args, env=env, **options)
+            seen.append((command, [str(a) for a in args]))
+            job.args = [sys.executable, "-c", ANSWER_DONE, *job.args[job.args.index(command) + 1:]]
+            return job
+
+    return StandIn
+
+
+def test_refine_from_the_console_trains_for_the_engines_refine_budget_unless_told(mrml, cohort, seg_model, tmp_path):
+    """No steps and no seconds: neither --steps nor --minutes, so the engine's refine budget (REFINE_MINUTES of
+    wall clock, as it continues a segmentation model) applies; seconds and steps pass through."""
+    seen = []
+    logic = PGLSegmentationLogic(job_class=answering_engine(seen))
+    volume, truth = phantom_pair(mrml, cohort, 2)
+    for options, expected in (({}, {}), ({"seconds": 12}, {"--minutes": "0.2"}), ({"steps": 3}, {"--steps": "3"})):
+        out = str(tmp_path / f"refined {len(seen)}")
+        assert logic.refine(volume, truth, str(seg_model), outputDir=out, wait=True, **options) == out
+        command, args = seen[-1]
+        assert command == "finetune" and args[args.index("--init") + 1] == str(seg_model)
+        assert {a: args[args.index(a) + 1] for a in ("--steps", "--minutes") if a in args} == expected
+    with pytest.raises(NodeError, match="seconds must be > 0"):
+        logic.refine(volume, truth, str(seg_model), seconds=-1, wait=True)
+
+
+def test_exports_from_the_console(mrml, cohort, seg_model, tmp_path):
+    """exportModel and exportForNNUNet with wait=True return the folders they wrote; bad input is refused with a
+    message before the engine runs."""
+    logic = PGLSegmentationLogic()
+    bundle = logic.exportModel(str(seg_model), str(tmp_path / "bundle"), wait=True)
+    assert bundle == str(tmp_path / "bundle") and (tmp_path / "bundle" / "models" / "model.pt").is_file()
+    with pytest.raises(NodeError, match="Choose the segmentation model to export"):
+        logic.exportModel("", str(tmp_path / "b2"))
+    with pytest.raises(NodeError, match="is not a PGL model folder"):
+        logic.exportModel(str(tmp_path), str(tmp_path / "b2"))
+    with pytest.raises(NodeError, match="Choose a new or empty folder for the MONAI Bundle"):
+        logic.exportModel(str(seg_model), "")
+    pairs = [phantom_pair(mrml, cohort, i) for i in (0, 1)]
+    raw = tmp_path / "raw"
+    dataset = logic.exportForNNUNet([v for v, _ in pairs], [s for _, s in pairs], str(raw), name="Liver",
+                                    segmentNames=["liver"], keepCaseNames=True, wait=True)
+    assert dataset == str(raw / "Dataset500_Liver")
+    data = json.loads((raw / "Dataset500_Liver" / "dataset.json").read_text())
+    assert data["labels"] == {"background": 0, "liver": 1} and data["numTraining"] == 2
+    assert sorted(p.name for p in (raw / "Dataset500_Liver" / "labelsTr").iterdir()) == ["CT_0.nii.gz", "CT_1.nii.gz"]
+    with pytest.raises(NodeError, match="must be from 1 to 999"):
+        logic.exportForNNUNet([pairs[0][0]], [pairs[0][1]], str(raw), datasetId=1000)
+    from PGLSegmentationLib.logic import next_dataset_id
+
+    assert next_dataset_id(str(raw)) == 501 and next_dataset_id(str(tmp_path / "none")) == 500

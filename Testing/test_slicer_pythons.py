@@ -49,4 +49,4 @@ def test_imports_and_every_help_parse_on_the_python_slicer_embeds(version):
                "PGLPretrainLib.widget", "PGLSegmentationLib.widget"}
     assert modules <= set(report["imported"])
     assert set(report["help"]) == {"pgl", "phantom", "pretrain", "finetune", "segment", "evaluate", "scan-list",
-                                   "compare", "check-pretraining", "demo"}
+                                   "compare", "check-pretraining", "demo", "export", "export-dataset"}

@@ -15,7 +15,7 @@ from pgl_engine.time_budget import StepPlanner
 from PGLCommon.model_info import describe_finetune_time
 
 
-def test_the_plan_follows_the_step_time_then_stays_from_half_way():
+def test_the_plan_follows_the_step_time_then_stays_from_half_way_unless_it_would_overrun():
     planner = StepPlanner(60.0, 0, calibration=10)
     assert planner.observe(1, 2.0) is None  # the first step (worker start-up) only starts the clock
     assert all(planner.observe(s, 2.0 + 0.5 * (s - 1)) is None for s in range(2, 10))
@@ -23,8 +23,13 @@ def test_the_plan_follows_the_step_time_then_stays_from_half_way():
     assert planner.observe(15, 9.0) is None  # next plan at twice the calibration
     # the machine slows down to 1 s per step: the plan shrinks (the rate counts from the reference step)
     assert planner.observe(20, 16.0) == 20 + int((60 - 16.0) / ((16.0 - 2.0) / 19)) == 79
-    # from half the planned steps on the plan stays, so the end of the schedule does not move
-    assert all(planner.observe(s, 16.0 + 3.0 * (s - 20)) is None for s in range(21, 79))
+    # from half the planned steps on the plan stays, so the end of the schedule does not move: 0.75 s per step
+    # would end at 60.25 s, within 3 % of the budget
+    assert all(planner.observe(s, 16.0 + 0.75 * (s - 20)) is None for s in range(21, 41))
+    # ... but a machine that gets busy (1.5 s per step: 89.5 s) shrinks it, at the next check, to what is left
+    busy = [planner.observe(s, 31.0 + 1.5 * (s - 40)) for s in range(41, 51)]
+    assert busy[:-1] == [None] * 9 and busy[-1] == 50 + int((60 - 46.0) / 1.5) == 59
+    assert all(planner.observe(s, 46.0 + 0.1 * (s - 50)) is None for s in range(51, 59))  # never grows again
 
 
 def test_a_spent_budget_ends_the_run_at_once():
@@ -41,7 +46,7 @@ def test_fine_tuning_for_minutes_fits_the_schedule_to_its_planned_steps_and_a_re
         if event.get("event") == "progress" and event.get("step") == 15:
             os.kill(os.getpid(), signal.SIGINT)
 
-    options = seg_options(cohort, tmp_path / "model", tmp_path / "cache", minutes=0.15, steps=5)
+    options = seg_options(cohort, tmp_path / "model", tmp_path / "cache", minutes=0.3, steps=5)  # wall clock: reading the scans included
     with pytest.raises(TrainingInterrupted):
         finetune(progress=stop_at_step_15, **options)
     plans = [int(re.match(r"time budget: (\d+) steps", e["message"]).group(1)) for e in events
@@ -53,7 +58,7 @@ def test_fine_tuning_for_minutes_fits_the_schedule_to_its_planned_steps_and_a_re
     metadata = read_metadata(tmp_path / "model")
     log = [json.loads(line) for line in (tmp_path / "model" / "train_log.jsonl").read_text().splitlines()]
     assert metadata["training"]["steps"] == log[-1]["step"] == log[-1]["total"] == plans[0]
-    assert metadata["training"]["minutes"] == 0.15
+    assert metadata["training"]["minutes"] == 0.3
     peak = max(r["lr"] for r in log)
     assert log[-1]["lr"] < 0.01 * peak  # the cosine reaches its end at the planned last step
     assert 0 <= log[-1]["train_dice"] <= 1 and log[-1]["train_dice"] > log[0]["train_dice"]

@@ -7,7 +7,7 @@ from conftest import ROOT, seg_options
 
 from pgl_engine import precision
 from pgl_engine.cli import build_parser, finetune_options
-from pgl_engine.config import CLI_FINETUNE_MINUTES
+from pgl_engine.config import DEFAULT_FINETUNE_MINUTES
 from pgl_engine.finetune import finetune
 from pgl_engine.model_store import read_metadata
 
@@ -42,15 +42,17 @@ def finetune_command(*extra: str):
     return build_parser().parse_args(["finetune", "--images", "i", "--labels", "l", "--out", "o", *extra])
 
 
-def test_pgl_finetune_trains_for_the_default_minutes_unless_given_steps_minutes_or_resuming():
-    assert finetune_options(finetune_command())["minutes"] == CLI_FINETUNE_MINUTES
+def test_pgl_finetune_leaves_the_time_budget_to_the_engine_unless_given_steps_or_minutes():
+    assert "minutes" not in finetune_options(finetune_command())  # finetune() applies its default
     explicit = finetune_options(finetune_command("--steps", "800"))
     assert "minutes" not in explicit and explicit.get("steps", 800) == 800
     assert finetune_options(finetune_command("--minutes", "2"))["minutes"] == 2
     assert "minutes" not in finetune_options(finetune_command("--resume"))
+    assert "network" not in finetune_options(finetune_command())  # chosen for the budget
+    assert finetune_options(finetune_command("--channels", "4", "8", "--strides", "2"))["network"].channels == (4, 8)
 
 
 def test_the_segmentation_panel_defaults_to_the_engine_s_fine_tuning_minutes():
     ui = ET.parse(ROOT / "PGLSegmentation" / "Resources" / "UI" / "PGLSegmentation.ui")
     box = ui.find(".//widget[@name='finetuneMinutesSpinBox']")
-    assert float(box.find("property[@name='value']/double").text) == CLI_FINETUNE_MINUTES
+    assert float(box.find("property[@name='value']/double").text) == DEFAULT_FINETUNE_MINUTES

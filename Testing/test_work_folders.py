@@ -86,7 +86,10 @@ def test_scans_for_the_engine_are_written_uncompressed(mrml, cohort, tmp_path, s
             return self
 
     logic.job_class = Recorded
-    work = logic.start_segment(volume, str(model), device="cpu").work
+    job = logic.start_segment(volume, str(model), device="cpu")
+    while job.preparing:  # the volume is written a slab at a time as the job is polled
+        job.poll()
+    work = job.work
     written = [tmp_path / "data" / "images" / "CT.nii", tmp_path / "data" / "labels" / "CT.nii", work / "input.nii"]
     dims = volume.GetImageData().GetDimensions()
     for path in written:

@@ -127,7 +127,7 @@ def measure(work: Path) -> dict:
         ui.finetuneOutputPathLineEdit.currentPath = str(work / "model")
         ui.finetuneMinutesSpinBox.value = 0.1
         ui.show3DCheckBox.checked = False
-        ui.refineStepsSpinBox.value = 5
+        ui.refineSecondsSpinBox.value = 5
         beat = Heartbeat()
         results = {"finetune": timed(app, beat, ui.finetuneButton,
                                      lambda: panel.finetune_monitor.state.state in ("done", "failed"), "Fine-tune")}

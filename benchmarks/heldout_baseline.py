@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from pgl_engine.evaluate import evaluate
+from pgl_engine.phantom import write_cohort
 from pgl_engine.phantom_heldout import LABELS, write_heldout_cohort
 from pgl_engine.precision import cpu_has_native_bf16
 
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--test", type=int, default=8, help="test subjects (default: 8)")
     parser.add_argument("--data-seed", type=int, default=0, help="first subject's seed (default: 0)")
     parser.add_argument("--spacing-scale", type=float, default=1.0, help="phantom spacing multiplier (smaller runs)")
+    parser.add_argument("--family", choices=("heldout", "phantom"), default="heldout",
+                        help="heldout: the verdict family; phantom: `pgl phantom`'s, the family to tune on (venous "
+                             "labelled scans, test scans in all three contrast phases)")
     parser.add_argument("--finetune-arg", action="append", default=[], metavar="ARG",
                         help="extra pgl finetune argument, repeated (e.g. --finetune-arg=--steps --finetune-arg=5)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "work" / "heldout_baseline"))
@@ -61,9 +65,15 @@ def main(argv: list[str] | None = None) -> dict:
     if out.exists() and any(out.iterdir()):
         parser.error(f"{out} is not empty: give another --out")
     start = time.perf_counter()
-    write_heldout_cohort(out / "labelled", args.labelled, seed=args.data_seed, spacing_scale=args.spacing_scale)
-    write_heldout_cohort(out / "test", args.test, seed=args.data_seed + args.labelled,
-                         spacing_scale=args.spacing_scale)
+    if args.family == "heldout":
+        write_heldout_cohort(out / "labelled", args.labelled, seed=args.data_seed, spacing_scale=args.spacing_scale)
+        write_heldout_cohort(out / "test", args.test, seed=args.data_seed + args.labelled,
+                             spacing_scale=args.spacing_scale)
+    else:
+        write_cohort(out / "labelled", args.labelled, labels=True, seed=args.data_seed,
+                     spacing_scale=args.spacing_scale)
+        write_cohort(out / "test", args.test, labels=True, seed=args.data_seed + args.labelled,
+                     spacing_scale=args.spacing_scale, phases=("venous", "arterial", "native"))
     data_s = time.perf_counter() - start
     finetune_s = pgl("finetune", "--dataset", str(out / "labelled" / "dataset.json"), "--out", str(out / "model"),
                      "--minutes", str(args.minutes), "--precision", args.precision, "--seed", str(args.seed),
@@ -75,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     metadata = json.loads((out / "model" / "pgl_model.json").read_text())
     figures = {
         "cpu": cpu_model(), "native_bf16": cpu_has_native_bf16(), "precision": args.precision,
-        "minutes": args.minutes, "seed": args.seed, "labelled": args.labelled, "test": args.test,
+        "family": args.family, "minutes": args.minutes, "seed": args.seed, "labelled": args.labelled, "test": args.test,
         "data_seed": args.data_seed, "spacing_scale": args.spacing_scale, "finetune_args": args.finetune_arg,
         "steps": metadata.get("training", {}).get("steps"), "data_s": round(data_s, 1),
         "finetune_s": round(finetune_s, 1), "segment_s": round(segment_s, 1),

@@ -72,10 +72,11 @@ def make_input(path: Path, labels_path: Path | None = None) -> None:
         nib.save(nib.Nifti1Image(out.transpose(2, 1, 0).astype(dtype), affine), str(target))
 
 
-def make_model(path: Path, norm: str, spacing=(3.2, 3.2, 6.0), patch=(48, 48, 32)) -> Path:
-    """An untrained segmentation model of the default network with `norm` (for timing only)."""
+def make_model(path: Path, norm: str, spacing=(3.2, 3.2, 6.0), patch=(48, 48, 32),
+               network: NetworkConfig | None = None) -> Path:
+    """An untrained segmentation model (the default network with `norm`, or `network`), for timing only."""
     torch.manual_seed(0)
-    network = NetworkConfig(norm=norm)
+    network = network or NetworkConfig(norm=norm)
     net = build_segmentation_net(network, len(LABELS) + 1)
     save_model(path, net.state_dict(), {"kind": "segmentation", "method": "benchmark", "network": network.to_dict(),
                                         "spacing": list(spacing), "hu_window": [-1024.0, 325.0],

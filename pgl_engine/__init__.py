@@ -14,9 +14,10 @@ __version__ = "0.1.0"
 _HOME = {  # public name -> the module that defines it
     "NetworkConfig": "config", "PretrainConfig": "config", "FinetuneConfig": "config",
     "PGLError": "errors", "TrainingInterrupted": "errors", "evaluate": "evaluate",
-    "CompareConfig": "experiment", "compare": "experiment", "demo": "experiment", "finetune": "finetune",
+    "CompareConfig": "experiment", "compare": "experiment", "demo": "demo", "finetune": "finetune",
     "LoadedModel": "model_store", "load_model": "model_store", "read_metadata": "model_store",
     "write_cohort": "phantom", "pretrain": "pretrain", "scan_listing": "scan_list", "segment": "segment",
+    "export_dataset": "nnunet_export", "export_model": "bundle_export",
 }
 __all__ = ["__version__", *_HOME]
 

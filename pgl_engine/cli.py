@@ -1,5 +1,5 @@
 """`pgl` command line: phantom | pretrain | finetune | segment | evaluate | scan-list | compare | check-pretraining
-| demo."""
+| demo | export-dataset | export."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .cli_options import add_dataclass_options, dataclass_from_args
-from .config import CLI_FINETUNE_MINUTES, FinetuneConfig, NetworkConfig, PretrainConfig
+from .config import DEFAULT_FINETUNE_MINUTES, FinetuneConfig, NetworkConfig, PretrainConfig
 from .errors import PGLError, TrainingInterrupted
 from .interrupt import request_stop, watch_stop_file
 from .precision import PRECISIONS
@@ -78,9 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     ft = sub.add_parser("finetune", help="fine-tune a segmentation model from a few labelled scans")
     add_dataclass_options(ft, FinetuneConfig, skip=("steps",))
     ft.add_argument("--steps", type=int, default=None,
-                    help=f"optimisation steps; without --steps and --minutes about {CLI_FINETUNE_MINUTES:g} minutes "
-                         f"of training (the step count set from the time the first steps take)")
-    add_dataclass_options(ft.add_argument_group("network (default: from --init)"), NetworkConfig)
+                    help=f"optimisation steps; without --steps and --minutes about {DEFAULT_FINETUNE_MINUTES:g} "
+                         f"minutes from start to saved model (the step count set from the time the first steps "
+                         f"take; spacing, patch and width not given chosen for this machine)")
+    add_dataclass_options(ft.add_argument_group("network (default: from --init, else chosen for the budget)"),
+                          NetworkConfig)
     add_progress_option(ft)
 
     sg = sub.add_parser("segment", help="segment a scan or a folder of scans with a fine-tuned model")
@@ -106,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: 0 = half the free GPU memory, or a quarter of RAM up to 4096 on the CPU)")
     sg.add_argument("--overwrite", action="store_true",
                     help="replace existing files in --output that pgl segment did not write (e.g. reference labels)")
+    sg.add_argument("--format", choices=("label-map", "seg.nrrd"), default="label-map",
+                    help="label-map: a label map in the output's file type (in a folder: the input's) and "
+                         "<name>.labels.json; seg.nrrd: a Slicer segmentation <name>.seg.nrrd with named, coloured "
+                         "segments and standard terminology for known structures (default: label-map)")
     add_modalities_option(sg)
     add_progress_option(sg)
 
@@ -113,6 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--images", required=True, help="folder of scans or DICOM series (searched recursively)")
     add_modalities_option(sl)
     add_progress_option(sl)
+
+    ed = sub.add_parser("export-dataset", help="labelled cases as an nnU-Net v2 raw dataset")
+    ed.add_argument("--images", default="", help="folder of scans (with --labels)")
+    ed.add_argument("--labels", default="",
+                    help="folder of label maps or Slicer .seg.nrrd files, named like their scans")
+    ed.add_argument("--dataset", default="", help="a dataset.json listing the cases (instead of --images/--labels)")
+    ed.add_argument("--format", choices=("nnunet",), default="nnunet", help="nnunet: nnU-Net v2's raw-dataset layout")
+    ed.add_argument("--out", required=True, help="folder the dataset folder goes into (e.g. nnUNet_raw)")
+    ed.add_argument("--name", required=True, help="dataset name: the folder is DatasetNNN_NAME")
+    ed.add_argument("--id", type=int, required=True, help="nnU-Net dataset ID, 1-999")
+    ed.add_argument("--label-names", nargs="+", default=[], metavar="NAME",
+                    help="names of label values 1, 2, ... (default: dataset.json, the label maps' .labels.json, "
+                         "the segments' names)")
+    ed.add_argument("--keep-case-names", action="store_true",
+                    help="name the cases after their scans (default: NAME_001, NAME_002, ...)")
+    add_modalities_option(ed)
+    add_progress_option(ed)
 
     ev = sub.add_parser("evaluate", help="Dice and 95%% Hausdorff distance of label maps against references")
     ev.add_argument("--pred", required=True, help="folder of predicted label maps")
@@ -139,12 +162,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_options(ck, CheckConfig)
     add_progress_option(ck)
 
-    dm = sub.add_parser("demo", help="the quick-start job: phantoms -> pretrain -> fine-tune -> segment -> report")
+    ex = sub.add_parser("export", help="write a fine-tuned model in another tool's format (a MONAI Bundle)")
+    ex.add_argument("--model", required=True, help="segmentation model folder (from pgl finetune)")
+    ex.add_argument("--format", choices=("monai-bundle",), default="monai-bundle",
+                    help="monai-bundle: runs with `python -m monai.bundle run`, servable by MONAI Label "
+                         "(default: monai-bundle)")
+    ex.add_argument("--out", required=True, help="new or empty folder for the export")
+    ex.add_argument("--keep-case-names", action="store_true",
+                    help="name the cases the model learnt from as they are named (default: case_001, ...)")
+    add_progress_option(ex)
+
+    dm = sub.add_parser("demo", help="the quick-start job, about 4 minutes on 2 CPU cores: phantoms -> PGL "
+                                     "pretraining -> fine-tuning -> segmentation -> report (the method comparison "
+                                     "is `pgl compare`)")
     dm.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
-    dm.add_argument("--quick", action="store_true", help="a smaller run (about 3 minutes on 2 CPU cores)")
+    dm.add_argument("--quick", action="store_true", help="the same path at toy sizes, for tests (seconds)")
     dm.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     dm.add_argument("--workers", type=int, default=2, help="data loader workers (default: 2)")
-    dm.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process (default: 1)")
     add_progress_option(dm)
     return parser
 
@@ -197,15 +231,12 @@ def explicit_options(cls: type, args: argparse.Namespace) -> dict:
 
 
 def finetune_options(args: argparse.Namespace) -> dict:
-    """`pgl finetune`'s options for finetune(): the network only where given or needed, and without --steps or
-    --minutes a time budget of CLI_FINETUNE_MINUTES (not on --resume: a checkpoint keeps its own)."""
+    """`pgl finetune`'s options for finetune(): the network only where given (else from --init, or chosen for the
+    budget); without --steps or --minutes neither, so finetune() applies its default time budget."""
     if args.steps is None:
         args.steps = FinetuneConfig.steps
-        if not args.minutes and not args.resume:
-            args.minutes = CLI_FINETUNE_MINUTES
     options = explicit_options(FinetuneConfig, args)
-    network = explicit_options(NetworkConfig, args)
-    if network or args.init in ("", "none"):
+    if explicit_options(NetworkConfig, args):
         options["network"] = dataclass_from_args(NetworkConfig, args)
     return options
 
@@ -222,7 +253,7 @@ def run_segment(args, progress) -> None:
     segment(args.model, args.input, args.output, tta=args.tta, largest_component=args.largest_component,
             device=args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=progress,
             modalities=tuple(m.upper() for m in args.modalities), overwrite=args.overwrite,
-            precision=args.precision, memory_mb=args.memory_mb, one_pass=args.one_pass)
+            precision=args.precision, memory_mb=args.memory_mb, one_pass=args.one_pass, output_format=args.format)
 
 
 def run_scan_list(args, progress) -> None:
@@ -231,6 +262,17 @@ def run_scan_list(args, progress) -> None:
     listing = scan_listing(args.images, tuple(m.upper() for m in args.modalities))
     show(args, describe_search(listing))
     emit(progress, "done", **listing)
+
+
+def run_export_dataset(args, progress) -> None:
+    from .nnunet_export import export_dataset
+
+    target = export_dataset(args.out, args.name, args.id, images=args.images or None, labels=args.labels or None,
+                            dataset=args.dataset or None, label_names=args.label_names, format=args.format,
+                            keep_case_names=args.keep_case_names,
+                            modalities=tuple(m.upper() for m in args.modalities), progress=progress)
+    show(args, f"{target}: nnU-Net v2 raw dataset written; next: nnUNetv2_plan_and_preprocess -d {args.id} "
+               f"--verify_dataset_integrity (with nnUNet_raw={target.parent})")
 
 
 def run_evaluate(args, progress) -> None:
@@ -270,17 +312,25 @@ def run_check(args, progress) -> None:
     show(args, check_pretraining(dataclass_from_args(CheckConfig, args), progress)["text"])
 
 
-def run_demo(args, progress) -> None:
-    from .experiment import demo
+def run_export(args, progress) -> None:
+    from .bundle_export import export_model
 
-    report = demo(args.out, quick=args.quick, device=args.device, workers=args.workers, jobs=args.jobs,
-                  progress=progress)
+    out = export_model(args.model, args.out, format=args.format, keep_case_names=args.keep_case_names,
+                       progress=progress)
+    show(args, f"{args.format} written to {out}")
+
+
+def run_demo(args, progress) -> None:
+    from .demo import demo
+
+    report = demo(args.out, quick=args.quick, device=args.device, workers=args.workers, progress=progress)
     show(args, report.read_text())
 
 
 COMMANDS = {"phantom": run_phantom, "pretrain": run_pretrain, "finetune": run_finetune, "segment": run_segment,
             "evaluate": run_evaluate, "scan-list": run_scan_list, "compare": run_compare,
-            "check-pretraining": run_check, "demo": run_demo}
+            "check-pretraining": run_check, "demo": run_demo,
+            "export-dataset": run_export_dataset, "export": run_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ import torch
 from .atomic import write_text_atomically
 from .compare_config import INIT_VARIANTS, CompareConfig
 from .compare_data import Cohorts
+from .config import WIDE_NETWORK
 from .compare_stats import RunResult, organ_mean_by_phase
 from .evaluate import evaluate
 from .finetune import finetune
@@ -27,7 +28,9 @@ RunKey = tuple  # (labelled count, seed, init)
 
 
 def common_options(config: CompareConfig) -> dict:
+    # the comparisons keep the width their figures were measured with (docs/experiments.md), not the CPU default
     return {"patch_size": config.patch_size, "spacing": config.spacing, "batch_size": config.batch_size,
+            "network": WIDE_NETWORK,
             "device": config.device, "workers": config.workers, "cache_dir": str(Path(config.out) / "cache")}
 
 

@@ -37,8 +37,11 @@ NORMS = ("instance", "batch", "channel", "none")
 class NetworkConfig:
     """The backbone shared by pretraining and fine-tuning (a MONAI residual UNet)."""
 
-    feature_channels: int = option(32, "channels of the backbone's output feature map")
-    channels: tuple[int, ...] = option((16, 32, 64, 128), "channels per UNet level")
+    # CPU-sized: half the width of the comparisons' UNet (WIDE_NETWORK), a quarter of the arithmetic, so a CPU
+    # without native bf16 fine-tunes 2.9x the steps per minute (docs/benchmarks.md)
+    feature_channels: int = option(16, "channels of the backbone's output feature map")
+    channels: tuple[int, ...] = option((8, 16, 32, 64), "channels per UNet level (GPU users: 16 32 64 128 with "
+                                                        "--feature-channels 32)")
     strides: tuple[int, ...] = option((2, 2, 2), "downsampling stride between levels")
     num_res_units: int = option(1, "residual units per UNet block")
     norm: Literal["instance", "batch", "channel", "none"] = option(
@@ -84,6 +87,10 @@ class NetworkConfig:
         if unknown:
             raise PGLError(f"unknown network settings {sorted(unknown)}; this model needs a newer pgl_engine.")
         return cls(**{**cls.ABSENT_MEANS, **data})
+
+
+# the width the method comparisons were measured with (docs/experiments.md), and the one a GPU affords
+WIDE_NETWORK = NetworkConfig(feature_channels=32, channels=(16, 32, 64, 128))
 
 
 @dataclass
@@ -289,17 +296,20 @@ def resolve_head_first(head_first_steps: int, steps: int) -> int:
     return int(steps / 8 * ramp)
 
 
-# `pgl finetune` without --steps or --minutes trains for about this long (the Slicer panel's default too): on the
-# 2-core CPU at the panel's default 1.5 x 1.5 x 3 mm, 5 minutes gave a Dice 14-16 points below 10 minutes (at the
-# coarser 3.2 x 3.2 x 6 mm, 1.1-1.5 points), docs/benchmarks.md "Fine-tuning: Dice per minute"
-CLI_FINETUNE_MINUTES = 10.0
+# `pgl finetune`, finetune() and the Slicer panel without --steps or --minutes: this many minutes of wall clock from
+# the start to the saved model (reading, preprocessing and the choice of configuration included)
+DEFAULT_FINETUNE_MINUTES = 5.0
+# ... and when continuing a segmentation model (a refine round: the correction learnt, then the scan segmented again,
+# within a minute on a 2-core CPU)
+REFINE_MINUTES = 0.5
 
 
 @dataclass
 class FinetuneConfig(TrainConfig):
     """Everything `pgl finetune` needs; shared options have the names of `pgl pretrain`."""
 
-    ABSENT_MEANS: ClassVar[dict] = {"head_first_steps": 0, "patience": 0}  # checkpoints from before the options
+    # checkpoints from before the options
+    ABSENT_MEANS: ClassVar[dict] = {"head_first_steps": 0, "patience": 0, "spatial_p": 0.0}
 
     images: str = option("", "folder of scans to fine-tune on (or give --dataset)")
     labels: str = option("", "folder of label maps with the scans' file names")
@@ -327,6 +337,9 @@ class FinetuneConfig(TrainConfig):
            "validation Dice with --val-count, else the training Dice; the learning rate then anneals over a tail "
            "of a fifth as many steps again; 0 = off")
     foreground_p: float = option(0.67, "probability that a patch is centred on a labelled structure")
+    spatial_p: float = option(
+        0.2, "probability of a random axial rotation (up to 30 degrees) and, separately, of a random scaling "
+             "(0.7-1.4) of each patch, as nnU-Net draws them (0 = plain crops)")
     flip_axes: tuple[int, ...] = option((), "augment with random flips on these axes (0=x 1=y 2=z); --tta uses them")
     structure_shift_hu: float = option(
         0.0, "shift each labelled structure's intensity in a patch by its own random offset of up to this many "
@@ -334,7 +347,8 @@ class FinetuneConfig(TrainConfig):
         experimental=True)
     steps: int = option(800, "optimisation steps (with few labelled scans Dice keeps rising for thousands of steps)")
     minutes: float = option(
-        0.0, "train for about this many minutes instead of --steps: the step count is set from the time the first "
+        0.0, "finish within about this many minutes of wall clock, start to saved model (reading the scans "
+             "included), instead of --steps: the step count is set from the time the first "
              "steps take (and checked again as training goes); 0 = train --steps steps")
 
     def checks(self) -> list[tuple[bool, str]]:
@@ -353,6 +367,7 @@ class FinetuneConfig(TrainConfig):
             (self.patience >= 0, f"--patience must be >= 0 (0 = off), got {self.patience}."),
             (self.minutes >= 0, f"--minutes must be >= 0 (0 = train --steps steps), got {self.minutes}."),
             (0.0 <= self.foreground_p <= 1.0, f"--foreground-p must be in [0, 1], got {self.foreground_p}."),
+            (0.0 <= self.spatial_p <= 1.0, f"--spatial-p must be in [0, 1], got {self.spatial_p}."),
             (all(a in (0, 1, 2) for a in self.flip_axes), f"--flip-axes takes 0, 1, 2, got {self.flip_axes}."),
             (self.structure_shift_hu >= 0, f"--structure-shift-hu must be >= 0, got {self.structure_shift_hu}."),
         ]

@@ -1,4 +1,4 @@
-"""`pgl compare` and `pgl demo`: random vs BYOL vs PGL initialisation on a phantom cohort, paired over seeds.
+"""`pgl compare`: random vs BYOL vs PGL initialisation on a phantom cohort, paired over seeds.
 
 Layout under --out: data/{unlabeled,labeled,test}, models/<init>/ (pretrained), runs/n<N>/seed<S>/<init>/
 (fine-tuned model, predictions, result.json), report.md, results.json and PNG plots. Every finished piece is
@@ -17,15 +17,15 @@ import numpy as np
 import torch
 
 from .atomic import write_text_atomically
-from .compare_config import DEMO_PRESETS, CompareConfig
+from .compare_config import CompareConfig
 from .compare_data import Cohorts, make_data
 from .compare_runs import ProcessScheduler, run_in_turn
 from .compare_stats import Ranks, summarise
-from .config import NetworkConfig
+from .config import WIDE_NETWORK
 from .model_store import load_model
 from .progress import ProgressCallback, emit
 
-__all__ = ["CompareConfig", "compare", "demo"]
+__all__ = ["CompareConfig", "compare"]
 
 
 def feature_rank(backbone: torch.nn.Module, volumes: list[np.ndarray], patch: tuple[int, int, int]) -> float:
@@ -57,7 +57,7 @@ def backbone_ranks(config: CompareConfig, data: Cohorts, models: dict[str, str])
     for init, model in models.items():
         torch.manual_seed(0)
         loaded = None if model == "none" else load_model(model)
-        backbone = build_backbone(NetworkConfig()) if loaded is None else loaded.backbone
+        backbone = build_backbone(WIDE_NETWORK) if loaded is None else loaded.backbone
         ranks[init] = Ranks(feature_rank(backbone, volumes, config.patch_size),
                             None if loaded is None else loaded.metadata.get("effective_rank"))
     return ranks
@@ -88,9 +88,3 @@ def compare(config: CompareConfig | None = None, progress: ProgressCallback | No
                           for n, s in summary.by_labelled.items()})
     return report
 
-
-def demo(out: str = "demo_output", quick: bool = False, device: str = "auto", workers: int = 2, jobs: int = 1,
-         progress: ProgressCallback | None = None) -> Path:
-    """The README's main job: phantoms -> PGL and BYOL pretraining -> fine-tuning -> segmentation -> report."""
-    preset = DEMO_PRESETS["quick" if quick else "default"]
-    return compare(CompareConfig(out=out, device=device, workers=workers, jobs=jobs, **preset), progress)

@@ -13,26 +13,28 @@ from torch.utils.data import Dataset
 from . import __version__
 from .augment import augment_intensity, shift_structures
 from .cache import CachedScan, ScanCache, data_fingerprint
-from .config import FinetuneConfig, NetworkConfig
+from .budget_choice import FINISH_RESERVE_S, choose_configuration
+from .config import DEFAULT_FINETUNE_MINUTES, REFINE_MINUTES, FinetuneConfig, NetworkConfig
 from .dataset import make_loader
 from .errors import PGLError
 from .evaluate import dice_per_label
 from .inference import predict_logits
 from .imaging import scan_name
 from .labels import (MAX_LABEL, LabelledPair, label_table, label_values, labelled_values, load_label_on_grid,
-                     pair_folders, read_dataset_json)
+                     match_segments, pair_folders, read_dataset_json)
 from .learnt import LEARNT_DICE, describe_learnt
 from .losses import marginal_dice_ce_loss
 from .model_store import load_model, read_metadata, save_model, update_metadata
 from .networks import SegmentationNet, build_segmentation_net, is_decoder_key
 from .plateau import MIN_GAIN, PlateauDetector, tail_end
+from .pretraining_advice import pretraining_advice
 from .progress import ProgressCallback, emit
 from .running_dice import RunningDice
+from .spatial_augment import SpatialAugment, mapped_grid, sample
 from .training import RUNTIME_OPTIONS, TrainingRun, start_run
 from .views import pad_to
 
 FOREGROUND_SAMPLES = 20000  # remembered voxel positions per label and case, to centre patches on structures
-PREPROCESSING_FROM_INIT = ("network", "spacing", "hu_window")
 
 
 @dataclass
@@ -64,9 +66,11 @@ class PatchDataset(Dataset):
     """Item i: one patch and its labels, centred on a labelled structure with probability foreground_p."""
 
     def __init__(self, cases: list[LabelledCase], patch_size: tuple[int, int, int], foreground_p: float,
-                 seed: int, length: int, flip_axes: tuple[int, ...] = (), structure_shift: float = 0.0):
+                 seed: int, length: int, flip_axes: tuple[int, ...] = (), structure_shift: float = 0.0,
+                 spatial: SpatialAugment | None = None, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)):
         self.cases, self.patch_size, self.foreground_p = cases, np.array(patch_size), foreground_p
         self.seed, self.length, self.flip_axes = seed, length, flip_axes
+        self.spatial, self.spacing = spatial, spacing
         self.structure_shift = structure_shift  # in the normalised intensity units of the cached scans
         self.structures = max((int(case.labels.max()) for case in cases), default=0)
 
@@ -88,9 +92,15 @@ class PatchDataset(Dataset):
         else:
             centre = np.array([rng.integers(0, s) for s in shape])
         lo = np.clip(centre - self.patch_size // 2, 0, shape - self.patch_size)
-        box = tuple(slice(int(a), int(a + p)) for a, p in zip(lo, self.patch_size))
-        patch = torch.from_numpy(np.asarray(image[box], dtype=np.float32))[None]
-        target = torch.from_numpy(np.asarray(labels[box], dtype=np.int64))[None]
+        transform = self.spatial.draw(rng) if self.spatial else None
+        if transform:
+            grid = mapped_grid(tuple(self.patch_size), self.spacing, lo + (self.patch_size - 1) / 2, *transform)
+            image_patch, label_patch = sample(image, labels, grid)
+        else:
+            box = tuple(slice(int(a), int(a + p)) for a, p in zip(lo, self.patch_size))
+            image_patch, label_patch = image[box], labels[box]
+        patch = torch.from_numpy(np.asarray(image_patch, dtype=np.float32))[None]
+        target = torch.from_numpy(np.asarray(label_patch, dtype=np.int64))[None]
         flips = [1 + a for a in self.flip_axes if rng.random() < 0.5]
         if flips:
             patch, target = patch.flip(flips), target.flip(flips)
@@ -114,11 +124,13 @@ def labelled_pairs(config: FinetuneConfig, progress: ProgressCallback | None
     count = max(1, int(round(config.label_fraction * len(pairs))))
     if config.max_labeled:
         count = min(count, config.max_labeled)
-    return pairs[:count + config.val_count] if config.val_count else pairs[:count], names
+    chosen = pairs[:count + config.val_count] if config.val_count else pairs[:count]
+    return match_segments(chosen, names, progress)  # .seg.nrrd: segments become labels by name/terminology
 
 
 def resolve_init(options: dict, progress: ProgressCallback | None = None) -> dict:
-    """Take network, spacing and HU window from the --init model; refuse explicit options that contradict it."""
+    """Take network and HU window from the --init model (refusing a network that contradicts it), and its spacing
+    where none is given: a given spacing is kept, since a convolutional network's weights carry across spacings."""
     init = options.get("init", "none")
     if not init or init == "none":
         return options
@@ -135,10 +147,14 @@ def resolve_init(options: dict, progress: ProgressCallback | None = None) -> dic
         if key == "network" and given != value:
             raise PGLError(f"{init}: was pretrained with another network configuration ({value.to_dict()}) than "
                            f"the one asked for ({given.to_dict()}); drop the network options or use --init none.")
-        if key != "network" and tuple(float(v) for v in np.atleast_1d(given)) != tuple(float(v) for v in value):
-            emit(progress, "warning", message=f"--{key.replace('_', '-')} {given} differs from the pretrained "
-                                              f"model's {value}; the model's preprocessing is used.")
+        differs = key != "network" and tuple(float(v) for v in np.atleast_1d(given)) != tuple(float(v) for v in value)
+        if differs and key == "hu_window":
+            emit(progress, "warning", message=f"--hu-window {given} differs from the pretrained model's {value}; "
+                                              f"the model's window is used (its weights expect those intensities).")
             resolved[key] = value
+        elif differs:
+            emit(progress, "info", message=f"fine-tuning at --spacing {tuple(given)} mm; {init} was pretrained at "
+                                           f"{value} mm (its weights carry across spacings).")
     return resolved
 
 
@@ -148,6 +164,13 @@ class Finetuner(TrainingRun):
     stage = "finetune"
     cpu_bf16 = True  # measured: steps in 0.6x the time, the same or higher Dice in 5 minutes (docs/benchmarks.md)
     config: FinetuneConfig
+
+    def __init__(self, config: FinetuneConfig, progress: ProgressCallback | None = None,
+                 resume_state: dict | None = None, started: float | None = None, choice: dict | None = None):
+        super().__init__(config, progress, resume_state)
+        self.started = time.perf_counter() if started is None else started  # --minutes count from here
+        self.choice = choice  # how the configuration was chosen for the budget (budget_choice), for the metadata
+        self.training_budget_s: float | None = None
 
     def prepare(self) -> SegmentationNet:
         config = self.config
@@ -216,7 +239,7 @@ class Finetuner(TrainingRun):
     def labelled_classes(pair: LabelledPair, classes: np.ndarray, class_values: list[int]) -> np.ndarray:
         """Which classes a case labels: those its sidecar's table lists and those its map holds (every class
         where the map has no table)."""
-        listed = labelled_values(pair.label)
+        listed = labelled_values(pair)  # a .seg.nrrd pair: its non-empty segments
         mask = np.ones(len(class_values), dtype=bool)
         if listed is not None:
             mask[1:] = [v in listed for v in class_values[1:]]
@@ -260,6 +283,11 @@ class Finetuner(TrainingRun):
                                                        f"backbone is used and a new head is trained. To continue "
                                                        f"it, use its labels; to start from pretraining, give a "
                                                        f"pretrained model.")
+        if pretrained.kind == "pretrained":
+            advice = pretraining_advice(int(pretrained.metadata.get("num_scans") or 0),
+                                        int((pretrained.metadata.get("training") or {}).get("steps") or 0))
+            if advice:
+                emit(self.progress, "warning", message=f"{config.init}: {advice}")
         if not self.continued:
             weights = pretrained.backbone.state_dict()
             if config.transfer == "encoder":
@@ -291,13 +319,28 @@ class Finetuner(TrainingRun):
     def batches(self, start_step: int):
         c = self.config
         hu_per_unit = c.hu_window[1] - c.hu_window[0]
+        spatial = SpatialAugment(rotation_p=c.spatial_p, scale_p=c.spatial_p) if c.spatial_p else None
         dataset = PatchDataset(self.train_cases, c.patch_size, c.foreground_p, c.seed,
-                               self.loader_steps * c.batch_size, c.flip_axes, c.structure_shift_hu / hu_per_unit)
+                               self.loader_steps * c.batch_size, c.flip_axes, c.structure_shift_hu / hu_per_unit,
+                               spatial, c.spacing)
         return make_loader(dataset, c.batch_size, start_step, self.loader_steps, c.workers, self.world.rank,
                            self.world.size)
 
     def time_budget_s(self) -> float | None:
-        return self.config.minutes * 60 if self.config.minutes else None
+        """--minutes is wall clock from the start to the saved model: training gets what reading the scans left,
+        less the end of the run (at least half the budget); fixed when first asked, once the data is read."""
+        if not self.config.minutes:
+            return None
+        if self.training_budget_s is None:
+            total = self.config.minutes * 60
+            left = self.started + total - time.perf_counter() - min(FINISH_RESERVE_S, 0.1 * total)
+            self.training_budget_s = max(0.5 * total, left)
+            if left < 0.5 * total:
+                emit(self.progress, "warning", message=f"reading the scans took {total - left:.0f} s of the "
+                                                       f"{self.config.minutes:g}-minute budget; training for half "
+                                                       f"the budget anyway, so the run takes longer. Give more "
+                                                       f"--minutes, or fewer or smaller scans.")
+        return self.training_budget_s
 
     def compute_loss(self, batch: dict):
         logits = self.forward_model(batch["image"]).float()  # the loss in fp32 under bf16/fp16 autocast
@@ -373,13 +416,14 @@ class Finetuner(TrainingRun):
 
     def extra_state(self) -> dict:
         return {"best_dice": self.best_dice, "best_step": self.best_step, "finished_early": self.finished_early,
-                "plateau": self.plateau.state_dict() if self.plateau else None}
+                "plateau": self.plateau.state_dict() if self.plateau else None, "configuration": self.choice}
 
     def load_extra_state(self, state: dict) -> None:
         self.best_dice, self.best_step = float(state.get("best_dice", -1.0)), int(state.get("best_step", 0))
         if self.plateau and state.get("plateau"):
             self.plateau.load_state_dict(state["plateau"])
         self.finished_early = state.get("finished_early")
+        self.choice = state.get("configuration")
         if self.finished_early:  # the shortened plan goes on
             self.set_steps(min(self.config.steps, self.finished_early["end"]))
 
@@ -434,7 +478,7 @@ class Finetuner(TrainingRun):
             "patch_size": list(config.patch_size), "labels": label_table(self.names),
             "init": self.init_info, "training": {**training, "steps": self.step},
             "validation": {"dice": self.best_dice, "step": self.best_step} if self.val_cases else None,
-            "learnt": self.learnt(), "finished_early": self.finished_early,
+            "learnt": self.learnt(), "finished_early": self.finished_early, "configuration": self.choice,
             "data_fingerprint": data_fingerprint(self.scans), "num_scans": len(self.train_cases),
             "cases": self.case_names, "lineage": [*self.lineage, self.lineage_entry()],
             "engine_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -442,13 +486,37 @@ class Finetuner(TrainingRun):
         save_model(self.out, self.model.state_dict(), metadata)
 
 
+def continues_a_segmentation_model(init: str | None) -> bool:
+    return bool(init) and init != "none" and read_metadata(init).get("kind") == "segmentation"
+
+
+def default_minutes(init: str | None) -> float:
+    """The wall-clock budget without --steps or --minutes: a refine round's when continuing a segmentation model
+    (a correction learnt while the user waits), else DEFAULT_FINETUNE_MINUTES."""
+    return REFINE_MINUTES if continues_a_segmentation_model(init) else DEFAULT_FINETUNE_MINUTES
+
+
 def finetune(config: FinetuneConfig | None = None, progress: ProgressCallback | None = None, **options) -> Path:
     """Fine-tune a segmentation model; returns the model folder.
 
     Give a FinetuneConfig or its fields as keyword arguments (`finetune(images=..., labels=..., out=...,
-    init="models/pgl")`). With `init`, network, spacing and HU window come from the pretrained model.
+    init="models/pgl")`). Without `steps` or `minutes` it trains for DEFAULT_FINETUNE_MINUTES of wall clock, start to
+    saved model. With a time budget, the spacing, patch size and network width not given are chosen for this
+    machine (budget_choice; the model records the choice). With `init`, network and HU window come from the
+    pretrained model.
     """
+    started = time.perf_counter()
+    choice = None
     if config is None:
+        if "steps" not in options and not options.get("minutes") and not options.get("resume"):
+            options["minutes"] = default_minutes(options.get("init"))
+        fixed = {k for k in ("spacing", "patch_size", "network") if options.get(k) is not None}
+        if options.get("init") not in (None, "", "none"):
+            fixed.add("network")
+        if continues_a_segmentation_model(options.get("init")):  # its grid too: it goes on as it was trained
+            fixed |= {"spacing", "patch_size"}
+            options.setdefault("patch_size", tuple(read_metadata(options["init"])["patch_size"]))
         options = resolve_init(options, progress)
+        choice = choose_configuration(options, fixed, started, progress)
         config, options = FinetuneConfig(**options), {}
-    return start_run(Finetuner, config, progress, options)
+    return start_run(Finetuner, config, progress, options, started=started, choice=choice)

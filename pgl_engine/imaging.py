@@ -19,6 +19,8 @@ from .dicom import DicomSeries, Skipped, find_series, read_series
 from .errors import PGLError
 
 SCAN_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+SEGMENTATION_SUFFIX = ".seg.nrrd"  # Slicer's segmentation file: a label map (segments), never a scan
+LABEL_SUFFIXES = (SEGMENTATION_SUFFIX, *SCAN_SUFFIXES)  # what a folder of label maps may hold
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -35,9 +37,15 @@ class Volume:
         return tuple(float(v) for v in np.abs(np.diag(self.affine)[:3]))
 
 
+def is_segmentation_file(path) -> bool:
+    """A Slicer segmentation (`.seg.nrrd`): segments with names, colours and terminology, not a scan."""
+    return isinstance(path, Path) and path.name.lower().endswith(SEGMENTATION_SUFFIX)
+
+
 def is_scan_file(path: Path) -> bool:
     name = path.name.lower()
-    return path.is_file() and not name.startswith(".") and name.endswith(SCAN_SUFFIXES)
+    return path.is_file() and not name.startswith(".") and name.endswith(SCAN_SUFFIXES) and \
+        not is_segmentation_file(path)
 
 
 LABEL_FOLDERS = {"labels", "labelstr", "labelsts", "segmentations"}  # label maps, not scans, in a cohort tree
@@ -89,6 +97,9 @@ def find_scans(folder: str | Path, modalities: tuple[str, ...] = ("CT",), exclud
             path = here_path / name
             if name.startswith("."):
                 continue
+            if is_segmentation_file(path):  # ends in .nrrd, but holds segments: pretraining must not see it
+                skipped.append(Skipped(str(path), "a Slicer segmentation (.seg.nrrd), i.e. labels, not a scan"))
+                continue
             (files if is_scan_file(path) else others).append(path)
     series, dicom_skipped, not_dicom = find_series(others, folder, modalities)
     by_name: dict[str, Path] = {}
@@ -112,8 +123,9 @@ def scan_name(scan) -> str:
 
 
 def strip_scan_suffix(name: str) -> str:
+    """"case_1.nii.gz" -> "case_1"; "case_1.seg.nrrd" -> "case_1" (the .seg is no part of the name)."""
     lowered = name.lower()
-    for suffix in SCAN_SUFFIXES:
+    for suffix in LABEL_SUFFIXES:
         if lowered.endswith(suffix):
             return name[: -len(suffix)]
     return name

@@ -16,6 +16,7 @@ from .errors import PGLError
 from .imaging import find_scans
 from .methods import SelfSupervisedMethod, build_method
 from .model_store import save_model
+from .pretraining_advice import pretraining_advice
 from .progress import ProgressCallback, emit
 from .training import RUNTIME_OPTIONS, TrainingRun, start_run
 
@@ -61,6 +62,9 @@ class Pretrainer(TrainingRun):
 
     def prepare(self) -> SelfSupervisedMethod:
         self.scans = prepare_scans(self.config, self.progress, self.world)
+        advice = pretraining_advice(len(self.scans), self.config.steps)
+        if advice:
+            emit(self.progress, "warning", message=advice[0].upper() + advice[1:])
         self.ranks: list[float] = []
         self.rank_warned = False
         return build_method(self.config)

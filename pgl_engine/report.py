@@ -1,4 +1,4 @@
-"""report.md and PNG plots for `pgl compare` / `pgl demo`."""
+"""report.md and PNG plots for `pgl compare`."""
 from __future__ import annotations
 
 import json

@@ -20,8 +20,10 @@ from scipy import ndimage
 from .errors import PGLError
 from .imaging import (
     SCAN_SUFFIXES,
+    SEGMENTATION_SUFFIX,
     image_affine_ras,
     is_scan_file,
+    is_segmentation_file,
     list_scans,
     non_finite_note,
     normalise_hu,
@@ -38,9 +40,11 @@ from .labels_back import labels_on_grid
 from .precision import inference_dtype
 from .model_store import LoadedModel, load_model, require_kind
 from .progress import ProgressCallback, emit
+from .seg_nrrd import write_seg_nrrd
 from .training import resolve_device
 
 WRITER = "pgl segment"  # in the sidecar of every label map written here: the files a later run may replace
+FORMATS = ("label-map", "seg.nrrd")  # a label map in the output's (or the input's) file type; Slicer's segmentation
 
 
 def geometry_reference(image: sitk.Image) -> sitk.Image:
@@ -135,7 +139,10 @@ def finish_scan(model: LoadedModel, scan: PreparedScan, output: Path, device: to
     if largest_component:
         labels = keep_largest_components(labels)
     clock.lap("resample_back")
-    write_label_map(labels, scan.reference, scan.source, output)
+    if is_segmentation_file(output):
+        write_seg_nrrd(labels, scan.reference, output, model.label_table)
+    else:
+        write_label_map(labels, scan.reference, scan.source, output)
     write_sidecar(output, model.label_table, written_by=WRITER)
     clock.lap("write")
     return {**scan.seconds, **clock.seconds}
@@ -154,13 +161,22 @@ class PhaseClock:
         self.last = now
 
 
-def output_paths(inputs: list, input_arg: Path, output: Path) -> list[Path]:
-    """One output per input: same file names in an output folder (`<series name>.nii.gz` for a DICOM series), or
-    the given file for a single input."""
+def output_paths(inputs: list, input_arg: Path, output: str | Path, output_format: str = "label-map") -> list[Path]:
+    """One output per input: same file names in an output folder (`<series name>.nii.gz` for a DICOM series;
+    `<scan name>.seg.nrrd` in the seg.nrrd format, where any name without a file suffix is a folder), or the given
+    file for a single input."""
+    said_folder = str(output).endswith(("/", "\\")) or (  # Path() drops a trailing slash: look before
+        output_format == "seg.nrrd" and not str(output).lower().endswith(SCAN_SUFFIXES))
+    output = Path(output)
     as_file = output.name.lower().endswith(SCAN_SUFFIXES) and not output.is_dir() and len(inputs) == 1
-    if not as_file and (input_arg.is_dir() or output.is_dir() or str(output).endswith(("/", "\\"))):
+    if not as_file and (input_arg.is_dir() or output.is_dir() or said_folder):
         output.mkdir(parents=True, exist_ok=True)
+        if output_format == "seg.nrrd":
+            return [output / f"{scan_name(p)}{SEGMENTATION_SUFFIX}" for p in inputs]
         return [output / (p.name if isinstance(p, Path) else f"{scan_name(p)}.nii.gz") for p in inputs]
+    if output_format == "seg.nrrd" and not is_segmentation_file(output):
+        raise PGLError(f"{output}: --format seg.nrrd writes Slicer segmentations; give an output file ending in "
+                       f"{SEGMENTATION_SUFFIX}, or a folder.")
     if not output.name.lower().endswith(SCAN_SUFFIXES):
         raise PGLError(f"{output}: give an output file ending in {', '.join(SCAN_SUFFIXES)}, or a folder.")
     return [output]
@@ -170,8 +186,12 @@ def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Pa
             largest_component: bool = False, device: str = "auto", overlap: float = 0.5, sw_batch_size: int = 4,
             progress: ProgressCallback | None = None, modalities: tuple[str, ...] = ("CT",),
             overwrite: bool = False, precision: str = "auto", memory_mb: float = 0.0,
-            one_pass: bool = False) -> list[Path]:
+            one_pass: bool = False, output_format: str = "label-map") -> list[Path]:
     """Segment a scan, or every scan and DICOM series in a folder tree; returns the written label maps.
+
+    output_format "seg.nrrd" writes Slicer segmentations (`<name>.seg.nrrd`: segments named and coloured as the
+    model's labels, with the standard terminology of known structures); an output file ending in .seg.nrrd is
+    one whatever the format.
 
     An existing file is replaced only when it is a previous output of ours (its `<name>.labels.json` says
     `"written_by": "pgl segment"`) or with overwrite=True."""
@@ -182,6 +202,8 @@ def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Pa
     if memory_mb < 0 or sw_batch_size < 1:
         raise PGLError(f"--memory-mb must be >= 0 and --sw-batch-size >= 1, got {memory_mb} and {sw_batch_size}.")
     inference_dtype(torch.device("cpu"), precision)  # names a wrong --precision before any work
+    if output_format not in FORMATS:
+        raise PGLError(f"--format must be one of {', '.join(FORMATS)}, got {output_format!r}.")
     if one_pass and not model.network.window_independent:
         raise PGLError(f"{model.path}: --one-pass needs a model whose output does not depend on the window "
                        f"(trained with --norm batch, channel or none); this one is instance-normalised, so it is "
@@ -189,14 +211,16 @@ def segment(model: str | Path | LoadedModel, input: str | Path, output: str | Pa
     if tta and not model.metadata.get("training", {}).get("flip_axes"):
         emit(progress, "warning", message=f"{model.path}: was trained without flip augmentation, so flipped "
                                           f"predictions would be wrong; --tta is ignored.")
-    input, output = Path(input), Path(output)
+    input, output_arg, output = Path(input), output, Path(output)
     if input.is_dir():
         inputs = list_scans(input, modalities, exclude=(output,))
     elif is_scan_file(input):
         inputs = [input]
+    elif is_segmentation_file(input):
+        raise PGLError(f"{input}: is a Slicer segmentation (.seg.nrrd), not a scan; give the scan it was drawn on.")
     else:
         raise PGLError(f"{input}: no such scan or folder ({', '.join(SCAN_SUFFIXES)}).")
-    outputs = output_paths(inputs, input, output)
+    outputs = output_paths(inputs, input, output_arg, output_format)
     clash = [str(o) for i, o in zip(inputs, outputs) if isinstance(i, Path) and o.resolve() == i.resolve()]
     if clash:
         raise PGLError(f"{clash[0]}: the output would overwrite the input scan; choose another --output.")

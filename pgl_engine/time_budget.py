@@ -2,8 +2,10 @@
 
 The step count is set from the wall-clock time of the steps run so far: first after CALIBRATION steps, then
 again at twice, four times, ... as many, so that validations and a machine that slows down are counted; from
-half the planned steps on the plan stays, so the end of the learning-rate schedule does not move. The first
-step (start-up of the data workers) is left out of the rate.
+half the planned steps on the plan stays, so the end of the learning-rate schedule does not move, unless the
+steps since the last check say the run would end more than OVERRUN past the budget (a machine that got busy):
+then it shrinks to what is left (it never grows again). The first step (start-up of the data workers) is left
+out of the rate.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import math
 CALIBRATION = 10  # steps timed before the first plan
 LOADER_STEPS = 10 ** 7  # the data loader's length while the step count is not yet known
 PROVISIONAL_STEPS = 10 * CALIBRATION  # at least the schedule's length until the first plan
+OVERRUN = 1.03  # from half way on, the plan shrinks only when it would end this far past the budget
+LATE_CHECK = 10  # steps between those checks
 
 
 class StepPlanner:
@@ -21,17 +25,35 @@ class StepPlanner:
         self.next_plan = start_step + calibration
         self.total: int | None = None
         self.per_step = 0.0  # seconds per step at the latest plan
+        self.latest: tuple[int, float] | None = None  # (step, elapsed) at the latest plan or late check
 
     def observe(self, step: int, elapsed_s: float) -> int | None:
         """After `step` steps and `elapsed_s` seconds of training (this run's part): a new total, or None."""
         if self.reference is None:
             self.reference = (step, elapsed_s)
             return None
-        if step < self.next_plan or (self.total is not None and step >= self.total / 2):
+        if self.total is not None and step >= self.total / 2:
+            return self.keep_to_budget(step, elapsed_s)
+        if step < self.next_plan:
             return None
+        self.latest = (step, elapsed_s)
         self.next_plan = self.start + 2 * (self.next_plan - self.start)
         ref_step, ref_elapsed = self.reference
         per_step = self.per_step = (elapsed_s - ref_elapsed) / max(1, step - ref_step)
         left = max(0.0, self.budget_s - elapsed_s)
         self.total = step + (int(math.floor(left / per_step)) if per_step > 0 else 0)
+        return self.total
+
+    def keep_to_budget(self, step: int, elapsed_s: float) -> int | None:
+        """Past half way: a shorter total when the recent steps would take the run more than OVERRUN past the
+        budget, else None."""
+        last_step, last_elapsed = self.latest or self.reference
+        if step - last_step < LATE_CHECK:
+            return None
+        self.latest = (step, elapsed_s)
+        per_step = (elapsed_s - last_elapsed) / (step - last_step)
+        if elapsed_s + (self.total - step) * per_step <= self.budget_s * OVERRUN:
+            return None
+        self.per_step = per_step
+        self.total = step + max(0, int(math.floor((self.budget_s - elapsed_s) / per_step)))
         return self.total

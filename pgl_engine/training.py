@@ -394,11 +394,11 @@ def _logged_step(line: str) -> float:
 
 
 def start_run(run_class: type[TrainingRun], config: TrainConfig, progress: ProgressCallback | None,
-              options: dict) -> Path:
-    """Apply keyword overrides, merge a resumed run's settings, and run."""
+              options: dict, **run_arguments) -> Path:
+    """Apply keyword overrides, merge a resumed run's settings, and run (`run_arguments` go to the run class)."""
     config = replace(config, **options)
     state = None
     if config.resume:
         state = load_checkpoint(config.out)
         config = merge_resume_config(config, state["config"], progress)
-    return run_class(config, progress, state).run()
+    return run_class(config, progress, state, **run_arguments).run()

@@ -71,7 +71,7 @@ def segmentation_pictures(harness, work: Path, out: Path) -> None:
     # the user corrects the result (here: the truth replaces it), then presses Refine
     result = harness.scene.GetNodesByName("phantom_000 PGL").GetItemAsObject(0)
     replace_segments(result, ui.trainSegmentationSelector.currentNode())
-    ui.refineStepsSpinBox.value = 40
+    ui.refineSecondsSpinBox.value = 20
     ui.refineButton.click()
     harness.wait_until(lambda: panel.refine_monitor.state.state == "done" and not panel.refine_round, 600, "refine")
     harness.render(frame, out / "segmentation_refined.png")

@@ -5,13 +5,15 @@ Console use (the GUI keeps running while these wait):
     modelDir = logic.finetune([volume], [segmentation], "/models/liver", init="/models/pgl", wait=True)
     segmentationNode = logic.segment(volume, modelDir)
     # correct segmentationNode in the Segment Editor, then teach the model from the correction:
-    refinedDir = logic.refine(volume, segmentationNode, modelDir, steps=100, wait=True)
+    refinedDir = logic.refine(volume, segmentationNode, modelDir, wait=True)  # the engine's refine budget (30 s)
     logic.segment(volume, refinedDir, into=segmentationNode)
+    # share: the model as a MONAI Bundle, the labelled pairs as an nnU-Net v2 raw dataset
+    logic.exportModel(refinedDir, "/exports/liver bundle", wait=True)
+    logic.exportForNNUNet([volume], [segmentationNode], "/data/nnUNet_raw", name="Liver", wait=True)
 """
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -19,9 +21,19 @@ from PGLCommon.engine_runs import start_engine, wait_for
 from PGLCommon.jobs import EngineJob
 from PGLCommon.model_info import label_names, next_free_folder, read_model_metadata
 from PGLCommon.output_folders import is_model_folder, same_folder
-from PGLCommon.nodes import NodeError, export_labels, load_segmentation, read_label_table, write_volume
+from PGLCommon.nodes import (NodeError, export_labels_steps, place_segments, read_label_table, read_result_steps,
+                             write_volume_steps)
 from PGLCommon.sample_data import load_sample_case, write_sample_data
+from PGLCommon.staged_job import StagedJob
+from PGLCommon.steps import StepGenerator, run_all
 from PGLCommon.work_folders import new_work_folder
+
+from pgl_engine.config import REFINE_MINUTES
+
+REFINE_SECONDS = REFINE_MINUTES * 60  # Refine's default budget: the engine's for continuing a segmentation model
+
+NNUNET_NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # nnU-Net's DatasetNNN_NAME folder
+NNUNET_FIRST_ID = 500  # nnU-Net asks for your own datasets' IDs from 500 up (pretrained models use those below)
 
 
 def segment_names(segmentation_node) -> list[str]:
@@ -49,6 +61,32 @@ def describe_partial_case(volume, segmentation, names: Sequence[str], unlabelled
             f"not taught as background")
 
 
+def dataset_ids(folder: str) -> dict[int, str]:
+    """The nnU-Net datasets in `folder` (an nnUNet_raw folder): ID -> folder name."""
+    path = Path(folder)
+    found = [(re.match(r"Dataset(\d{3})_", p.name), p.name) for p in (path.iterdir() if path.is_dir() else [])]
+    return {int(m.group(1)): name for m, name in found if m}
+
+
+def next_dataset_id(folder: str) -> int:
+    """The first nnU-Net dataset ID from NNUNET_FIRST_ID up (then from 1) that no DatasetNNN_* in `folder` uses."""
+    taken = dataset_ids(folder)
+    free = [i for i in [*range(NNUNET_FIRST_ID, 1000), *range(1, NNUNET_FIRST_ID)] if i not in taken]
+    if not free:
+        raise NodeError(f"{folder}: every nnU-Net dataset ID (1-999) is taken there; choose another folder.")
+    return free[0]
+
+
+def check_new_folder(folder: str, what: str) -> None:
+    """An export goes into a new or empty folder: nothing of the user's is replaced."""
+    path = Path(folder) if folder else None
+    if path is None:
+        raise NodeError(f"Choose a new or empty folder for {what}.")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise NodeError(f"{folder}: already holds files; choose a new or empty folder for {what} (nothing was "
+                        f"written).")
+
+
 def check_pairs(volumes: Sequence, segmentations: Sequence) -> None:
     if not volumes or len(volumes) != len(segmentations):
         raise NodeError("Select one or more (volume, segmentation) pairs to fine-tune on.")
@@ -57,12 +95,45 @@ def check_pairs(volumes: Sequence, segmentations: Sequence) -> None:
             raise NodeError(f"pair {i + 1}: choose both a volume and a segmentation.")
 
 
+def without_notes(steps: StepGenerator) -> StepGenerator:
+    yield from steps
+    return []
+
+
 class PGLSegmentationLogic:
     def __init__(self, job_class: type = EngineJob):
         self.job_class = job_class
         self.models: list[str] = []  # fine-tuned model folders, newest last
 
     # --- fine-tuning ---------------------------------------------------------------------------------
+    @staticmethod
+    def training_names(segmentations: Sequence, names: Sequence[str] | None) -> list[str]:
+        """The label names to train (names=None: every segment name of the segmentations; an empty list is
+        refused)."""
+        if names is not None and not list(names):
+            raise NodeError("No segment is chosen: check at least one segment to train on.")
+        names = list(names) if names else list(dict.fromkeys(n for s in segmentations for n in segment_names(s)))
+        if not names:
+            raise NodeError(f"{segmentations[0].GetName()}: has no segments; draw them in the Segment Editor.")
+        return names
+
+    def export_training_steps(self, volumes: Sequence, segmentations: Sequence, names: list[str], folder: Path,
+                              onLabels: Callable[[int, object], None] | None = None) -> StepGenerator:
+        """export_training_data a slab or a segment per step (the GUI keeps running); returns the partial-label
+        notes. onLabels(i, array) receives case i's label array as written."""
+        (folder / "images").mkdir(parents=True)
+        (folder / "labels").mkdir()
+        warnings = []
+        for index, (case, volume, segmentation) in enumerate(zip(case_names(volumes), volumes, segmentations)):
+            yield from write_volume_steps(volume, folder / "images" / f"{case}.nii")
+            _, unlabelled, labels = yield from export_labels_steps(segmentation, names, volume,
+                                                                   folder / "labels" / f"{case}.nii")
+            if onLabels:
+                onLabels(index, labels)
+            if unlabelled:
+                warnings.append(describe_partial_case(volume, segmentation, names, unlabelled))
+        return warnings
+
     def export_training_data(self, volumes: Sequence, segmentations: Sequence, names: Sequence[str] | None,
                              folder: Path) -> tuple[list[str], list[str]]:
         """Write each (volume, segmentation) pair as images/case_i + labels/case_i on the volume's grid.
@@ -72,45 +143,39 @@ class PGLSegmentationLogic:
         reads like the scene).
         """
         check_pairs(volumes, segmentations)
-        if names is not None and not list(names):
-            raise NodeError("No segment is chosen: check at least one segment to train on.")
-        names = list(names) if names else list(dict.fromkeys(n for s in segmentations for n in segment_names(s)))
-        if not names:
-            raise NodeError(f"{segmentations[0].GetName()}: has no segments; draw them in the Segment Editor.")
-        (folder / "images").mkdir(parents=True)
-        (folder / "labels").mkdir()
-        warnings = []
-        for case, volume, segmentation in zip(case_names(volumes), volumes, segmentations):
-            write_volume(volume, folder / "images" / f"{case}.nii")
-            _, unlabelled = export_labels(segmentation, names, volume, folder / "labels" / f"{case}.nii")
-            if unlabelled:
-                warnings.append(describe_partial_case(volume, segmentation, names, unlabelled))
-        return names, warnings
+        names = self.training_names(segmentations, names)
+        return names, run_all(self.export_training_steps(volumes, segmentations, names, folder))
 
-    def export_to_temporary_folder(self, volumes: Sequence, segmentations: Sequence, names: Sequence[str] | None,
-                                   purpose: str) -> tuple[Path, list[str], list[str]]:
-        """export_training_data into a new temporary folder (removed again if the export fails); the folder goes
-        to the job that uses it."""
+    def staged_export(self, volumes: Sequence, segmentations: Sequence, names: Sequence[str] | None, purpose: str,
+                      start: Callable[[Path, list[str]], object],
+                      onLabels: Callable[[int, object], None] | None = None, partialNotes: bool = True) -> StagedJob:
+        """A job that exports the pairs into a new work folder a piece at a time, then runs start(folder, names)
+        (which starts the engine job that owns the folder). The folder goes if the export fails or is cancelled.
+        partialNotes=False leaves out the fine-tuning notes on partially labelled pairs (the engine speaks)."""
+        check_pairs(volumes, segmentations)
+        names = self.training_names(segmentations, names)
         work = new_work_folder(purpose)
-        try:
-            return (work, *self.export_training_data(volumes, segmentations, names, work))
-        except Exception:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+        steps = self.export_training_steps(volumes, segmentations, names, work, onLabels)
+        if not partialNotes:
+            steps = without_notes(steps)
+        return StagedJob(steps, lambda: start(work, names), work=work)
 
     def finetune(self, volumes: Sequence, segmentations: Sequence, outputDir: str,
                  segmentNames: Sequence[str] | None = None, init: str = "none", steps: int | None = None,
                  minutes: float | None = None, device: str = "auto", patchSize: Sequence[int] | None = None,
                  spacing: Sequence[float] | None = None,
                  overwrite: bool = False, extraArgs: Sequence[str] = (), wait: bool = False,
-                 onEvent: Callable[[dict], None] | None = None):
+                 onEvent: Callable[[dict], None] | None = None, onLabels: Callable[[int, object], None] | None = None):
         """Fine-tune a model from the chosen segments (segmentNames=None: all; an empty list is refused) for
-        `steps` steps, or for about `minutes` minutes (the engine sets the step count from the first steps' time);
-        with neither, for the engine's default time (about 10 minutes, like the panel).
+        `steps` steps, or for about `minutes` minutes of wall clock from start to saved model (the engine chooses
+        spacing, patch size and width for this machine where they are not given, and the step count from the first
+        steps' time); with neither, for the engine's default time (5 minutes, like the panel; 30 s when `init` is a
+        segmentation model: a refine round).
 
         An output folder that holds a model is replaced only with overwrite=True, and never when it is the
         `init` model. wait=True returns the model folder (raises EngineError or NodeError); wait=False returns
-        the running EngineJob, which owns the exported training data until it is released."""
+        the job (a StagedJob: it exports the pairs a piece at a time as it is polled, then runs the engine, which
+        owns the exported training data until it is released). onLabels(i, array): pair i's label array."""
         check_pairs(volumes, segmentations)
         if not outputDir:
             raise NodeError("Choose an output model folder.")
@@ -118,42 +183,56 @@ class PGLSegmentationLogic:
             raise NodeError(f"{init}: is not a PGL model folder; choose the folder PGL Pretrain wrote, or none.")
         if init and init != "none" and same_folder(init, outputDir):
             raise NodeError(f"{outputDir}: is the initial model; choose another output folder so it is kept.")
-        work, names, warnings = self.export_to_temporary_folder(volumes, segmentations, segmentNames, "finetune")
-        args = ["--images", work / "images", "--labels", work / "labels", "--out", outputDir, "--init", init or "none",
-                "--device", device, "--label-names", *names]
-        if steps:
-            args += ["--steps", steps]
-        if minutes:
-            args += ["--minutes", minutes]
-        if overwrite:
-            args.append("--overwrite")
-        if patchSize:
-            args += ["--patch-size", *patchSize]
-        if spacing:
-            args += ["--spacing", *spacing]
-        job = start_engine("finetune", [*args, *extraArgs], device, self.job_class, work=work)
-        for message in warnings:  # shown with the engine's own warnings, in order
-            job.events.put({"event": "warning", "message": message})
+        def start(work: Path, names: list[str]):
+            args = ["--images", work / "images", "--labels", work / "labels", "--out", outputDir, "--init",
+                    init or "none", "--device", device, "--label-names", *names]
+            if steps:
+                args += ["--steps", steps]
+            if minutes:
+                args += ["--minutes", minutes]
+            if overwrite:
+                args.append("--overwrite")
+            if patchSize:
+                args += ["--patch-size", *patchSize]
+            if spacing:
+                args += ["--spacing", *spacing]
+            return start_engine("finetune", [*args, *extraArgs], device, self.job_class, work=work)
+
+        job = self.staged_export(volumes, segmentations, segmentNames, "finetune", start, onLabels)
         if not wait:
             return job
         modelDir = wait_for(job, onEvent, then=lambda done: done.get("model_dir", outputDir))
         self.remember(modelDir)
         return modelDir
 
-    def refine(self, volume, correctedSegmentation, model: str, steps: int = 100, earlierPairs: Sequence = (),
-               outputDir: str | None = None, device: str = "auto", extraArgs: Sequence[str] = (), wait: bool = False,
-               onEvent: Callable[[dict], None] | None = None):
+    def refine(self, volume, correctedSegmentation, model: str, steps: int | None = None,
+               seconds: float | None = None, earlierPairs: Sequence = (), outputDir: str | None = None,
+               device: str = "auto", extraArgs: Sequence[str] = (), wait: bool = False,
+               onEvent: Callable[[dict], None] | None = None,
+               onCorrectedLabels: Callable[[object], None] | None = None):
         """Teach `model` from a corrected segmentation of `volume` (beside `earlierPairs` of (volume,
         segmentation)): a short fine-tuning that continues the model, head included, into a new folder
-        (`<model> refined N` unless outputDir is given; the model is never replaced). Returns the new model folder
-        (wait=True) or the running job."""
+        (`<model> refined N` unless outputDir is given; the model is never replaced). It trains for `steps` steps,
+        or about `seconds` of wall clock from start to saved model, or, with neither, for the engine's refine
+        budget (REFINE_SECONDS: 30 s), so that a round with the segmentation after it stays conversational.
+        Returns the new model folder (wait=True) or the running job. onCorrectedLabels(array): the correction as
+        exported (value i+1 for the model's label i), e.g. for a Dice against the result."""
+        if seconds is not None and seconds <= 0:
+            raise NodeError(f"seconds must be > 0, got {seconds}.")
         names = label_names(read_model_metadata(model))
         if not names:
             raise NodeError(f"{model}: is not a PGL segmentation model; fine-tune one first.")
         pairs = [(v, s) for v, s in earlierPairs if v is not volume or s is not correctedSegmentation]
+        corrected = len(pairs)  # the corrected pair comes last
+
+        def on_labels(index, labels):
+            if index == corrected and onCorrectedLabels:
+                onCorrectedLabels(labels)
+
         return self.finetune([*(v for v, _ in pairs), volume], [*(s for _, s in pairs), correctedSegmentation],
                              outputDir or next_free_folder(model), segmentNames=names, init=model, steps=steps,
-                             device=device, extraArgs=extraArgs, wait=wait, onEvent=onEvent)
+                             minutes=seconds / 60 if seconds else None, device=device, extraArgs=extraArgs,
+                             wait=wait, onEvent=onEvent, onLabels=on_labels)
 
     def check_pretraining(self, volumes: Sequence, segmentations: Sequence, init: str,
                           segmentNames: Sequence[str] | None = None, steps: int = 100, seeds: int = 2,
@@ -168,11 +247,71 @@ class PGLSegmentationLogic:
                             "train.")
         if read_model_metadata(init).get("kind") != "pretrained":
             raise NodeError(f"{init or 'no model'}: choose the pretrained model (from PGL Pretrain) to check.")
-        work, names, _ = self.export_to_temporary_folder(volumes, segmentations, segmentNames, "check")
-        args = ["--images", work / "images", "--labels", work / "labels", "--init", init, "--out", work / "check",
-                "--steps", steps, "--seeds", seeds, "--device", device, "--label-names", *names]
-        job = start_engine("check-pretraining", [*args, *extraArgs], device, self.job_class, work=work)
+        def start(work: Path, names: list[str]):
+            args = ["--images", work / "images", "--labels", work / "labels", "--init", init, "--out",
+                    work / "check", "--steps", steps, "--seeds", seeds, "--device", device, "--label-names", *names]
+            return start_engine("check-pretraining", [*args, *extraArgs], device, self.job_class, work=work)
+
+        job = self.staged_export(volumes, segmentations, segmentNames, "check", start)
         return wait_for(job, onEvent) if wait else job
+
+    # --- export -------------------------------------------------------------------------------------------
+    def exportModel(self, model: str, outputDir: str, keepCaseNames: bool = False, wait: bool = False,
+                    onEvent: Callable[[dict], None] | None = None):
+        """Write the segmentation model `model` as a MONAI Bundle into `outputDir`, a new or empty folder
+        (configs/metadata.json, configs/inference.json, models/model.pt, docs/README.md; docs/formats.md says how
+        to run and serve it). The cases it learnt from are named case_001, ... unless keepCaseNames. wait=True
+        returns the bundle folder (raises EngineError or NodeError); wait=False the running job."""
+        if not model:
+            raise NodeError("Choose the segmentation model to export (the model list under Segment).")
+        if not is_model_folder(model):
+            raise NodeError(f"{model}: is not a PGL model folder; fine-tune a model first or choose its folder.")
+        if read_model_metadata(model).get("kind") != "segmentation":
+            raise NodeError(f"{model}: is a pretrained model; a MONAI Bundle holds a segmentation model. Fine-tune "
+                            f"one from it and export that.")
+        check_new_folder(outputDir, "the MONAI Bundle")
+        args = ["--model", model, "--format", "monai-bundle", "--out", outputDir]
+        if keepCaseNames:
+            args.append("--keep-case-names")
+        job = start_engine("export", args, "cpu", self.job_class)
+        return wait_for(job, onEvent, then=lambda done: done.get("out", outputDir)) if wait else job
+
+    def exportForNNUNet(self, volumes: Sequence, segmentations: Sequence, outputDir: str, name: str = "PGL",
+                        datasetId: int | None = None, segmentNames: Sequence[str] | None = None,
+                        keepCaseNames: bool = False, wait: bool = False,
+                        onEvent: Callable[[dict], None] | None = None):
+        """Write the (volume, segmentation) pairs, exported as for fine-tuning (a piece at a time; the chosen
+        segments, all when segmentNames=None), as the nnU-Net v2 raw dataset `outputDir/DatasetNNN_NAME`
+        (imagesTr, labelsTr, dataset.json with the segment names as labels). nnU-Net learns every unlabelled voxel
+        as background, so a pair that lacks a chosen segment is left out and listed (a warning). datasetId=None:
+        the first ID from 500 up that `outputDir` does not use yet. Cases are named NAME_001, ... unless
+        keepCaseNames (then after the volumes). wait=True returns the dataset folder; else the job."""
+        check_pairs(volumes, segmentations)
+        if not outputDir:
+            raise NodeError("Choose the folder the nnU-Net dataset goes into (your nnUNet_raw folder).")
+        name = name or "PGL"
+        if not NNUNET_NAME.match(name):
+            raise NodeError(f"The dataset name may hold letters, digits, '_' and '-' only (it becomes the folder "
+                            f"DatasetNNN_NAME), got {name!r}.")
+        datasetId = datasetId or next_dataset_id(outputDir)
+        if not 1 <= int(datasetId) <= 999:
+            raise NodeError(f"The nnU-Net dataset ID must be from 1 to 999, got {datasetId}.")
+        folder = f"Dataset{int(datasetId):03d}_{name}"
+        other = dataset_ids(outputDir).get(int(datasetId), folder)
+        if other != folder:
+            raise NodeError(f"{outputDir}: already holds {other} with the ID {datasetId}; nnU-Net finds datasets by "
+                            f"ID, so choose another ID (or leave it to the panel: the next free one).")
+        check_new_folder(str(Path(outputDir) / folder), "the nnU-Net dataset")
+
+        def start(work: Path, names: list[str]):
+            args = ["--images", work / "images", "--labels", work / "labels", "--label-names", *names, "--format",
+                    "nnunet", "--out", outputDir, "--name", name, "--id", int(datasetId)]
+            if keepCaseNames:
+                args.append("--keep-case-names")
+            return start_engine("export-dataset", args, "cpu", self.job_class, work=work)
+
+        job = self.staged_export(volumes, segmentations, segmentNames, "nnunet", start, partialNotes=False)
+        return wait_for(job, onEvent, then=lambda done: done.get("out")) if wait else job
 
     def remember(self, modelDir: str) -> None:
         if modelDir in self.models:
@@ -180,40 +319,55 @@ class PGLSegmentationLogic:
         self.models.append(str(modelDir))
 
     # --- segmentation -------------------------------------------------------------------------------------
-    def start_segment(self, volumeNode, modelDir: str, largestComponent: bool = False, device: str = "auto"):
-        """Start segmenting; returns the job (it owns its work folder). Read the result with `segment_result`
-        before the job is released."""
+    def start_segment(self, volumeNode, modelDir: str, largestComponent: bool = False, device: str = "auto",
+                      into=None, name: str | None = None) -> StagedJob:
+        """Start segmenting; returns the job (a StagedJob: as it is polled it writes the volume a slab at a time,
+        runs the engine, then reads the result into segments). Its `result` is then (the segmentation node: new,
+        or `into` with its segments replaced, the (k, j, i) label array, the label table)."""
         if volumeNode is None:
             raise NodeError("Choose an input volume.")
         if not is_model_folder(modelDir):
             raise NodeError(f"{modelDir}: is not a PGL model folder; fine-tune a model first or choose its folder.")
         work = new_work_folder("segment")
-        try:
-            source = write_volume(volumeNode, work / "input.nii")
-        except Exception:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        args = ["--model", modelDir, "--input", source, "--output", work / "output.nii", "--device", device]
+        args = ["--model", modelDir, "--input", work / "input.nii", "--output", work / "output.nii", "--device",
+                device]
         if largestComponent:
             args.append("--largest-component")
-        job = start_engine("segment", args, device, self.job_class, work=work)
-        job.work = work
-        return job
+
+        def write() -> StepGenerator:
+            yield from write_volume_steps(volumeNode, work / "input.nii")
+
+        def start():
+            job = start_engine("segment", args, device, self.job_class, work=work)
+            job.work = work
+            return job
+
+        def finish(job) -> StepGenerator:
+            return (yield from self.segment_result_steps(volumeNode, job, name, into))
+
+        return StagedJob(write(), start, finish, work=work)
+
+    @staticmethod
+    def segment_result_steps(volumeNode, job, name: str | None = None, into=None) -> StepGenerator:
+        """segment_result a slab or a segment per step; returns (node, label array, label table). Nothing changes
+        in the scene until the last step."""
+        table = read_label_table(job.work / "output.labels.json")
+        labels, segments = yield from read_result_steps(job.work / "output.nii", table, volumeNode)
+        node = place_segments(segments, name or f"{volumeNode.GetName()} PGL", volumeNode, into)
+        return node, labels, table
 
     @staticmethod
     def segment_result(volumeNode, job, name: str | None = None, into=None):
         """The segmentation node from a finished segmentation job's files: a new one, or `into` with its segments
         replaced."""
-        table = read_label_table(job.work / "output.labels.json")
-        return load_segmentation(job.work / "output.nii", table, name or f"{volumeNode.GetName()} PGL", volumeNode,
-                                 into=into)
+        return run_all(PGLSegmentationLogic.segment_result_steps(volumeNode, job, name, into))[0]
 
     def segment(self, volumeNode, modelDir: str, largestComponent: bool = False, device: str = "auto",
                 onEvent: Callable[[dict], None] | None = None, into=None):
         """Segment a volume node and return the vtkMRMLSegmentationNode (new, or `into` with its segments
         replaced); blocks with the GUI alive; EngineError on failure."""
-        job = self.start_segment(volumeNode, modelDir, largestComponent, device)
-        return wait_for(job, onEvent, then=lambda done: self.segment_result(volumeNode, job, into=into))
+        job = self.start_segment(volumeNode, modelDir, largestComponent, device, into=into)
+        return wait_for(job, onEvent, then=lambda done: job.result[0])
 
     # --- sample data --------------------------------------------------------------------------------------
     def sample_data(self, folder: str, count: int = 4, wait: bool = True,

@@ -7,16 +7,18 @@ import tempfile
 import qt
 import slicer
 
-from PGLCommon.agreement import describe_change, dice_by_name
+from PGLCommon.agreement import describe_change, dice_from_counts, joint_counts
 from PGLCommon.dependencies import DependencyError, ensure_dependencies
 from PGLCommon.engine_runs import EngineError
 from PGLCommon.job_monitor import DEVICES, JobMonitor
 from PGLCommon.model_info import (describe_finetune_time, describe_model, describe_segment_time, label_names,
                                   read_model_metadata)
-from PGLCommon.nodes import NodeError, label_array
+from PGLCommon.nodes import NodeError
 from PGLCommon.output_folders import holds_pgl_run, is_model_folder
+from PGLCommon.staged_job import StagedJob
 
-from .logic import PGLSegmentationLogic, segment_names
+from .export_section import ExportSection
+from .logic import REFINE_SECONDS, PGLSegmentationLogic, segment_names
 
 MODELS_SETTING = "PGL/Models"
 
@@ -50,6 +52,8 @@ class SegmentationPanel:
                                          self.ui.refineLogTextEdit, "Refine", self.on_refine_finished)
         self.check_monitor = JobMonitor(self.ui.checkButton, self.ui.checkProgressBar, self.ui.checkStatusLabel,
                                         self.ui.checkLogTextEdit, "Check the pretraining", self.on_check_finished)
+        self.export = ExportSection(self)
+        self.ui.refineSecondsSpinBox.value = round(REFINE_SECONDS)  # the engine's refine budget
         self.segment_model = ""
         self.last_result: dict | None = None  # the latest result: volume, segmentation, model, labels as applied
         self.refine_round: dict = {}  # the refine in progress: phase, correction, Dice before
@@ -119,14 +123,17 @@ class SegmentationPanel:
         self.ui.finetuneEstimateLabel.text = describe_finetune_time(self.ui.finetuneMinutesSpinBox.value,
                                                                     len(self.pairs) or 1, recent)
 
+    def chosen_pairs(self) -> tuple[list, list]:
+        """(volumes, segmentations) of the listed pairs, else of the pair in the selectors (None where unchosen)."""
+        pairs = self.pairs or [(getattr(self.ui.trainVolumeSelector.currentNode(), "GetID", lambda: "")(),
+                                getattr(self.ui.trainSegmentationSelector.currentNode(), "GetID", lambda: "")())]
+        return [slicer.mrmlScene.GetNodeByID(v) for v, _ in pairs], [slicer.mrmlScene.GetNodeByID(s) for _, s in pairs]
+
     def on_finetune(self) -> None:
         if self.finetune_monitor.busy:
             self.finetune_monitor.cancel()
             return
-        pairs = self.pairs or [(getattr(self.ui.trainVolumeSelector.currentNode(), "GetID", lambda: "")(),
-                                getattr(self.ui.trainSegmentationSelector.currentNode(), "GetID", lambda: "")())]
-        volumes = [slicer.mrmlScene.GetNodeByID(v) for v, _ in pairs]
-        segmentations = [slicer.mrmlScene.GetNodeByID(s) for _, s in pairs]
+        volumes, segmentations = self.chosen_pairs()
         output = self.ui.finetuneOutputPathLineEdit.currentPath
         overwrite = holds_pgl_run(output)
         if overwrite and not slicer.util.confirmOkCancelDisplay(
@@ -232,34 +239,28 @@ class SegmentationPanel:
         self.segment_monitor.start(job)
 
     def on_segment_finished(self, state, job) -> None:
-        volume = slicer.mrmlScene.GetNodeByID(getattr(self, "segment_volume_id", ""))
-        if state.state != "done" or volume is None:
+        if state.state != "done":
             if state.state == "failed" and self.show_errors:
                 slicer.util.errorDisplay(state.message, windowTitle="PGL segmentation")
             return
-        try:
-            node = self.logic.segment_result(volume, job)
-        except (NodeError, OSError, ValueError) as e:
-            self.report(self.segment_monitor, str(e))
-            return
-        self.show_result(volume, node, self.segment_model)
+        volume = slicer.mrmlScene.GetNodeByID(getattr(self, "segment_volume_id", ""))
+        if volume is not None:
+            self.show_result(volume, *job.result, self.segment_model)
 
-    def show_result(self, volume, node, model: str) -> None:
-        """Show a segmentation result and remember it as it came from the model (Refine compares against it)."""
+    def show_result(self, volume, node, labels, table: dict, model: str) -> None:
+        """Show a segmentation result and remember it as it came from the model (Refine compares against it):
+        the engine's label array and table, so no export is needed."""
         if self.ui.show3DCheckBox.checked:
             node.CreateClosedSurfaceRepresentation()
         slicer.util.setSliceViewerLayers(background=volume)
-        names = label_names(read_model_metadata(model))
-        try:
-            labels, _ = label_array(node, names, volume)
-        except NodeError:
-            labels = None
-        self.last_result = {"volume": volume.GetID(), "segmentation": node.GetID(), "model": model, "names": names,
-                            "labels": labels}
+        values = {entry["name"]: int(value) for value, entry in table.items()}
+        self.last_result = {"volume": volume.GetID(), "segmentation": node.GetID(), "model": model,
+                            "names": label_names(read_model_metadata(model)), "labels": labels, "values": values}
 
     # --- refine -------------------------------------------------------------------------------------------
     def on_refine(self) -> None:
-        """Learn from the corrected result: fine-tune the model further, then segment the volume again."""
+        """Learn from the corrected result: fine-tune the model further, then segment the volume again, then
+        compare both results with the correction."""
         if self.refine_monitor.busy:
             self.refine_monitor.cancel()
             return
@@ -271,25 +272,27 @@ class SegmentationPanel:
                                              "Editor, then press Refine.")
             return
         pairs = [(slicer.mrmlScene.GetNodeByID(v), slicer.mrmlScene.GetNodeByID(s)) for v, s in self.pairs]
+        round_ = {"phase": "train", "before": result}
         try:
-            corrected, _ = label_array(segmentation, result["names"], volume)
             ensure_dependencies()
-            job = self.logic.refine(volume, segmentation, result["model"], steps=self.ui.refineStepsSpinBox.value,
+            job = self.logic.refine(volume, segmentation, result["model"],
+                                    seconds=self.ui.refineSecondsSpinBox.value,
                                     earlierPairs=[(v, s) for v, s in pairs if v is not None and s is not None],
-                                    device=DEVICES[self.ui.deviceComboBox.currentText], wait=False)
+                                    device=DEVICES[self.ui.deviceComboBox.currentText], wait=False,
+                                    onCorrectedLabels=lambda labels: round_.update(corrected=labels))
         except (DependencyError, NodeError, EngineError, OSError) as e:
             self.report(self.refine_monitor, str(e))
             return
-        before = dice_by_name(result["labels"], corrected, result["names"]) if result["labels"] is not None else None
-        self.refine_round = {"phase": "train", "corrected": corrected, "before": before}
+        self.refine_round = round_
         self.ui.refineDiceLabel.text = ""
         self.refine_monitor.start(job)
 
     def on_refine_finished(self, state, job) -> None:
+        """Each phase's end starts the next: train -> segment -> Dice."""
         result, round_ = self.last_result or {}, self.refine_round
         volume = slicer.mrmlScene.GetNodeByID(result.get("volume", ""))
         segmentation = slicer.mrmlScene.GetNodeByID(result.get("segmentation", ""))
-        if state.state != "done" or volume is None:
+        if state.state != "done" or (volume is None and round_.get("phase") != "dice"):
             if state.state == "failed" and self.show_errors:
                 slicer.util.errorDisplay(state.message, windowTitle="PGL refine")
             self.refine_round = {}
@@ -299,27 +302,38 @@ class SegmentationPanel:
             self.logic.remember(model)
             slicer.app.settings().setValue(MODELS_SETTING, self.logic.models[-20:])
             self.refresh_models()
+            into = segmentation if self.ui.refineReplaceCheckBox.checked else None
             try:
                 next_job = self.logic.start_segment(volume, model, self.ui.largestComponentCheckBox.checked,
-                                                    DEVICES[self.ui.deviceComboBox.currentText])
+                                                    DEVICES[self.ui.deviceComboBox.currentText], into=into)
             except (NodeError, OSError) as e:
                 self.report(self.refine_monitor, str(e))
+                self.refine_round = {}
                 return
             round_.update(phase="segment", model=model)
             self.refine_monitor.start(next_job)
-            return
-        into = segmentation if self.ui.refineReplaceCheckBox.checked else None
-        try:
-            node = self.logic.segment_result(volume, job, into=into)
-        except (NodeError, OSError, ValueError) as e:
-            self.report(self.refine_monitor, str(e))
-            return
-        self.show_result(volume, node, round_["model"])
-        after = dice_by_name(self.last_result["labels"], round_["corrected"], self.last_result["names"]) \
-            if self.last_result["labels"] is not None else None
-        if round_.get("before") is not None and after is not None:
-            self.ui.refineDiceLabel.text = describe_change(round_["before"], after)
-        self.refine_round = {}
+        elif round_.get("phase") == "segment":
+            self.show_result(volume, *job.result, round_["model"])
+            if round_.get("corrected") is None:
+                self.refine_round = {}
+                return
+            round_["phase"] = "dice"
+            self.refine_monitor.start(StagedJob(self.compare_with_correction(round_["before"], self.last_result,
+                                                                             round_["corrected"])))
+        else:
+            before, after = job.result
+            self.ui.refineDiceLabel.text = describe_change(before, after)
+            self.refine_round = {}
+
+    @staticmethod
+    def compare_with_correction(before: dict, after: dict, corrected):
+        """Dice of the results before and after Refine against the correction (value i+1 for the model's label
+        i), per label name, a slab per step."""
+        scores, names = [], before["names"]  # the correction's values follow the model's labels
+        for result in (before, after):
+            counts = yield from joint_counts(result["labels"], corrected)
+            scores.append(dice_from_counts(counts, {n: (result["values"].get(n), i + 1) for i, n in enumerate(names)}))
+        return tuple(scores)
 
     # --- sample data -------------------------------------------------------------------------------------
     def on_sample_data(self) -> None:
@@ -349,6 +363,10 @@ class SegmentationPanel:
         are forgotten: node IDs restart after a close, so the next scene's nodes would answer to them."""
         self.segment_monitor.cancel()
         self.refine_monitor.cancel()
+        for monitor in (self.finetune_monitor, self.check_monitor):  # still exporting the scene's nodes: stop
+            if getattr(monitor.job, "preparing", False):
+                monitor.cancel()
+        self.export.on_scene_close()
         self.last_result = None
         self.pairs.clear()
         self.ui.pairsListWidget.clear()
@@ -361,4 +379,5 @@ class SegmentationPanel:
         self.segment_monitor.shutdown()
         self.refine_monitor.shutdown()
         self.check_monitor.shutdown()
+        self.export.shutdown()
         slicer.mrmlScene.RemoveObserver(self.scene_observer)
