@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from PGLPretrainLib.logic import PGLPretrainLogic
 from PGLSegmentationLib.logic import PGLSegmentationLogic
 
@@ -54,3 +55,12 @@ def replace_segments(target, source) -> None:
     truth = source.GetSegmentation()
     for i in range(truth.GetNumberOfSegments()):
         segmentation.CopySegmentFromSegmentation(truth, truth.GetNthSegmentID(i))
+
+
+@pytest.fixture
+def panel(slicer_app, tmp_path):
+    """The PGL Segmentation panel on CPU with the tiny-network logic (imported by the test modules that drive it)."""
+    widget = slicer_app.load_module("PGLSegmentation")
+    widget.panel.logic = TinySegmentationLogic(tmp_path / "cache")
+    widget.panel.ui.deviceComboBox.currentText = "CPU"
+    return widget.panel

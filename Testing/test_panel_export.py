@@ -7,21 +7,13 @@ import sys
 
 import pytest
 from conftest import STALL_LIMIT_MS
-from panel_helpers import TinySegmentationLogic, click
+from panel_helpers import click, panel  # noqa: F401  (panel: a fixture)
 from slicer_harness import Heartbeat
 
 from pgl_engine.config import DEFAULT_FINETUNE_MINUTES, REFINE_MINUTES
 from PGLCommon.jobs import EngineJob
 from PGLCommon.model_info import label_names, read_model_metadata
 from PGLCommon.sample_data import load_sample_case
-
-
-@pytest.fixture
-def panel(slicer_app, tmp_path):
-    widget = slicer_app.load_module("PGLSegmentation")
-    widget.panel.logic = TinySegmentationLogic(tmp_path / "cache")
-    widget.panel.ui.deviceComboBox.currentText = "CPU"
-    return widget.panel
 
 
 def choose_model(slicer_app, panel, model) -> None:

@@ -5,19 +5,11 @@ from pathlib import Path
 
 import pytest
 from conftest import STALL_LIMIT_MS
-from panel_helpers import TinySegmentationLogic, click, replace_segments
+from panel_helpers import click, panel, replace_segments  # noqa: F401  (panel: a fixture)
 from slicer_harness import Heartbeat
 
 from PGLCommon.model_info import describe_finetune_time, expected_segment_seconds
 from PGLCommon.sample_data import load_sample_case
-
-
-@pytest.fixture
-def panel(slicer_app, tmp_path):
-    widget = slicer_app.load_module("PGLSegmentation")
-    widget.panel.logic = TinySegmentationLogic(tmp_path / "cache")
-    widget.panel.ui.deviceComboBox.currentText = "CPU"
-    return widget.panel
 
 
 def set_checked(panel, names):
