@@ -10,7 +10,7 @@ COMPARE_OUT ?= compare_output
 # pgl_engine/compare_config.py: SMALL_COMPARISON (Testing/test_demo.py keeps the two equal)
 COMPARE_ARGS ?= --unlabeled 16 --labeled 2 --test 4 --seeds 2 --pretrain-steps 200 --finetune-steps 200
 
-.PHONY: demo compare test benchmark clean
+.PHONY: demo compare test test-fast benchmark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ compare: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# the fast tier: the tests not marked slow (docs/tests.md)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/pretrain_throughput.py

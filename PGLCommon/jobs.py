@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from pgl_engine.contract import EXIT_CANCELLED
+
 from .engine_failure import failure_in_words
 from .process_tree import kill_tree, popen_options
 from .work_folders import add_user, new_work_folder
 
-EXIT_CANCELLED = 130
 CANCEL_GRACE_S = 60.0  # time for the engine to save its checkpoint before the tree is killed
 ENGINE_DIR = Path(__file__).resolve().parent.parent  # pgl_engine is installed beside PGLCommon
 

@@ -3,9 +3,9 @@ Read from pgl_model.json only (no torch, no weights)."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
+from pgl_engine.contract import SEGMENT_RATES_KEY, describe_seconds, segment_seconds
 from pgl_engine.learnt import describe_learnt
 
 from .output_folders import MODEL_FILE
@@ -60,16 +60,8 @@ def describe_model(model_dir: str) -> tuple[str, list[str]]:
 def expected_segment_seconds(metadata: dict, size, spacing) -> float | None:
     """Seconds `pgl segment` should take on a volume of `size` voxels at `spacing` mm, from the rates the engine
     measured after fine-tuning (pgl_model.json "segment_rates", docs/formats.md); None for models without them.
-    pgl_engine.segment_time.estimate_seconds is the engine's side of the same formula (a test keeps them equal)."""
-    rates = metadata.get("segment_rates")
-    if not isinstance(rates, dict) or not metadata.get("spacing"):
-        return None
-    input_voxels = model_voxels = 1.0
-    for n, mm, model_mm in zip(size, spacing, metadata["spacing"]):
-        input_voxels *= n
-        model_voxels *= max(math.ceil(n * abs(mm) / model_mm - 1e-6), 1)
-    return (rates.get("startup_s", 5.0) + rates["input_s_per_megavoxel"] * input_voxels / 1e6
-            + rates["network_s_per_megavoxel"] * model_voxels / 1e6)
+    The formula is the engine's own (pgl_engine.contract.segment_seconds)."""
+    return segment_seconds(metadata, size, spacing)
 
 
 def describe_segment_time(metadata: dict, size, spacing) -> str:
@@ -77,9 +69,9 @@ def describe_segment_time(metadata: dict, size, spacing) -> str:
     seconds = expected_segment_seconds(metadata, size, spacing)
     if seconds is None:
         return "Expected time: not measured for this model (fine-tuned with an older version of PGL)."
-    when = f"about {max(1, round(seconds))} s" if seconds < 90 else f"about {round(seconds / 60)} min"
-    device = metadata["segment_rates"].get("device", "?")
-    return f"Expected time on this volume: {when} (measured on {device} when the model was fine-tuned)."
+    device = metadata[SEGMENT_RATES_KEY].get("device", "?")
+    return (f"Expected time on this volume: {describe_seconds(seconds)} (measured on {device} when the model was "
+            f"fine-tuned).")
 
 
 ENGINE_STARTUP_S = 5.0  # starting the engine process (Python, torch) before it reads the scans

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import slicer
 
+from pgl_engine.contract import LABEL_TABLE_SUFFIX
+
 from . import nifti_slabs
 from .segment_labels import (ExportError, ijk_to_ras, install_segments, labels_from_segments, present_values,
                              same_grid, segments_from_labels, volume_shape)
@@ -148,7 +150,7 @@ def label_table_path(label_map: Path) -> Path:
     """The engine's sidecar of a label map: `<name>.labels.json` beside it (`.nii`, `.nii.gz`, `.nrrd` stripped)."""
     name = label_map.name
     stem = next((name[: -len(s)] for s in (".nii.gz", ".nii", ".nrrd", ".mha") if name.lower().endswith(s)), name)
-    return label_map.with_name(stem + ".labels.json")
+    return label_map.with_name(stem + LABEL_TABLE_SUFFIX)
 
 
 def write_label_table(path: Path, table: dict[str, dict]) -> None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-MODEL_FILE = "pgl_model.json"
-LOG_FILE = "train_log.jsonl"
+from pgl_engine.contract import CHECKPOINT_DIR, MODEL_FORMAT, MODEL_METADATA_FILE, TRAIN_LOG_FILE
+
+MODEL_FILE, LOG_FILE = MODEL_METADATA_FILE, TRAIN_LOG_FILE  # the names this side has used
 
 
 def is_model_folder(path: str) -> bool:
     """A PGL model folder (pgl_model.json of our format) of any kind."""
     try:
-        return json.loads((Path(path) / MODEL_FILE).read_text()).get("format") == "pgl-model"
+        return json.loads((Path(path) / MODEL_FILE).read_text()).get("format") == MODEL_FORMAT
     except (OSError, ValueError, AttributeError, TypeError):
         return False
 
@@ -23,7 +24,7 @@ def holds_pgl_run(path: str) -> bool:
         return False
     # hidden files (the engine's run lock, temporary files of an interrupted write) are not the folder's content
     visible = [p.name for p in folder.iterdir() if not p.name.startswith(".")]
-    return is_model_folder(path) or (folder / "checkpoints").is_dir() or visible == [LOG_FILE]
+    return is_model_folder(path) or (folder / CHECKPOINT_DIR).is_dir() or visible == [LOG_FILE]
 
 
 def same_folder(a: str, b: str) -> bool:

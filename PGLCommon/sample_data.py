@@ -6,7 +6,7 @@ from typing import Callable
 
 from .engine_runs import start_engine, wait_for
 from .jobs import EngineJob
-from .nodes import NodeError, load_segmentation, read_label_table
+from .nodes import NodeError, label_table_path, load_segmentation, read_label_table
 
 
 def write_sample_data(folder: str, count: int = 4, wait: bool = True, onEvent: Callable[[dict], None] | None = None,
@@ -32,6 +32,7 @@ def load_sample_case(folder: str, scene, index: int = 0):
     if not storage.ReadData(volume):
         scene.RemoveNode(volume)
         raise NodeError(f"{folder}: holds no {name}; generate the sample data first.")
-    table = read_label_table(folder / "labels" / f"{name}.labels.json")  # names and colours from the engine
-    segmentation = load_segmentation(folder / "labels" / f"{name}.nii.gz", table, f"{name} labels", volume)
+    label_map = folder / "labels" / f"{name}.nii.gz"
+    table = read_label_table(label_table_path(label_map))  # names and colours from the engine
+    segmentation = load_segmentation(label_map, table, f"{name} labels", volume)
     return volume, segmentation

@@ -63,6 +63,7 @@ class PGLPretrainTest(ScriptedLoadableModuleTest):
     def test_pretrain_on_phantoms(self):
         from PGLCommon.dependencies import ensure_dependencies
         from PGLCommon.sample_data import write_sample_data
+        from pgl_engine.contract import MODEL_METADATA_FILE
 
         ensure_dependencies(ask=False)
         work = tempfile.mkdtemp(prefix="pgl_selftest_")
@@ -70,6 +71,6 @@ class PGLPretrainTest(ScriptedLoadableModuleTest):
         model = PGLPretrainLogic().pretrain(os.path.join(work, "data", "images"), os.path.join(work, "model"),
                                             steps=3, patchSize=(16, 16, 16), spacing=(8, 8, 8), device="cpu",
                                             extraArgs=["--workers", "0"], wait=True)
-        self.assertTrue(os.path.isfile(os.path.join(model, "pgl_model.json")))
+        self.assertTrue(os.path.isfile(os.path.join(model, MODEL_METADATA_FILE)))
         shutil.rmtree(work, ignore_errors=True)
         self.delayDisplay("PGL Pretrain self-test passed")

@@ -63,6 +63,7 @@ class PGLSegmentationTest(ScriptedLoadableModuleTest):
     def test_finetune_and_segment(self):
         from PGLCommon.dependencies import ensure_dependencies
         from PGLCommon.nodes import read_label_table
+        from pgl_engine.contract import MODEL_METADATA_FILE
 
         ensure_dependencies(ask=False)
         logic = PGLSegmentationLogic()
@@ -73,7 +74,7 @@ class PGLSegmentationTest(ScriptedLoadableModuleTest):
         model = logic.finetune([volume], [segmentation], os.path.join(work, "model"), segmentNames=["liver"],
                                steps=5, device="cpu", patchSize=(32, 32, 16), spacing=(6, 6, 8),
                                extraArgs=["--workers", "0", "--seed", "0"], wait=True)
-        labels = read_label_table(os.path.join(model, "pgl_model.json"))
+        labels = read_label_table(os.path.join(model, MODEL_METADATA_FILE))
         self.assertEqual([entry["name"] for entry in labels.values()], ["liver"])
         result = logic.segment(other, model, device="cpu")
         self.assertTrue(result.IsA("vtkMRMLSegmentationNode"))

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, SEG_NETWORK, TINY_NETWORK
+from conftest import ROOT, SEG_NETWORK, PRETRAIN_NETWORK
 
 
 def network_args(network: dict) -> list[str]:
@@ -21,7 +21,7 @@ def pretrain_args(images: Path, out: Path, cache: Path, *extra: str) -> list[str
     return ["pretrain", "--images", str(images), "--out", str(out), "--cache-dir", str(cache), "--steps", "2",
             "--batch-size", "2", "--patch-size", "16", "16", "16", "--spacing", "8", "8", "8", "--grid-size", "6",
             "--workers", "0", "--projector-hidden", "16", "--predictor-hidden", "16", "--projector-dim", "8",
-            "--device", "cpu", *network_args(TINY_NETWORK), *extra]
+            "--device", "cpu", *network_args(PRETRAIN_NETWORK), *extra]
 
 
 def finetune_args(images: Path, labels: Path, out: Path, cache: Path, *extra: str, network: bool = True) -> list[str]:

@@ -15,7 +15,9 @@ for folder in (ROOT, ROOT / "PGLPretrain", ROOT / "PGLSegmentation"):  # Slicer-
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-TINY_NETWORK = dict(feature_channels=8, channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
+# the networks of the tiny runs: PRETRAIN_NETWORK for pretraining (tiny_config, cli_args.pretrain_args),
+# SEG_NETWORK (below) for fine-tuning; panel_helpers.SEG_NETWORK_ARGS is SEG_NETWORK as engine options
+PRETRAIN_NETWORK = dict(feature_channels=8, channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +32,7 @@ def tiny_config(images: Path, out: Path, cache: Path, **overrides) -> PretrainCo
     options = dict(images=str(images), out=str(out), cache_dir=str(cache), steps=6, batch_size=2,
                    patch_size=(16, 16, 16), spacing=(8.0, 8.0, 8.0), grid_size=6, workers=0,
                    checkpoint_every=100, projector_hidden=16, predictor_hidden=16, projector_dim=8,
-                   network=NetworkConfig(**TINY_NETWORK), seed=0, device="cpu")
+                   network=NetworkConfig(**PRETRAIN_NETWORK), seed=0, device="cpu")
     options.update(overrides)
     return PretrainConfig(**options)
 

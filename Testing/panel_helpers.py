@@ -11,7 +11,8 @@ from PGLSegmentationLib.logic import PGLSegmentationLogic
 TINY_PRETRAIN = ["--batch-size", "1", "--grid-size", "4", "--workers", "0", "--feature-channels", "8", "--channels",
                  "4", "8", "16", "--strides", "2", "2", "--projector-hidden", "8", "--predictor-hidden", "8",
                  "--projector-dim", "8", "--checkpoint-every", "1"]
-TINY_NETWORK = ["--feature-channels", "8", "--channels", "8", "16", "32", "--strides", "2", "2"]
+# conftest.SEG_NETWORK as engine options (num_res_units: the engine's default, 1)
+SEG_NETWORK_ARGS = ["--feature-channels", "8", "--channels", "8", "16", "32", "--strides", "2", "2"]
 TINY_FINETUNE = ["--workers", "0", "--lr", "3e-3", "--batch-size", "2"]
 
 
@@ -30,7 +31,7 @@ class TinySegmentationLogic(PGLSegmentationLogic):
         self.cache = str(cache)
 
     def finetune(self, *args, extraArgs=(), patchSize=None, spacing=None, init="none", **kwargs):
-        network = TINY_NETWORK if init in ("", "none") else []  # a pretrained init brings its own network
+        network = SEG_NETWORK_ARGS if init in ("", "none") else []  # a pretrained init brings its own network
         return super().finetune(*args, patchSize=(32, 32, 16), spacing=(6.0, 6.0, 8.0), init=init,
                                 extraArgs=[*network, *TINY_FINETUNE, "--cache-dir", self.cache, *extraArgs], **kwargs)
 

@@ -103,7 +103,7 @@ def four_d(place: Place) -> Path:
     return place.write(place.root / "scans" / "series.nii.gz", np.zeros((16, 16, 16, 3), np.int16))
 
 
-def labelled(place: Place, name: str, label: np.ndarray, dtype=np.int16) -> tuple[Path, Path]:
+def scan_with_label_map(place: Place, name: str, label: np.ndarray, dtype=np.int16) -> tuple[Path, Path]:
     """images/ with phantom 0 and labels/ with `label` (on its grid) under the case's root."""
     images = place.folder(f"{name}/images", place.scan())
     labels = place.root / name / "labels"
@@ -268,19 +268,19 @@ CASES = [
          1, lambda p: str(p.root / "nolabels"), "no such folder"),
     Case("finetune-no-pairs", lambda p: finetune_args(renamed_scan(p), p.labels, p.root / "out", p.cache), 1,
          lambda p: str(p.root / "renamed"), "same file name"),
-    Case("finetune-label-other-grid", lambda p: finetune_args(*labelled(
+    Case("finetune-label-other-grid", lambda p: finetune_args(*scan_with_label_map(
         p, "grid", np.ones((10, 10, 10))), p.root / "out", p.cache), 1, lambda p: "grid/labels/phantom_000.nii.gz",
          "another grid"),
-    Case("finetune-label-empty", lambda p: finetune_args(*labelled(
+    Case("finetune-label-empty", lambda p: finetune_args(*scan_with_label_map(
         p, "empty", np.zeros_like(p.label_array())), p.root / "out", p.cache), 1,
          lambda p: "empty/labels/phantom_000.nii.gz", "only background"),
-    Case("finetune-label-fractional", lambda p: finetune_args(*labelled(
+    Case("finetune-label-fractional", lambda p: finetune_args(*scan_with_label_map(
         p, "frac", p.label_array() * 0.5, np.float32), p.root / "out", p.cache), 1,
          lambda p: "frac/labels/phantom_000.nii.gz", "0.5"),
-    Case("finetune-label-above-255", lambda p: finetune_args(*labelled(
+    Case("finetune-label-above-255", lambda p: finetune_args(*scan_with_label_map(
         p, "big", np.where(p.label_array() == 1, 300, p.label_array())), p.root / "out", p.cache), 1,
          lambda p: "big/labels/phantom_000.nii.gz", "300"),
-    Case("finetune-label-negative", lambda p: finetune_args(*labelled(
+    Case("finetune-label-negative", lambda p: finetune_args(*scan_with_label_map(
         p, "neg", -p.label_array()), p.root / "out", p.cache), 1,
          lambda p: "neg/labels/phantom_000.nii.gz", "-1"),
     Case("finetune-label-unnamed-value", lambda p: finetune_args(
@@ -348,7 +348,8 @@ CASES = [
     Case("evaluate-no-matching-names", lambda p: ["evaluate", "--pred", str(p.folder("pred", p.label(0))), "--labels",
                                                   str(p.folder("refs", p.label(1)))], 1, lambda p: "phantom_001",
          "same file name"),
-    Case("evaluate-other-grid", lambda p: ["evaluate", "--pred", str(labelled(p, "g", np.ones((8, 8, 8)))[1]),
+    Case("evaluate-other-grid", lambda p: ["evaluate", "--pred",
+                                           str(scan_with_label_map(p, "g", np.ones((8, 8, 8)))[1]),
                                            "--labels", str(p.labels)], 1, lambda p: "phantom_000.nii.gz",
          "another grid"),
     Case("evaluate-csv-is-folder", lambda p: ["evaluate", "--pred", str(segmented(p)), "--labels", str(p.labels),
@@ -390,7 +391,17 @@ def shared(cohort, seg_model, tmp_path_factory):
     return cohort, seg_model, tmp_path_factory.mktemp("bad_input_cache")
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+# the cases that train, segment or (finetune --dataset without --steps) choose a configuration first: more than a
+# few seconds each, so outside the fast tier (docs/tests.md)
+SLOW_CASES = {"pretrain-inf-voxels", "pretrain-resume-changed-options", "pretrain-out-locked", "pretrain-disk-full",
+              "finetune-init-segmentation-model", "finetune-dataset-json-invalid",
+              "finetune-dataset-json-missing-files", "segment-model-pretrained", "segment-nan-padding",
+              "segment-disk-full", "evaluate-labels-empty", "evaluate-csv-is-folder", "evaluate-csv-is-a-reference",
+              "evaluate-csv-missing-parent"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.id in SLOW_CASES else [])
+                                  for c in CASES])
 def test_bad_input(case: Case, shared, tmp_path, capsys):
     cohort, seg_model, cache = shared
     if "no-cuda" in case.needs and torch.cuda.is_available():

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_pretrain_throughput_benchmark_runs(tmp_path):
     out = tmp_path / "figures.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pretrain_throughput.py"), "--steps", "1",
@@ -19,6 +22,7 @@ def test_pretrain_throughput_benchmark_runs(tmp_path):
     assert 0 <= figures["loader_wait_fraction"] < 1
 
 
+@pytest.mark.slow
 def test_finetune_speed_benchmark_gives_curves_per_init_and_budget(tmp_path):
     out = tmp_path / "figures.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "finetune_speed.py"), "--quick", "--minutes", "0.03",
@@ -43,6 +47,7 @@ def test_finetune_speed_benchmark_gives_curves_per_init_and_budget(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_finetune_speed_benchmark_runs_a_lever_in_its_own_folder(tmp_path):
     """--finetune-option reaches every fine-tuning (the model records it) and keeps its runs apart from the plain."""
     out, work = tmp_path / "figures.json", tmp_path / "work"
@@ -82,6 +87,7 @@ def test_a_plain_runs_training_log_replays_where_patience_would_have_ended_it(tm
     assert benchmark.replay_plateau(log, 40) is None  # the run ends before 40 flat checks
 
 
+@pytest.mark.slow
 def test_startup_benchmark_times_the_segment_imports_against_torch_and_an_earlier_commit(tmp_path):
     out = tmp_path / "startup.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "startup.py"), "--repeats", "1", "--against", "HEAD",

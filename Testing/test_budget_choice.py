@@ -103,6 +103,7 @@ def test_the_choice_fills_what_is_free_and_nothing_without_a_budget_or_with_ever
     assert width_only["patch_size"] == FINE.patch_size
 
 
+@pytest.mark.slow
 def test_a_fine_tuning_with_a_budget_records_its_choice_in_the_model(cohort, tmp_path, monkeypatch):
     tiny = Grid("tiny", (8.0, 8.0, 8.0), (16, 16, 16), 3)
     monkeypatch.setattr(budget_choice, "GRIDS", (tiny,))

@@ -20,6 +20,8 @@ from pgl_engine.model_store import load_model, save_model
 from pgl_engine.networks import build_backbone, build_segmentation_net
 from pgl_engine.segment import segment
 
+pytestmark = pytest.mark.slow  # MONAI's bundle runner as the judge; a model of its own (250 steps)
+
 # label values with a gap, so the bundle's class -> label value mapping is exercised (tumours left out: a tiny
 # model does not learn them, and every label must appear in the outputs)
 VALUES = {1: 1, 2: 2, 3: 3, 4: 6}  # phantom label -> label value here

@@ -16,6 +16,8 @@ from conftest import ROOT
 
 from pgl_engine.process_alive import WORK_FOLDER_RECORD
 
+pytestmark = pytest.mark.slow  # real engine processes
+
 EXIT_CANCELLED = 130
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 

@@ -18,7 +18,8 @@ from pgl_engine.errors import PGLError
 
 COMMON = ["--steps", "3", "--batch-size", "1", "--patch-size", "16", "--spacing", "8", "--workers", "0",
           "--feature-channels", "8", "--channels", "4", "8", "16", "--strides", "2", "2", "--device", "cpu"]
-TINY = COMMON + ["--grid-size", "4", "--projector-hidden", "8", "--predictor-hidden", "8", "--projector-dim", "8"]
+PRETRAIN_ARGS = COMMON + ["--grid-size", "4", "--projector-hidden", "8", "--predictor-hidden", "8",
+                          "--projector-dim", "8"]
 
 
 def pgl(capsys, *args):
@@ -52,16 +53,16 @@ def folder_with(tmp_path, cohort, *bad):
 def test_unusable_folders_fail_with_a_message(capsys, tmp_path, cohort, bad, expected):
     folder = folder_with(tmp_path, cohort, *bad)
     code, out, err = pgl(capsys, "pretrain", "--images", folder, "--out", tmp_path / "out",
-                         "--cache-dir", tmp_path / "cache", *TINY)
+                         "--cache-dir", tmp_path / "cache", *PRETRAIN_ARGS)
     assert code != 0
     assert expected in err
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
 def test_missing_folder_and_bad_options(capsys, tmp_path):
-    code, _, err = pgl(capsys, "pretrain", "--images", tmp_path / "nope", "--out", tmp_path / "out", *TINY)
+    code, _, err = pgl(capsys, "pretrain", "--images", tmp_path / "nope", "--out", tmp_path / "out", *PRETRAIN_ARGS)
     assert code != 0 and "nope: no such folder" in err
-    code, _, err = pgl(capsys, "pretrain", "--images", tmp_path, "--out", tmp_path / "out", *TINY,
+    code, _, err = pgl(capsys, "pretrain", "--images", tmp_path, "--out", tmp_path / "out", *PRETRAIN_ARGS,
                        "--patch-size", "18")
     assert code != 0 and "--patch-size must be a multiple of 4" in err
 
@@ -69,7 +70,7 @@ def test_missing_folder_and_bad_options(capsys, tmp_path):
 def test_bad_files_among_good_ones_are_skipped_and_listed(capsys, tmp_path, cohort):
     folder = folder_with(tmp_path, cohort, "good", "corrupt", "2d")
     code, out, err = pgl(capsys, "pretrain", "--images", folder, "--out", tmp_path / "out",
-                         "--cache-dir", tmp_path / "cache", "--progress", "json", *TINY)
+                         "--cache-dir", tmp_path / "cache", "--progress", "json", *PRETRAIN_ARGS)
     assert code == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     warning = next(e for e in events if e["event"] == "warning")
@@ -87,7 +88,7 @@ def test_output_folder_with_other_files_is_left_alone(capsys, tmp_path, cohort):
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     code, stdout, err = pgl(capsys, "pretrain", "--images", cohort / "images", "--out", out,
-                            "--cache-dir", tmp_path / "cache", "--progress", "json", *TINY)
+                            "--cache-dir", tmp_path / "cache", "--progress", "json", *PRETRAIN_ARGS)
     last = json.loads(stdout.splitlines()[-1])
     assert code != 0 and last["event"] == "error" and "already holds other files" in last["message"]
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
@@ -109,11 +110,12 @@ def test_phantom_command_writes_images_and_labels(capsys, tmp_path):
     assert dataset["numTraining"] == 2 and dataset["labels"]["4"] == "left kidney"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, cohort, sig):
     out = tmp_path / "run"
     args = [sys.executable, "-m", "pgl_engine", "pretrain", "--images", str(cohort / "images"), "--out", str(out),
-            "--cache-dir", str(tmp_path / "cache"), "--progress", "json", *TINY, "--steps", "100000"]
+            "--cache-dir", str(tmp_path / "cache"), "--progress", "json", *PRETRAIN_ARGS, "--steps", "100000"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     events = []

@@ -9,10 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from safetensors.torch import load_file
 
 from cli_args import pretrain_args, run_engine
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # real engine processes, killed and resumed
 
 STEPS, EVERY = 12, 4
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

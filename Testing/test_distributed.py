@@ -15,14 +15,16 @@ from pgl_engine.cache import ScanCache
 from pgl_engine.checkpoint import load_checkpoint
 from pgl_engine.imaging import list_scans
 
+pytestmark = pytest.mark.slow  # torchrun: real processes and process groups
+
 ROOT = Path(__file__).resolve().parents[1]
-PROBE = ROOT / "Testing" / "helpers" / "ddp_probe.py"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+DDP_PROBE = ROOT / "Testing" / "helpers" / "ddp_probe.py"
+ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
 def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
-    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
+    result = subprocess.run(command, capture_output=True, text=True, env=ONE_THREAD_ENV, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -31,7 +33,7 @@ def probe(tmp_path, cohort, name, nproc, **overrides):
     """Pretrain under torchrun and return each rank's final state dict."""
     config = tiny_config(cohort / "images", tmp_path / name, tmp_path / "cache", **overrides)
     (tmp_path / f"{name}.json").write_text(json.dumps(config.to_dict()))
-    torchrun(nproc, str(PROBE), str(tmp_path / f"{name}.json"), str(tmp_path / f"{name}_ranks"))
+    torchrun(nproc, str(DDP_PROBE), str(tmp_path / f"{name}.json"), str(tmp_path / f"{name}_ranks"))
     return [torch.load(tmp_path / f"{name}_ranks" / f"rank{r}.pt") for r in range(nproc)]
 
 
@@ -85,7 +87,7 @@ def test_two_runs_filling_one_cache_at_once_leave_it_consistent(tmp_path, cohort
     script = ("import sys; from pgl_engine.cache import ScanCache, cache_scans; from pgl_engine.imaging import "
               "list_scans; c = ScanCache(sys.argv[1], (8.0, 8.0, 8.0), (-1024.0, 325.0)); "
               "cache_scans(list_scans(sys.argv[2]), c)")
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(cache), str(cohort / "images")], env=ENV)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(cache), str(cohort / "images")], env=ONE_THREAD_ENV)
              for _ in range(2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert not [p for p in cache.rglob("*") if p.name.startswith(".tmp-")]

@@ -78,6 +78,7 @@ def test_compare_refuses_options_it_cannot_pass_on(options, expected):
     CompareConfig(pretrain_options={"flip_axes": []}, finetune_options={"transfer": "encoder"}).validate()
 
 
+@pytest.mark.slow
 def test_compare_in_parallel_processes_matches_one_after_another(tmp_path):
     # fp32: on a CPU with native bf16, fine-tuning's bf16 autocast on these toy patches (a 2x2x2 bottleneck) can
     # overflow in a rotated or scaled patch, and whether it does depends on the thread count's rounding

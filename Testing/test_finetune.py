@@ -36,6 +36,7 @@ def test_fine_tuning_reaches_dice_well_above_chance(seg_model, cohort, tmp_path)
     assert len({tuple(meta["labels"][k]["color"]) for k in meta["labels"]}) == 5
 
 
+@pytest.mark.slow
 def test_pretrained_weights_are_loaded(cohort, tmp_path):
     network = NetworkConfig(**SEG_NETWORK)
     pre = pretrain(tiny_config(cohort / "images", tmp_path / "pre", tmp_path / "cache", steps=2, network=network,
@@ -87,6 +88,7 @@ def test_transferred_weights_get_the_init_lr_scale(cohort, tmp_path):
     assert [g["initial_lr"] for g in plain.optimizer.param_groups] == [pytest.approx(3e-3)]
 
 
+@pytest.mark.slow
 def test_head_first_steps_hold_the_transferred_weights_then_train_them(cohort, tmp_path):
     network = NetworkConfig(**SEG_NETWORK)
     pre = pretrain(tiny_config(cohort / "images", tmp_path / "pre", tmp_path / "cache", steps=1, network=network,
@@ -220,6 +222,7 @@ def test_model_folders_of_the_wrong_kind_are_refused(tmp_path, cohort, seg_model
         finetune(**seg_options(cohort, tmp_path / "ft", tmp_path / "cache", init=str(tmp_path)))
 
 
+@pytest.mark.slow
 def test_msd_dataset_json_with_nnunet_v2_labels(tmp_path, cohort):
     dataset = json.loads((cohort / "dataset.json").read_text())
     dataset["labels"] = {"background": 0, "liver": 1, "spleen": 2, "kidney R": 3, "kidney L": 4, "lesion": 5}
@@ -284,6 +287,7 @@ def test_patches_get_structure_shifts_only_when_asked(cohort):
         FinetuneConfig(images="i", labels="l", out="o", structure_shift_hu=-1)
 
 
+@pytest.mark.slow
 def test_fine_tuning_with_structure_shifts_records_them(cohort, tmp_path):
     out = finetune(**seg_options(cohort, tmp_path / "ft", tmp_path / "cache", steps=2, structure_shift_hu=40))
     assert load_model(out).metadata["training"]["structure_shift_hu"] == 40
@@ -303,6 +307,7 @@ def test_a_segmentation_model_with_the_same_labels_is_continued_head_included(co
     assert any("head included" in e.get("message", "") for e in events)
 
 
+@pytest.mark.slow
 def test_a_segmentation_model_with_other_labels_gives_its_backbone_and_says_so(cohort, tmp_path, seg_model):
     events = []
     other = finetune(**seg_options(cohort, tmp_path / "other", tmp_path / "cache", init=str(seg_model), steps=1,
@@ -313,6 +318,7 @@ def test_a_segmentation_model_with_other_labels_gives_its_backbone_and_says_so(c
     assert any("new head is trained" in e.get("message", "") for e in events)
 
 
+@pytest.mark.slow
 def test_stopping_early_keeps_a_usable_model_and_resume_finishes_it(cohort, tmp_path):
     """A GUI's Stop (here SIGINT at step 5) keeps the weights so far as a model that segments; --resume goes on."""
     import os

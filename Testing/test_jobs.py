@@ -9,16 +9,17 @@ from pgl_engine.checkpoint import load_checkpoint
 from PGLCommon.engine_runs import EngineError, start_engine, wait_for
 from PGLCommon.jobs import EXIT_CANCELLED
 
-TINY = ["--batch-size", "1", "--patch-size", "16", "--spacing", "8", "--grid-size", "4", "--workers", "0",
-        "--feature-channels", "8", "--channels", "4", "8", "16", "--strides", "2", "2", "--projector-hidden", "8",
-        "--predictor-hidden", "8", "--projector-dim", "8"]
+PRETRAIN_JOB_ARGS = ["--batch-size", "1", "--patch-size", "16", "--spacing", "8", "--grid-size", "4", "--workers",
+                     "0", "--feature-channels", "8", "--channels", "4", "8", "16", "--strides", "2", "2",
+                     "--projector-hidden", "8", "--predictor-hidden", "8", "--projector-dim", "8"]
 
 
 def pretrain_job(cohort, tmp_path, steps):
     return start_engine("pretrain", ["--images", cohort / "images", "--out", tmp_path / "run", "--cache-dir",
-                                     tmp_path / "cache", "--steps", steps, *TINY], device="cpu")
+                                     tmp_path / "cache", "--steps", steps, *PRETRAIN_JOB_ARGS], device="cpu")
 
 
+@pytest.mark.slow
 def test_events_arrive_in_order_while_the_caller_stays_free(cohort, tmp_path):
     job = pretrain_job(cohort, tmp_path, 25)
     events, loops = [], 0
@@ -34,6 +35,7 @@ def test_events_arrive_in_order_while_the_caller_stays_free(cohort, tmp_path):
     assert loops > 50  # the caller kept running its own loop meanwhile
 
 
+@pytest.mark.slow
 def test_cancel_stops_the_whole_tree_and_keeps_the_checkpoint(cohort, tmp_path):
     job = pretrain_job(cohort, tmp_path, 100000)
     seen = []

@@ -76,6 +76,7 @@ def test_the_session_model_has_learnt_the_liver(seg_model):
     assert not [w for w in warnings if "the liver" in w]
 
 
+@pytest.mark.slow
 def test_with_validation_cases_the_structures_are_judged_on_them(cohort, tmp_path):
     events = []
     out = finetune(**seg_options(cohort, tmp_path / "model", tmp_path / "cache", steps=2, val_count=1),

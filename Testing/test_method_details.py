@@ -133,6 +133,7 @@ class StopAt(Finetuner):
         return super().train_step(batch)
 
 
+@pytest.mark.slow
 def test_finetune_resume_with_held_weights_matches_a_straight_run(cohort, tmp_path):
     network = NetworkConfig(**SEG_NETWORK)
     pre = pretrain(tiny_config(cohort / "images", tmp_path / "pre", tmp_path / "cache", steps=1, network=network,
@@ -155,6 +156,7 @@ def test_finetune_resume_with_held_weights_matches_a_straight_run(cohort, tmp_pa
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+@pytest.mark.slow
 def test_val_count_keeps_the_best_model_and_tta_averages_flips_on_the_cpu(cohort, tmp_path):
     model = finetune(**seg_options(cohort, tmp_path / "model", tmp_path / "cache", steps=40, val_count=1,
                                    val_every=20, flip_axes=(0,)))

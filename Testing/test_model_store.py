@@ -5,7 +5,7 @@ import pickle
 
 import pytest
 import torch
-from conftest import TINY_NETWORK
+from conftest import PRETRAIN_NETWORK
 from safetensors.torch import save_file
 
 from pgl_engine.config import NetworkConfig
@@ -15,7 +15,7 @@ from pgl_engine.networks import build_backbone
 
 
 def write_model(folder):
-    network = NetworkConfig(**TINY_NETWORK)
+    network = NetworkConfig(**PRETRAIN_NETWORK)
     torch.manual_seed(3)
     backbone = build_backbone(network)
     tensors = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
@@ -36,7 +36,7 @@ class Payload:
 def test_round_trip_restores_the_weights(tmp_path):
     backbone = write_model(tmp_path)
     loaded = load_model(tmp_path)
-    assert loaded.kind == "pretrained" and loaded.network_config == NetworkConfig(**TINY_NETWORK)
+    assert loaded.kind == "pretrained" and loaded.network_config == NetworkConfig(**PRETRAIN_NETWORK)
     for (name, a), (_, b) in zip(backbone.state_dict().items(), loaded.backbone.state_dict().items()):
         assert torch.equal(a, b), name
 

@@ -36,6 +36,7 @@ def cases_folder(cohort, tmp_path, count=3):
     return images, labels
 
 
+@pytest.mark.slow
 def test_labelled_folders_export_as_a_dataset_nnunet_verifies(cohort, tmp_path, capfd):
     images, labels = cases_folder(cohort, tmp_path)
     seen = []

@@ -29,6 +29,7 @@ def add_pairs(slicer_app, panel, cases) -> None:
         click(slicer_app, ui.addPairButton)
 
 
+@pytest.mark.slow
 def test_export_model_writes_a_monai_bundle_monai_builds(slicer_app, panel, seg_model, tmp_path):
     import torch
     from monai.bundle import ConfigParser
@@ -76,6 +77,7 @@ def test_export_model_writes_a_monai_bundle_monai_builds(slicer_app, panel, seg_
     assert len(slicer_app.shown()) == 3  # each refusal also in a dialog
 
 
+@pytest.mark.slow
 def test_export_for_nnunet_writes_the_pairs_as_a_dataset_nnunet_verifies(slicer_app, panel, cohort, tmp_path, capfd):
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 

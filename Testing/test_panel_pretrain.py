@@ -36,6 +36,7 @@ def step_reached(panel, step):
     return panel.monitor.state.step >= step and panel.monitor.state.stage == "pretrain"
 
 
+@pytest.mark.slow
 def test_start_progress_cancel_resume_done_never_stall_the_event_loop(slicer_app, panel, cohort, tmp_path):
     fill(panel, cohort, tmp_path / "model", 100000)
     ui, stalls = panel.ui, {}
@@ -71,6 +72,7 @@ def test_start_progress_cancel_resume_done_never_stall_the_event_loop(slicer_app
     assert max(stalls.values()) < STALL_LIMIT_MS, stalls
 
 
+@pytest.mark.slow
 def test_scene_close_leaves_pretraining_running_and_reload_cancels_without_waiting(slicer_app, panel, cohort,
                                                                                    tmp_path):
     from PGLCommon import job_monitor  # needs the harness's qt
@@ -131,6 +133,7 @@ def test_a_failing_install_is_reported_in_the_panel_not_as_a_traceback(slicer_ap
     assert "cannot run without torch" in panel.ui.statusLabel.text
 
 
+@pytest.mark.slow
 def test_an_existing_run_is_replaced_only_after_the_user_agrees(slicer_app, panel, cohort, tmp_path):
     (tmp_path / "model" / "checkpoints").mkdir(parents=True)
     fill(panel, cohort, tmp_path / "model", 2)
@@ -143,6 +146,7 @@ def test_an_existing_run_is_replaced_only_after_the_user_agrees(slicer_app, pane
     slicer_app.wait_until(lambda: panel.monitor.state.state == "done", 180, "the replacing run")
 
 
+@pytest.mark.slow
 def test_a_dicom_tree_is_surveyed_before_starting_and_pretrained_on(slicer_app, panel, cohort, tmp_path):
     from dicom_series import write_localizer, write_series
 

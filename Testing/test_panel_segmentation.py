@@ -30,6 +30,7 @@ def test_volume_selectors_list_scalar_volumes_only(slicer_app, panel, cohort):
     assert panel.ui.trainSegmentationSelector.nodeFromIndex(0) is segmentation
 
 
+@pytest.mark.slow
 def test_pairs_segments_finetune_and_apply(slicer_app, panel, cohort, seg_model, tmp_path):
     ui = panel.ui
     cases = [load_sample_case(str(cohort), slicer_app.scene, i) for i in (0, 1, 2)]
@@ -126,6 +127,7 @@ def test_the_initial_model_is_never_replaced_and_an_old_one_only_after_asking(sl
     assert "already holds a PGL model" in slicer_app.shown("confirmOkCancelDisplay")[-1]
 
 
+@pytest.mark.slow
 def test_scene_close_during_segmentation_leaves_the_panel_usable(slicer_app, panel, cohort, seg_model, tmp_path):
     ui = panel.ui
     volume, _ = load_sample_case(str(cohort), slicer_app.scene, 2)
@@ -206,6 +208,7 @@ def test_sample_data_button_loads_a_case(slicer_app, panel, tmp_path):
     assert not slicer_app.shown()
 
 
+@pytest.mark.slow
 def test_apply_correct_refine_continues_the_model_and_segments_again_into_the_same_node(slicer_app, panel, cohort,
                                                                                           seg_model):
     ui = panel.ui
@@ -250,6 +253,7 @@ def test_apply_correct_refine_continues_the_model_and_segments_again_into_the_sa
                                   "press Refine."]  # the early press only
 
 
+@pytest.mark.slow
 def test_check_the_pretraining_compares_random_and_pretrained_init_on_the_listed_pairs(slicer_app, panel, cohort,
                                                                                        tmp_path):
     from conftest import tiny_config

@@ -77,6 +77,7 @@ def organ_dice(model, cohort, tmp_path, phantom: int = 2):
     return dice_per_label(np.asarray(nib.load(predicted).dataobj), truth, {1: NAMES[0], 2: NAMES[1]})
 
 
+@pytest.mark.slow
 def test_two_cases_each_labelling_another_organ_teach_both(cohort, tmp_path):
     """One scan labelled twice, the right kidney in case_0 and the left one in case_1 (two annotators, or two
     segmentations of one volume). With their label tables a model learns both organs nearly as well as from full

@@ -55,6 +55,7 @@ def test_organ_mean_by_phase_groups_the_test_scans():
     assert organ_mean_by_phase(cases, phase_by_file) == pytest.approx({"native": 0.5, "venous": 0.9})
 
 
+@pytest.mark.slow
 def test_compare_reports_by_phase_and_refuses_a_cohort_of_other_phases(tmp_path):
     config = CompareConfig(out=str(tmp_path / "cmp"), unlabeled=2, labeled=(1,), test=2, seeds=2,
                            inits=("random", "pgl"), pretrain_steps=2, finetune_steps=2, patch_size=(16, 16, 16),

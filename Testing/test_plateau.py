@@ -45,6 +45,7 @@ def flat_run(cohort, tmp_path, **overrides) -> dict:
                        **{"steps": 60, "lr": 1e-9, "patience": 2, "val_every": 4, **overrides})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("val_count, signal_name", [(0, "training Dice"), (1, "validation Dice")])
 def test_a_plateau_finishes_the_run_early_on_an_annealed_learning_rate(cohort, tmp_path, val_count, signal_name):
     events = []
@@ -65,12 +66,14 @@ def test_a_plateau_finishes_the_run_early_on_an_annealed_learning_rate(cohort, t
     assert len(log) == 15
 
 
+@pytest.mark.slow
 def test_without_patience_the_run_keeps_its_plan(cohort, tmp_path):
     finetune(**flat_run(cohort, tmp_path, patience=0, steps=20))
     metadata = read_metadata(tmp_path / "model")
     assert metadata["finished_early"] is None and metadata["training"]["steps"] == 20
 
 
+@pytest.mark.slow
 def test_a_run_stopped_in_its_tail_resumes_to_the_tail_end(cohort, tmp_path):
     def stop_at_step_13(event):
         if event.get("event") == "progress" and event.get("step") == 13:

@@ -12,6 +12,7 @@ from pgl_engine.ema import ema_update
 from pgl_engine.errors import PGLError
 from pgl_engine.methods import PGL
 from pgl_engine.pretrain import Pretrainer
+from pgl_engine.training import BF16_SKIP_LIMIT
 
 
 def run(cohort, tmp_path, name, **overrides):
@@ -25,6 +26,7 @@ def losses(events):
     return [e["loss"] for e in events if e["event"] == "progress" and e["stage"] == "pretrain"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["pgl", "byol"])
 def test_loss_decreases_and_model_is_written(cohort, tmp_path, method):
     events = run(cohort, tmp_path, method, method=method, steps=40, lr=3e-3)
@@ -41,6 +43,7 @@ def test_loss_decreases_and_model_is_written(cohort, tmp_path, method):
     assert [r["step"] for r in log] == list(range(1, 41))
 
 
+@pytest.mark.slow
 def test_ema_target_differs_from_online_and_moves(cohort, tmp_path):
     config = tiny_config(cohort / "images", tmp_path / "ema", tmp_path / "cache", steps=10, checkpoint_every=5)
     trainer = Pretrainer(config)
@@ -120,6 +123,36 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(cohort, tmp_pa
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+def nan_losses_at(calls: set, monkeypatch):
+    """Make PGL's loss NaN on the given forward calls (1-based)."""
+    original = PGL.forward
+    seen = []
+
+    def forward(self, batch):
+        loss, stats = original(self, batch)
+        seen.append(1)
+        return (loss * float("nan") if len(seen) in calls else loss), stats
+
+    monkeypatch.setattr(PGL, "forward", forward)
+
+
+def test_bf16_overflow_skips_the_update_and_training_goes_on(cohort, tmp_path, monkeypatch):
+    nan_losses_at({4}, monkeypatch)
+    events = run(cohort, tmp_path, "skip", steps=6, precision="bf16")
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert any("step 4: the loss was nan in bf16, so this update was skipped" in w for w in warnings), warnings
+    meta = json.loads((tmp_path / "skip" / "pgl_model.json").read_text())
+    assert meta["training"]["skipped_bf16_overflow"] == 1 and meta["training"]["steps"] == 6
+    state = load_checkpoint(tmp_path / "skip")
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_bf16_overflow_that_persists_stops_training(cohort, tmp_path, monkeypatch):
+    nan_losses_at(set(range(3, 3 + BF16_SKIP_LIMIT)), monkeypatch)
+    with pytest.raises(PGLError, match=f"loss became nan at step {2 + BF16_SKIP_LIMIT}.*--precision fp32"):
+        run(cohort, tmp_path, "persist", steps=12, precision="bf16")
+
+
 def test_output_folders_are_never_clobbered(cohort, tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
@@ -145,6 +178,7 @@ def test_output_folders_are_never_clobbered(cohort, tmp_path):
     assert (stopped / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_scans_smaller_than_the_patch_are_padded(cohort, tmp_path):
     events = run(cohort, tmp_path, "big_patch", steps=2, patch_size=(48, 48, 32), spacing=(12.0, 12.0, 12.0))
     assert events[-1]["event"] == "done"

@@ -1,6 +1,8 @@
 """A pretrained start that is not expected to help is said so, at pretraining and before fine-tuning from it."""
 from __future__ import annotations
 
+import pytest
+
 from conftest import seg_options, tiny_config
 from pgl_engine.finetune import finetune
 from pgl_engine.pretrain import pretrain
@@ -15,6 +17,7 @@ def test_the_advice_names_what_is_too_little_and_nothing_otherwise():
     assert "on 3 scans" in both and "for 20 steps" in both and both.count(".") == 1
 
 
+@pytest.mark.slow
 def test_pretraining_on_a_handful_of_scans_says_so_then_and_before_fine_tuning(cohort, tmp_path):
     said = []
     model = pretrain(tiny_config(cohort / "images", tmp_path / "pre", tmp_path / "cache"), progress=said.append)

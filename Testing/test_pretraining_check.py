@@ -24,6 +24,7 @@ def labelled(cohort, tmp_path_factory):
     return root, model
 
 
+@pytest.mark.slow
 def test_each_case_is_held_out_once_per_seed_and_the_paired_difference_is_reported(labelled, tmp_path):
     root, model = labelled
     events = []

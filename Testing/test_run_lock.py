@@ -121,6 +121,7 @@ def engine(*args: str, **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_running_runs_folder_is_refused(cohort, tmp_path):
     out, stop = tmp_path / "run", tmp_path / "stop"
     first = engine(*pretrain_args(cohort / "images", out, tmp_path / "cache", "--steps", "400", "--progress", "json",

@@ -200,6 +200,7 @@ def oblique_lps_scan(cohort, tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_segment_writes_seg_nrrd_that_slicerio_reads_as_the_nifti_output(seg_model, cohort, tmp_path):
     scan = oblique_lps_scan(cohort, tmp_path)
     nifti = segment(seg_model, scan, tmp_path / "out" / "oblique.nii.gz", device="cpu")[0]

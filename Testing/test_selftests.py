@@ -5,6 +5,7 @@ import pytest
 from slicer_harness import Heartbeat
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["PGLPretrain", "PGLSegmentation"])
 def test_module_self_test_passes_in_the_harness(slicer_app, module):
     import slicer

@@ -13,8 +13,8 @@ from pgl_engine.evaluate import dice_per_label
 from PGLCommon.engine_runs import EngineError
 from PGLCommon.nodes import NodeError, load_segmentation, read_label_table
 
-TINY = ["--feature-channels", "8", "--channels", "8", "16", "32", "--strides", "2", "2", "--workers", "0",
-        "--lr", "3e-3", "--batch-size", "2"]
+FINETUNE_ARGS = ["--feature-channels", "8", "--channels", "8", "16", "32", "--strides", "2", "2", "--workers", "0",
+                 "--lr", "3e-3", "--batch-size", "2"]
 
 
 def phantom_pair(mrml, cohort, index):
@@ -46,6 +46,7 @@ def matrix(node):
     return np.array([[m.GetElement(i, j) for j in range(4)] for i in range(4)])
 
 
+@pytest.mark.slow
 def test_finetune_and_segment_through_the_logic(mrml, cohort, tmp_path):
     pairs = [phantom_pair(mrml, cohort, i) for i in (0, 1)]
     test_volume, test_truth = phantom_pair(mrml, cohort, 2)
@@ -53,7 +54,7 @@ def test_finetune_and_segment_through_the_logic(mrml, cohort, tmp_path):
     logic = PGLSegmentationLogic()
     model = logic.finetune([v for v, _ in pairs], [s for _, s in pairs], str(tmp_path / "model"), segmentNames=names,
                            steps=250, device="cpu", patchSize=(32, 32, 16), spacing=(6.0, 6.0, 8.0),
-                           extraArgs=[*TINY, "--cache-dir", str(tmp_path / "cache")], wait=True)
+                           extraArgs=[*FINETUNE_ARGS, "--cache-dir", str(tmp_path / "cache")], wait=True)
     assert logic.models == [model]
     nodes_before = mrml.scene.GetNumberOfNodes()
     result = logic.segment(test_volume, model, device="cpu")
@@ -148,6 +149,7 @@ def test_exports_leave_no_helper_nodes_and_results_follow_the_volume_transform(m
     assert mrml.scene.GetNumberOfNodes() == before + 2  # the segmentation and its display node
 
 
+@pytest.mark.slow
 def test_refine_from_the_console_continues_the_model_and_refills_the_node(mrml, cohort, seg_model, tmp_path):
     volume, truth = phantom_pair(mrml, cohort, 2)
     logic = PGLSegmentationLogic()

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # builds a virtual environment per Python on first use
+
 ROOT = Path(__file__).resolve().parents[1]
-PROBE = ROOT / "Testing" / "helpers" / "slicer_python_probe.py"
+SLICER_PYTHON_PROBE = ROOT / "Testing" / "helpers" / "slicer_python_probe.py"
 SLICER_PYTHONS = {"3.9": "Slicer 5.8 (and 5.6)", "3.12": "Slicer 5.10"}
 LIGHT_PACKAGES = ["numpy", "scipy", "nibabel", "SimpleITK", "pydicom", "tqdm", "safetensors"]
 
@@ -38,14 +40,14 @@ def probe_environment(version: str) -> Path:
 
 @pytest.mark.parametrize("version", sorted(SLICER_PYTHONS))
 def test_imports_and_every_help_parse_on_the_python_slicer_embeds(version):
-    result = subprocess.run([str(probe_environment(version)), str(PROBE)], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([str(probe_environment(version)), str(SLICER_PYTHON_PROBE)], capture_output=True,
+                            text=True, timeout=300)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["python"].startswith(version + ".")
     assert not report["psutil"], "the probe must run without psutil, as Slicer's Python does"
     assert report["failed"] == {}, "\n".join(f"{k}: {v}" for k, v in report["failed"].items())
-    modules = {"pgl_engine.cli", "pgl_engine.structures", "PGLCommon.jobs", "PGLCommon.dependencies",
-               "PGLCommon.terminology", "PGLPretrain", "PGLSegmentation",
+    modules = {"pgl_engine.cli", "pgl_engine.contract", "pgl_engine.structures", "PGLCommon.jobs",
+               "PGLCommon.dependencies", "PGLCommon.terminology", "PGLPretrain", "PGLSegmentation",
                "PGLPretrainLib.widget", "PGLSegmentationLib.widget"}
     assert modules <= set(report["imported"])
     assert set(report["help"]) == {"pgl", "phantom", "pretrain", "finetune", "segment", "evaluate", "scan-list",

@@ -38,6 +38,7 @@ def test_a_spent_budget_ends_the_run_at_once():
     assert planner.observe(2, 5.0) == 2
 
 
+@pytest.mark.slow
 def test_fine_tuning_for_minutes_fits_the_schedule_to_its_planned_steps_and_a_resume_keeps_them(cohort, tmp_path):
     events = []
 

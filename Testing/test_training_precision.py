@@ -2,6 +2,7 @@
 and the time budget `pgl finetune` trains for when neither --steps nor --minutes is given."""
 import xml.etree.ElementTree as ET
 
+import pytest
 import torch
 from conftest import ROOT, seg_options
 
@@ -27,6 +28,7 @@ def test_auto_trains_in_bf16_only_on_a_native_bf16_cpu_and_for_a_stage_measured_
     assert precision.training_dtype(CPU, "bf16", cpu_bf16=False) == torch.bfloat16  # asked for: emulated
 
 
+@pytest.mark.slow
 def test_fine_tuning_in_bf16_learns_and_the_model_records_its_precision(cohort, tmp_path):
     records = {}
     for name in ("fp32", "bf16"):

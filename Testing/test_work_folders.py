@@ -39,6 +39,7 @@ def test_outside_slicer_work_folders_go_to_the_system_temporary_folder(monkeypat
     assert work_root() == Path(tempfile.gettempdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("outcome", ["done", "failed", "cancelled"])
 def test_a_jobs_folder_is_in_slicers_temporary_folder_and_goes_whatever_the_outcome(slicer_temporary, tmp_path,
                                                                                     outcome):
@@ -160,6 +161,7 @@ def process_gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_when_slicer_quits_mid_run_the_engine_keeps_its_model_and_removes_the_exported_scans(cohort, tmp_path):
     from pgl_engine.checkpoint import load_checkpoint
 

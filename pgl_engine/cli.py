@@ -12,14 +12,12 @@ from pathlib import Path
 from . import __version__
 from .cli_options import add_dataclass_options, dataclass_from_args
 from .config import DEFAULT_FINETUNE_MINUTES, FinetuneConfig, NetworkConfig, PretrainConfig
+from .contract import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK
 from .errors import PGLError, TrainingInterrupted
 from .interrupt import request_stop, watch_stop_file
 from .precision import PRECISIONS
 from .process_alive import WORK_FOLDER_RECORD
 from .progress import JsonLinesReporter, LogLinesReporter, TerminalReporter, emit, is_closed_pipe
-
-EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
 
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: auto)")
     sg.add_argument("--one-pass", action="store_true",
                     help="segment the whole volume in one pass instead of sliding windows (models trained with "
-                         "--norm batch, channel or none only); faster, but measured far less accurate for models "
+                         "--norm batch, channel or none only); faster, but far less accurate for models "
                          "trained on patches smaller than the network's reach (docs/experiments.md)")
     sg.add_argument("--memory-mb", type=float, default=0.0,
                     help="with --one-pass, the activation memory of one pass: larger volumes go in exact tiles "
@@ -356,26 +354,26 @@ def run_command(args, reporter) -> int:
     """Run the chosen command; the exit code, with failures reported as events or lines."""
     if args.stop_file and Path(args.stop_file).exists():  # stopped before it started: nothing to interrupt
         _report_failure(reporter, "interrupted", "cancelled")
-        return EXIT_INTERRUPTED
+        return EXIT_CANCELLED
     try:
         if args.stop_file:  # inside the try: a stop file appearing at once interrupts at once
             watch_stop_file(args.stop_file)
         COMMANDS[args.command](args, reporter)
     except TrainingInterrupted as e:
         _report_failure(reporter, str(e), "cancelled")
-        return EXIT_INTERRUPTED
+        return EXIT_CANCELLED
     except PGLError as e:
         _report_failure(reporter, str(e), "error")
         return EXIT_ERROR
     except KeyboardInterrupt:
         _report_failure(reporter, "interrupted", "cancelled")
-        return EXIT_INTERRUPTED
+        return EXIT_CANCELLED
     finally:
         if isinstance(reporter, TerminalReporter):
             reporter.close()
     if reporter is None:
         print("done", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
 def _report_failure(reporter, message: str, kind: str) -> None:

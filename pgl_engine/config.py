@@ -1,4 +1,5 @@
-"""Typed, validated configurations shared by the CLI, the Python API and the Slicer modules."""
+"""Typed, validated configurations shared by the CLI and the Python API (the defaults that the Slicer panels show
+too come from contract.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,6 +7,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+# the defaults the Slicer panels show too, and the fine-tuning budgets: defined once, in the contract
+from .contract import (BATCH_SIZE, DEFAULT_FINETUNE_MINUTES, DEVICE, PATCH_SIZE, PRETRAIN_METHOD, PRETRAIN_STEPS,
+                       REFINE_MINUTES, SPACING_MM)
 from .errors import PGLError
 
 
@@ -38,7 +42,7 @@ class NetworkConfig:
     """The backbone shared by pretraining and fine-tuning (a MONAI residual UNet)."""
 
     # CPU-sized: half the width of the comparisons' UNet (WIDE_NETWORK), a quarter of the arithmetic, so a CPU
-    # without native bf16 fine-tunes 2.9x the steps per minute (docs/benchmarks.md)
+    # fine-tunes far more steps per minute (docs/benchmarks.md)
     feature_channels: int = option(16, "channels of the backbone's output feature map")
     channels: tuple[int, ...] = option((8, 16, 32, 64), "channels per UNet level (GPU users: 16 32 64 128 with "
                                                         "--feature-channels 32)")
@@ -47,11 +51,11 @@ class NetworkConfig:
     norm: Literal["instance", "batch", "channel", "none"] = option(
         "instance", "normalisation layers: instance (each patch by its own statistics), batch (running statistics "
                     "at inference), channel (each voxel's features by their own statistics) or none; all but "
-                    "instance allow pgl segment --one-pass (measured: no better than instance with windows, far "
-                    "worse in one pass)")
+                    "instance allow pgl segment --one-pass (no better than instance with windows, far worse in "
+                    "one pass)")
 
     # models saved before `norm` existed used instance normalisation
-    ABSENT_MEANS: ClassVar[dict] = {"norm": "instance"}
+    DEFAULTS_BEFORE_OPTION_EXISTED: ClassVar[dict] = {"norm": "instance"}
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -86,7 +90,7 @@ class NetworkConfig:
         unknown = set(data) - known
         if unknown:
             raise PGLError(f"unknown network settings {sorted(unknown)}; this model needs a newer pgl_engine.")
-        return cls(**{**cls.ABSENT_MEANS, **data})
+        return cls(**{**cls.DEFAULTS_BEFORE_OPTION_EXISTED, **data})
 
 
 # the width the method comparisons were measured with (docs/experiments.md), and the one a GPU affords
@@ -97,19 +101,20 @@ WIDE_NETWORK = NetworkConfig(feature_channels=32, channels=(16, 32, 64, 128))
 class TrainConfig:
     """Options every training command shares (same names in `pgl pretrain` and `pgl finetune`)."""
 
-    # values of settings added since, for checkpoints written before they existed (see merge_resume_config)
-    ABSENT_MEANS: ClassVar[dict] = {}
+    # the value each setting added since had, in effect, in checkpoints and models written before it existed (see
+    # training.merge_resume_config)
+    DEFAULTS_BEFORE_OPTION_EXISTED: ClassVar[dict] = {}
 
     images: str = option("", "folder (searched recursively) of scans: .nii, .nii.gz, .nrrd, .mha files or DICOM series",
                          required=True)
     modalities: tuple[str, ...] = option(("CT",), "DICOM modalities to use from --images (scan files are always used)")
     out: str = option("", "output folder: the model, checkpoints and the training log", required=True)
-    steps: int = option(300, "optimisation steps")
-    batch_size: int = option(2, "samples per step (per process)")
-    patch_size: tuple[int, int, int] = option((64, 64, 32), "network input size in voxels (1 or 3 values)")
-    spacing: tuple[float, float, float] = option((1.5, 1.5, 3.0), "resampling spacing in mm (1 or 3 values)")
+    steps: int = option(PRETRAIN_STEPS, "optimisation steps")
+    batch_size: int = option(BATCH_SIZE, "samples per step (per process)")
+    patch_size: tuple[int, int, int] = option(PATCH_SIZE, "network input size in voxels (1 or 3 values)")
+    spacing: tuple[float, float, float] = option(SPACING_MM, "resampling spacing in mm (1 or 3 values)")
     hu_window: tuple[float, float] = option((-1024.0, 325.0), "HU clip window LO HI, mapped to [0, 1]")
-    device: Literal["auto", "cpu", "cuda", "mps"] = option("auto", "where to train")
+    device: Literal["auto", "cpu", "cuda", "mps"] = option(DEVICE, "where to train")
     precision: Literal["auto", "fp32", "bf16"] = option(
         "auto", "arithmetic: auto = fp16 mixed precision on CUDA and, for fine-tuning, bf16 on CPUs with native bf16 "
                 "(AVX512-BF16/AMX); fp32 = full precision; bf16 = bf16 autocast on CPU or CUDA")
@@ -211,9 +216,9 @@ def with_preset(options: dict) -> dict:
 class PretrainConfig(TrainConfig):
     """Everything `pgl pretrain` needs; field names are the CLI option names."""
 
-    ABSENT_MEANS: ClassVar[dict] = {"deep_weight": 0.0}
+    DEFAULTS_BEFORE_OPTION_EXISTED: ClassVar[dict] = {"deep_weight": 0.0}
 
-    method: Literal["pgl", "byol"] = option("pgl", "pgl (local, prior-guided) or byol (global baseline)")
+    method: Literal["pgl", "byol"] = option(PRETRAIN_METHOD, "pgl (local, prior-guided) or byol (global baseline)")
     ema_start: float = option(0.996, "EMA momentum of the target at step 0; rises to 1 on a cosine")
     projector_dim: int = option(64, "output size of the projector and predictor")
     projector_hidden: int = option(128, "hidden size of the projector")
@@ -282,8 +287,8 @@ class PretrainConfig(TrainConfig):
 
 
 # --head-first-steps -1 holds the pretrained weights for a share of the steps that rises linearly from none at
-# HEAD_FIRST_FROM steps to an eighth at HEAD_FIRST_FULL steps and beyond: holding them was measured to cost Dice
-# at 200 and 800 fine-tuning steps and to help at 6400 (docs/experiments.md); no budget gets a jump
+# HEAD_FIRST_FROM steps to an eighth at HEAD_FIRST_FULL steps and beyond: holding them costs Dice in short
+# fine-tuning and helps in long (docs/experiments.md); no budget gets a jump
 HEAD_FIRST_FROM, HEAD_FIRST_FULL = 800, 6400
 
 
@@ -296,12 +301,8 @@ def resolve_head_first(head_first_steps: int, steps: int) -> int:
     return int(steps / 8 * ramp)
 
 
-# `pgl finetune`, finetune() and the Slicer panel without --steps or --minutes: this many minutes of wall clock from
-# the start to the saved model (reading, preprocessing and the choice of configuration included)
-DEFAULT_FINETUNE_MINUTES = 5.0
-# ... and when continuing a segmentation model (a refine round: the correction learnt, then the scan segmented again,
-# within a minute on a 2-core CPU)
-REFINE_MINUTES = 0.5
+# DEFAULT_FINETUNE_MINUTES and REFINE_MINUTES (fine-tuning without --steps or --minutes: a new model, a continued
+# one) are the contract's, imported above
 
 
 @dataclass
@@ -309,7 +310,7 @@ class FinetuneConfig(TrainConfig):
     """Everything `pgl finetune` needs; shared options have the names of `pgl pretrain`."""
 
     # checkpoints from before the options
-    ABSENT_MEANS: ClassVar[dict] = {"head_first_steps": 0, "patience": 0, "spatial_p": 0.0}
+    DEFAULTS_BEFORE_OPTION_EXISTED: ClassVar[dict] = {"head_first_steps": 0, "patience": 0, "spatial_p": 0.0}
 
     images: str = option("", "folder of scans to fine-tune on (or give --dataset)")
     labels: str = option("", "folder of label maps with the scans' file names")

@@ -162,7 +162,7 @@ class Finetuner(TrainingRun):
     """Supervised fine-tuning with Dice + cross-entropy, optional validation with best-model keeping."""
 
     stage = "finetune"
-    cpu_bf16 = True  # measured: steps in 0.6x the time, the same or higher Dice in 5 minutes (docs/benchmarks.md)
+    cpu_bf16 = True  # faster steps, so more of them in a time budget, at no cost in Dice (docs/benchmarks.md)
     config: FinetuneConfig
 
     def __init__(self, config: FinetuneConfig, progress: ProgressCallback | None = None,

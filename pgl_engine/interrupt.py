@@ -53,7 +53,7 @@ def request_stop() -> None:
 
 def watch_stop_file(path: str, interval_s: float = 0.25) -> threading.Thread:
     """Once `path` exists, interrupt the main thread as Ctrl-C would (once): a training loop saves a checkpoint
-    and stops, any other command stops with the `cancelled` exit code."""
+    and stops, any other command stops with the cancelled exit code (contract.EXIT_CANCELLED)."""
 
     def watch() -> None:
         while not os.path.exists(path):

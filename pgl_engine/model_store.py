@@ -13,13 +13,12 @@ from torch import nn
 from .atomic import TEMP_PREFIX, atomic_write, remove_stale_temp_files, write_text_atomically
 from .cache import file_digest
 from .config import NetworkConfig
+from .contract import CHECKPOINT_DIR, MODEL_FORMAT, MODEL_METADATA_FILE, MODEL_WEIGHTS_FILE, TRAIN_LOG_FILE
 from .errors import PGLError
 from .networks import SegmentationNet, build_backbone, build_segmentation_net
 from .run_lock import LOCK_FILE
 
-WEIGHTS_FILE = "model.safetensors"
-METADATA_FILE = "pgl_model.json"
-MODEL_FORMAT = "pgl-model"
+WEIGHTS_FILE, METADATA_FILE = MODEL_WEIGHTS_FILE, MODEL_METADATA_FILE
 FORMAT_VERSION = 1
 KINDS = ("pretrained", "segmentation")
 
@@ -138,7 +137,7 @@ def require_kind(model: LoadedModel, kind: str, hint: str) -> None:
         raise PGLError(f"{model.path}: is a {model.kind} model, not a {kind} model; {hint}")
 
 
-LOG_FILE = "train_log.jsonl"  # one JSON line per training step, written by training.TrainingRun
+LOG_FILE = TRAIN_LOG_FILE  # one JSON line per training step, written by training.TrainingRun
 IGNORED = (LOCK_FILE, f"{LOCK_FILE}.takeover")  # the run lock is not content of the folder
 
 
@@ -157,7 +156,7 @@ def refuse_foreign_output(out: str | Path) -> Path:
     if out.exists() and not out.is_dir():
         raise PGLError(f"{out}: exists and is a file; give a folder for --out.")
     if out.is_dir() and _contents(out):
-        ours = is_model_dir(out) or (out / "checkpoints").is_dir() or stopped_before_first_checkpoint(out)
+        ours = is_model_dir(out) or (out / CHECKPOINT_DIR).is_dir() or stopped_before_first_checkpoint(out)
         if not ours:
             raise PGLError(f"{out}: already holds other files; choose an empty or new folder for --out "
                            f"(nothing was changed).")
@@ -176,6 +175,6 @@ def prepare_output_dir(out: str | Path, resume: bool, overwrite: bool) -> Path:
         raise PGLError(f"{out}: already holds a PGL run; use --resume to continue it, --overwrite to "
                        f"replace it, or another --out folder.")
     out.mkdir(parents=True, exist_ok=True)
-    for folder in (out, out / "checkpoints"):
+    for folder in (out, out / CHECKPOINT_DIR):
         remove_stale_temp_files(folder)
     return out

@@ -136,90 +136,216 @@ def phase_of(seed: int, phases: tuple[str, ...] = ("venous",)) -> str:
     return phases[seed % len(phases)]
 
 
+@dataclass
+class Body:
+    """A subject's build, drawn first: the masks of the body and its abdominal cavity, and what places organs."""
+
+    a: float  # semi-axes of the body's outline (mm, x and y)
+    b: float
+    fat: float  # subcutaneous fat thickness (mm)
+    rv: float  # vertebral body radius (mm)
+    outline: np.ndarray  # inside the skin
+    cavity: np.ndarray  # inside the muscle wall
+    X: np.ndarray  # RAS coordinates of the grid, broadcastable to its shape
+    Y: np.ndarray
+    Z: np.ndarray
+
+    @property
+    def sx(self) -> float:
+        """Body width relative to the average build (300 mm): the x that organs placed by the body follow."""
+        return self.a / 150.0
+
+    @property
+    def sy(self) -> float:
+        """Body depth relative to the average build (224 mm)."""
+        return self.b / 112.0
+
+    @property
+    def yv(self) -> float:
+        """y of the vertebral bodies' centre (posterior = -y)."""
+        return -0.45 * self.b
+
+    def anchor(self, name: str, x_side: float) -> np.ndarray:
+        """Origin of a Part's centre: the body's centre, the front of the spine, or the spine's side toward x_side."""
+        if name == "spine front":
+            return np.array((0.0, self.yv + self.rv, 0.0))
+        if name == "spine side":
+            return np.array((np.copysign(self.rv, x_side), self.yv, 0.0))
+        return np.zeros(3)
+
+    def fit(self, axes: str) -> np.ndarray:
+        """Per-axis factors that make average-build millimetres follow this body along `axes` ("x", "y", "xy")."""
+        return np.array((self.sx if "x" in axes else 1.0, self.sy if "y" in axes else 1.0, 1.0))
+
+
+@dataclass(frozen=True)
+class Part:
+    """One ellipsoid of an organ: centre and radii in mm for the average build, the centre from `anchor`.
+
+    The axes in `fit_center` / `fit_radii` follow the subject's body width (x) and depth (y). Two `radii` are a
+    range each radius is drawn from; `grow`, the range of a size factor drawn per subject. Every part is jittered
+    (6 mm), turned by up to `max_rot` degrees (plus `about_z`) and its surface bumped by `bump`."""
+
+    center: tuple[float, float, float]
+    radii: tuple[float, ...]
+    anchor: str = "body"  # or "spine front", "spine side" (see Body.anchor)
+    fit_center: str = ""
+    fit_radii: str = ""
+    grow: tuple[float, float] | None = None
+    max_rot: float = 10.0
+    about_z: float = 0.0
+    bump: float = 0.12
+
+
+@dataclass(frozen=True)
+class Organ:
+    """A soft-tissue organ: its label (0: unlabelled tissue), intensity and parts.
+
+    `hu` is a key of PHASES (drawn per subject before any organ) or a range drawn after the organ's shape;
+    `size` is one factor for all its parts, drawn before them (the liver's lobes grow together)."""
+
+    name: str
+    label: int
+    hu: str | tuple[float, float]
+    parts: tuple[Part, ...]
+    size: tuple[float, float] | None = None
+
+
+# The organs in painting order: a later one covers an earlier one where they meet, all inside the abdominal cavity.
+# This is also the order of the random draws, so editing a row or reordering them changes every phantom (and the
+# figures measured on them; see Testing/test_phantom_pins.py).
+_KIDNEY = dict(radii=(28, 30, 55), anchor="spine side", grow=(0.85, 1.15), max_rot=15, bump=0.06)
+ORGAN_TABLE = (
+    Organ("pancreas", 0, "pancreas", (
+        Part((-10, 35, 5), (65, 13, 12), "spine front", fit_radii="x", max_rot=8, about_z=15),)),
+    Organ("stomach", 0, (5, 30), (
+        Part((-45, 35, 55), (35, 48), fit_center="xy", max_rot=20),)),
+    Organ("liver", 1, "liver", (
+        Part((60, 5, 35), (70, 80, 65), fit_center="xy", fit_radii="xy"),  # right lobe
+        Part((5, 40, 45), (50, 40, 40), fit_center="y", fit_radii="y", max_rot=15)), size=(0.85, 1.15)),  # left
+    Organ("gallbladder", 0, (0, 20), (
+        Part((40, 55, -5), (12, 20), fit_center="xy", max_rot=20),)),
+    Organ("spleen", 2, "spleen", (
+        Part((-75, -35, 45), (28, 55, 50), fit_center="xy", fit_radii="y", grow=(0.8, 1.2), about_z=-30),)),
+    Organ("right kidney", 3, "kidney", (
+        Part((48, 8, -25), about_z=20, **_KIDNEY),)),
+    Organ("left kidney", 4, "kidney", (
+        Part((-48, 8, -15), about_z=-20, **_KIDNEY),)),
+)
+
+
 def make_phantom(seed: int, spacing_scale: float = 1.0, phase: str = "venous") -> PhantomCase:
     """One synthetic abdominal CT in the given contrast phase (see PHASES) and its label map."""
     hu_range = PHASES[phase]
     rng = np.random.default_rng([seed, 7321])
+    grid = _scanner_grid(rng, spacing_scale)
+    canvas = Canvas(grid, background=-1000.0)
+    body = _paint_body(canvas, rng)
+    _paint_back_muscles(canvas, rng, body)
+    _paint_bowel(canvas, rng, body)
+    organ_hu = {key: rng.uniform(*hu_range[key]) for key in ("liver", "spleen", "kidney", "pancreas")}
+    organs = {organ.name: _paint_organ(canvas, rng, body, organ, organ_hu, hu_range) for organ in ORGAN_TABLE}
+    _paint_vessels(canvas, rng, body, organs["liver"][0], organ_hu["liver"], hu_range)
+    _paint_bones(canvas, rng, body)
+    _paint_lesions(canvas, rng, body, [organs["right kidney"][0], organs["left kidney"][0]], organ_hu, hu_range)
+    image = _texture_and_noise(canvas.hu, np.broadcast_to(body.outline, grid.shape), grid.spacing, rng)
+    affine = np.diag([*grid.spacing, 1.0])
+    affine[:3, 3] = grid.origin
+    return PhantomCase(image, canvas.labels, affine)
+
+
+def _scanner_grid(rng, spacing_scale: float) -> Grid:
+    """The subject's scanner spacing (0.7-0.9 mm in-plane, 2-5 mm slices, times spacing_scale), centred on the body."""
     in_plane, thickness = rng.uniform(0.7, 0.9), rng.uniform(2.0, 5.0)
     spacing = np.array([in_plane, in_plane, thickness]) * spacing_scale
     shape = tuple(int(round(f / s)) for f, s in zip(FIELD_OF_VIEW_MM, spacing))
     origin = -(np.array(shape) - 1) / 2 * spacing
-    grid = Grid(shape, spacing, origin)
-    canvas = Canvas(grid, background=-1000.0)
-    x, y, z = grid.axes()
-    X, Y, Z = x[:, None, None], y[None, :, None], z[None, None, :]
+    return Grid(shape, spacing, origin)
 
-    # body: elliptic cylinder slowly varying along z; subcutaneous fat, muscle wall, abdominal cavity
+
+def _paint_body(canvas: Canvas, rng) -> Body:
+    """Elliptic cylinder slowly varying along z: subcutaneous fat, muscle wall, abdominal cavity (visceral fat)."""
+    shape = canvas.grid.shape
+    x, y, z = canvas.grid.axes()
+    X, Y, Z = x[:, None, None], y[None, :, None], z[None, None, :]
     a, b = rng.uniform(135, 170), rng.uniform(100, 125)
-    sx, sy = a / 150.0, b / 112.0
     taper = 1.0 + 0.04 * np.sin(Z / 60.0 + rng.uniform(0, 6))
     fat, wall = rng.uniform(8, 30), rng.uniform(6, 12)
-    ring = (X / (a * taper)) ** 2 + (Y / (b * taper)) ** 2
-    body = ring <= 1.0
-    canvas.hu[np.broadcast_to(body, shape)] = rng.uniform(-115, -85)
+    outline = (X / (a * taper)) ** 2 + (Y / (b * taper)) ** 2 <= 1.0
     muscle = (X / (a * taper - fat)) ** 2 + (Y / (b * taper - fat)) ** 2 <= 1.0
-    canvas.hu[np.broadcast_to(muscle, shape)] = rng.uniform(40, 60)
     cavity = np.broadcast_to((X / (a * taper - fat - wall)) ** 2 + (Y / (b * taper - fat - wall)) ** 2 <= 1.0,
                              shape)
-    canvas.hu[cavity] = rng.uniform(-95, -65)  # visceral fat
+    canvas.hu[np.broadcast_to(outline, shape)] = rng.uniform(-115, -85)
+    canvas.hu[np.broadcast_to(muscle, shape)] = rng.uniform(40, 60)
+    canvas.hu[cavity] = rng.uniform(-95, -65)
+    return Body(a, b, fat, rng.uniform(17, 22), outline, cavity, X, Y, Z)
 
-    # spine and paraspinal muscles (posterior = -y)
-    rv = rng.uniform(17, 22)
-    yv = -0.45 * b
+
+def _paint_back_muscles(canvas: Canvas, rng, body: Body) -> None:
+    """The paraspinal muscles, either side behind the spine."""
     for side in (-1, 1):
-        canvas.paint(Blob.random(rng, (side * 38, yv - rv - 12, 0), (24, 20, 150), 3, bump=0.05), rng.uniform(45, 60))
-    bowel_hu = []
-    # bowel loops, some with gas, some with oral contrast (overlaps kidney / vessel intensity)
+        muscle = Blob.random(rng, (side * 38, body.yv - body.rv - 12, 0), (24, 20, 150), 3, bump=0.05)
+        canvas.paint(muscle, rng.uniform(45, 60))
+
+
+def _paint_bowel(canvas: Canvas, rng, body: Body) -> None:
+    """Bowel loops, some with gas, some with oral contrast (as bright as kidneys and vessels)."""
     for _ in range(int(rng.integers(12, 26))):
-        c = (rng.uniform(-100, 100) * sx, rng.uniform(-20, 70) * sy, rng.uniform(-100, 20))
+        c = (rng.uniform(-100, 100) * body.sx, rng.uniform(-20, 70) * body.sy, rng.uniform(-100, 20))
         blob = Blob.random(rng, c, rng.uniform(10, 25, 3), 40, bump=0.15)
         kind = rng.random()
-        hu = rng.uniform(150, 260) if kind < 0.2 else rng.uniform(20, 70)
-        canvas.paint(blob, hu, within=cavity)
+        canvas.paint(blob, rng.uniform(150, 260) if kind < 0.2 else rng.uniform(20, 70), within=body.cavity)
         if kind > 0.75:
-            canvas.paint(blob.scaled(0.7), -900.0, within=cavity)
-        bowel_hu.append(hu)
+            canvas.paint(blob.scaled(0.7), -900.0, within=body.cavity)
 
-    # organs
-    liver_hu, spleen_hu = rng.uniform(*hu_range["liver"]), rng.uniform(*hu_range["spleen"])
-    kidney_hu, pancreas_hu = rng.uniform(*hu_range["kidney"]), rng.uniform(*hu_range["pancreas"])
-    jitter = lambda: rng.normal(0, 6, 3)  # noqa: E731
-    canvas.paint(Blob.random(rng, np.array((-10, yv + rv + 35, 5)) + jitter(), (65 * sx, 13, 12), 8, 15),
-                 pancreas_hu, within=cavity)
-    stomach = Blob.random(rng, np.array((-45 * sx, 35 * sy, 55)) + jitter(), rng.uniform(35, 48, 3), 20)
-    canvas.paint(stomach, rng.uniform(5, 30), within=cavity)
-    sl, m = stomach.mask(grid)
-    gas_level = stomach.center[1] + rng.uniform(10, 25)  # supine: gas rises anteriorly
-    canvas.hu[sl][m & cavity[sl] & (y[sl[1]][None, :, None] > gas_level)] = -900.0
 
-    size = rng.uniform(0.85, 1.15)
-    right_lobe = Blob.random(rng, np.array((60 * sx, 5 * sy, 35)) + jitter(), np.array((70 * sx, 80 * sy, 65)) * size)
-    left_lobe = Blob.random(rng, np.array((5, 40 * sy, 45)) + jitter(), np.array((50, 40 * sy, 40)) * size, 15)
-    for lobe in (right_lobe, left_lobe):
-        canvas.paint(lobe, liver_hu, 1, within=cavity)
-    canvas.paint(Blob.random(rng, np.array((40 * sx, 55 * sy, -5)) + jitter(), rng.uniform(12, 20, 3), 20),
-                 rng.uniform(0, 20), 0, within=cavity)  # gallbladder
-    spleen = Blob.random(rng, np.array((-75 * sx, -35 * sy, 45)) + jitter(),
-                         np.array((28, 55 * sy, 50)) * rng.uniform(0.8, 1.2), 10, -30)
-    canvas.paint(spleen, spleen_hu, 2, within=cavity)
+def _paint_organ(canvas: Canvas, rng, body: Body, organ: Organ, organ_hu: dict, hu_range: dict) -> list[Blob]:
+    """Draw an organ's parts as ORGAN_TABLE says, paint them and what is inside; returns its parts' blobs."""
+    size = rng.uniform(*organ.size) if organ.size else 1.0
+    blobs = []
+    for part in organ.parts:
+        center = np.array(part.center, float) * body.fit(part.fit_center) + body.anchor(part.anchor, part.center[0])
+        center = center + rng.normal(0, 6, 3)
+        radii = rng.uniform(*part.radii, 3) if len(part.radii) == 2 else np.array(part.radii, float)
+        radii = radii * body.fit(part.fit_radii) * size
+        if part.grow:
+            radii = radii * rng.uniform(*part.grow)
+        blobs.append(Blob.random(rng, center, radii, part.max_rot, part.about_z, part.bump))
+    hu = organ_hu[organ.hu] if isinstance(organ.hu, str) else rng.uniform(*organ.hu)
+    for blob in blobs:
+        canvas.paint(blob, hu, organ.label, within=body.cavity)
+    if organ.name == "stomach":
+        _paint_stomach_gas(canvas, rng, body, blobs[0])
+    elif organ.name.endswith("kidney"):
+        _paint_kidney_inside(canvas, rng, body, blobs[0], np.sign(organ.parts[0].center[0]), hu, hu_range)
+    return blobs
 
-    kidneys = []
-    for label, side, dz in ((3, 1, -25), (4, -1, -15)):
-        center = np.array((side * (rv + 48), yv + 8, dz)) + jitter()
-        kidney = Blob.random(rng, center, np.array((28, 30, 55)) * rng.uniform(0.85, 1.15), 15, side * 20, 0.06)
-        canvas.paint(kidney, kidney_hu, label, within=cavity)
-        medulla_hu = kidney_hu - rng.uniform(*hu_range["medulla_drop"])
-        canvas.paint(kidney.scaled(0.55), medulla_hu, Canvas.KEEP, within=cavity)
-        pelvis = Blob(center - np.array((side * 14, 0, 0)), np.array((8, 10, 18)))
-        canvas.paint(pelvis, rng.uniform(0, 25), Canvas.KEEP, within=cavity)
-        notch = Blob(center - np.array((side * 30, 0, 0)), np.array((12, 12, 22)))
-        canvas.paint(notch, rng.uniform(-95, -65), 0, within=cavity)  # renal hilum fat
-        kidneys.append((label, kidney))
 
-    # vessels: aorta, IVC, hepatic veins (kept inside the liver label)
-    canvas.paint(Blob(np.array((-12, yv + rv + 12, 0)), np.array((12, 12, 300)) * rng.uniform(0.85, 1.1)),
+def _paint_stomach_gas(canvas: Canvas, rng, body: Body, stomach: Blob) -> None:
+    """Gas in the stomach's front part: the patient lies supine, so gas rises anteriorly."""
+    sl, m = stomach.mask(canvas.grid)
+    gas_level = stomach.center[1] + rng.uniform(10, 25)
+    y = canvas.grid.axes()[1]
+    canvas.hu[sl][m & body.cavity[sl] & (y[sl[1]][None, :, None] > gas_level)] = -900.0
+
+
+def _paint_kidney_inside(canvas: Canvas, rng, body: Body, kidney: Blob, side: float, kidney_hu: float,
+                         hu_range: dict) -> None:
+    """Medulla and renal pelvis (kept in the kidney's label), and the renal hilum's fat toward the spine."""
+    medulla_hu = kidney_hu - rng.uniform(*hu_range["medulla_drop"])
+    canvas.paint(kidney.scaled(0.55), medulla_hu, Canvas.KEEP, within=body.cavity)
+    pelvis = Blob(kidney.center - np.array((side * 14, 0, 0)), np.array((8, 10, 18)))
+    canvas.paint(pelvis, rng.uniform(0, 25), Canvas.KEEP, within=body.cavity)
+    notch = Blob(kidney.center - np.array((side * 30, 0, 0)), np.array((12, 12, 22)))
+    canvas.paint(notch, rng.uniform(-95, -65), 0, within=body.cavity)
+
+
+def _paint_vessels(canvas: Canvas, rng, body: Body, right_lobe: Blob, liver_hu: float, hu_range: dict) -> None:
+    """Aorta and IVC in front of the spine; hepatic veins in the right lobe, kept inside the liver label."""
+    front = body.yv + body.rv
+    canvas.paint(Blob(np.array((-12, front + 12, 0)), np.array((12, 12, 300)) * rng.uniform(0.85, 1.1)),
                  rng.uniform(*hu_range["aorta"]))
-    canvas.paint(Blob(np.array((22, yv + rv + 15, 0)), np.array((14, 10, 300)) * rng.uniform(0.85, 1.1)),
+    canvas.paint(Blob(np.array((22, front + 15, 0)), np.array((14, 10, 300)) * rng.uniform(0.85, 1.1)),
                  rng.uniform(*hu_range["ivc"]))
     for _ in range(int(rng.integers(2, 5))):
         c = right_lobe.center + rng.normal(0, 20, 3)
@@ -227,28 +353,25 @@ def make_phantom(seed: int, spacing_scale: float = 1.0, phase: str = "venous") -
         vein_hu = liver_hu + rng.uniform(*hu_range["hepatic_vein"])
         canvas.paint(vessel, vein_hu, Canvas.KEEP, within=canvas.labels == 1)
 
-    _paint_bones(canvas, rng, X, Y, Z, a, b, fat, rv, yv)
 
-    # tumours: hypodense liver lesions, sometimes an exophytic kidney lesion
+def _paint_lesions(canvas: Canvas, rng, body: Body, kidneys: list[Blob], organ_hu: dict, hu_range: dict) -> None:
+    """Tumours: hypodense liver lesions, sometimes an exophytic kidney lesion."""
+    grid = canvas.grid
     liver_voxels = np.argwhere(canvas.labels == 1)
     for _ in range(int(rng.integers(0, 4)) if len(liver_voxels) else 0):
-        c = grid.origin + liver_voxels[rng.integers(len(liver_voxels))] * spacing
+        c = grid.origin + liver_voxels[rng.integers(len(liver_voxels))] * grid.spacing
         canvas.paint(Blob.random(rng, c, np.full(3, rng.uniform(5, 18)), 0, bump=0.1),
-                     liver_hu - rng.uniform(*hu_range["liver_lesion_drop"]), 5, within=canvas.labels == 1)
+                     organ_hu["liver"] - rng.uniform(*hu_range["liver_lesion_drop"]), 5, within=canvas.labels == 1)
     if rng.random() < 0.3:
-        label, kidney = kidneys[int(rng.integers(2))]
+        kidney = kidneys[int(rng.integers(2))]
         c = kidney.center + kidney.rotation @ (kidney.radii * np.array((0.8, 0.3, 0.2)))
         canvas.paint(Blob.random(rng, c, np.full(3, rng.uniform(8, 16)), 0, bump=0.1),
-                     kidney_hu - rng.uniform(*hu_range["kidney_lesion_drop"]), 5, within=cavity)
-
-    image = _texture_and_noise(canvas.hu, np.broadcast_to(body, shape), spacing, rng)
-    affine = np.diag([*spacing, 1.0])
-    affine[:3, 3] = origin
-    return PhantomCase(image, canvas.labels, affine)
+                     organ_hu["kidney"] - rng.uniform(*hu_range["kidney_lesion_drop"]), 5, within=body.cavity)
 
 
-def _paint_bones(canvas, rng, X, Y, Z, a, b, fat, rv, yv) -> None:
+def _paint_bones(canvas: Canvas, rng, body: Body) -> None:
     """Vertebrae with discs and canal, and ribs as rings in the muscle wall of the upper abdomen."""
+    X, Y, Z, a, b, fat, rv, yv = body.X, body.Y, body.Z, body.a, body.b, body.fat, body.rv, body.yv
     shape = canvas.hu.shape
     r2 = (X ** 2 + (Y - yv) ** 2)
     period, offset = rng.uniform(26, 32), rng.uniform(0, 30)

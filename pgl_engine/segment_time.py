@@ -16,9 +16,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-RATES_KEY = "segment_rates"
-STARTUP_S = 5.0  # interpreter, imports (torch, MONAI) and model loading of `pgl segment`: 4.6-5.9 s measured on
-# the 2-core CPU (benchmarks/segment_end_to_end.py, docs/benchmarks.md); not re-measured per machine
+# the formula and its start-up constant are the contract's, which the Slicer panel uses too
+from .contract import SEGMENT_RATES_KEY as RATES_KEY, SEGMENT_STARTUP_S as STARTUP_S
+from .contract import describe_seconds, model_grid_voxels as grid_voxels, segment_seconds
+
 # the synthetic CT: a 256 x 256 x 200 mm field of view at a common thin-slice spacing
 PROBE_SHAPE, PROBE_SPACING = (320, 320, 80), (0.8, 0.8, 2.5)
 INPUT_PHASES = ("read", "preprocess", "resample_back", "write")
@@ -57,25 +58,13 @@ def measure_rates(model, device) -> dict:
 
 def model_grid_voxels(metadata: dict, size, spacing) -> int:
     """Voxels of the model's grid covering a volume of `size` voxels at `spacing` mm (axis-aligned)."""
-    extent = np.asarray(size, float) * np.abs(np.asarray(spacing, float))
-    return int(np.prod(np.maximum(np.ceil(extent / np.asarray(metadata["spacing"], float) - 1e-6), 1)))
+    return grid_voxels(metadata["spacing"], size, spacing)
 
 
 def estimate_seconds(metadata: dict, size, spacing) -> float | None:
-    """Expected seconds of `pgl segment` on one volume, from the model's measured rates (None without them).
-    The Slicer panel computes the same (PGLCommon.model_info.expected_segment_seconds, kept equal by a test)."""
-    rates = metadata.get(RATES_KEY)
-    if not rates:
-        return None
-    return (rates.get("startup_s", STARTUP_S) + rates["input_s_per_megavoxel"] * math.prod(size) / 1e6
-            + rates["network_s_per_megavoxel"] * model_grid_voxels(metadata, size, spacing) / 1e6)
-
-
-def describe_seconds(seconds: float) -> str:
-    """'about 20 s', 'about 3 min'."""
-    if seconds < 90:
-        return f"about {max(1, round(seconds))} s"
-    return f"about {round(seconds / 60)} min"
+    """Expected seconds of `pgl segment` on one volume, from the model's measured rates (None without them); the
+    Slicer panel's figure too (pgl_engine.contract.segment_seconds)."""
+    return segment_seconds(metadata, size, spacing)
 
 
 def example_estimate(metadata: dict) -> str | None:

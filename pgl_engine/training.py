@@ -33,6 +33,10 @@ from .run_lock import RunLock
 from .time_budget import LOADER_STEPS, PROVISIONAL_STEPS, StepPlanner
 
 # options that may differ when resuming; all others are taken from the checkpoint
+# bf16 autocast has no loss scaling: an update whose loss or gradients overflow is skipped (as fp16's GradScaler
+# skips it); only this many in a row stop training
+BF16_SKIP_LIMIT = 5
+
 RUNTIME_OPTIONS = {"steps", "device", "workers", "checkpoint_every", "cache_dir", "resume", "overwrite", "images",
                    "out", "labels", "dataset", "init", "lr_scaling", "precision", "rank_every"}
 
@@ -76,7 +80,7 @@ def merge_resume_config(config: TrainConfig, saved: dict, progress: ProgressCall
         emit(progress, "warning", message="resuming with the checkpoint's settings; ignored: "
              + ", ".join(f"{k}={current[k]} (checkpoint: {saved[k]})" for k in changed))
     # a setting the checkpoint predates takes the value that reproduces the run it was part of
-    before = {k: v for k, v in config.ABSENT_MEANS.items() if k not in saved}
+    before = {k: v for k, v in config.DEFAULTS_BEFORE_OPTION_EXISTED.items() if k not in saved}
     runtime = {k: current[k] for k in RUNTIME_OPTIONS if k in current}
     if saved.get("minutes"):
         runtime.pop("steps", None)  # a time budget's step count was planned by the run: it is kept
@@ -106,6 +110,7 @@ class TrainingRun:
         self.prepare_s = self.train_s = self.loop_started = 0.0
         self.loop_start_step = 0
         self.planner: StepPlanner | None = None  # fits the step count to a time budget while it is planning
+        self.skipped_in_row = self.skipped = 0  # bf16 updates skipped for overflow (BF16_SKIP_LIMIT)
 
     # --- hooks -------------------------------------------------------------------------------------------
     def prepare(self) -> nn.Module:
@@ -217,15 +222,21 @@ class TrainingRun:
         loss_sum, stops = self.world.sum([float(loss.detach()), float(self.stop.requested)], self.device)
         self.stop.requested = stops > 0
         mean_loss = loss_sum / self.world.size
-        if not math.isfinite(mean_loss):
+        bf16 = self.dtype == torch.bfloat16
+        if not math.isfinite(mean_loss) and not (bf16 and self.skipped_in_row + 1 < BF16_SKIP_LIMIT):
             raise PGLError(
                 f"the loss became {mean_loss} at step {self.step + 1}; training stopped. The last good "
                 f"checkpoint in {self.out / 'checkpoints'} is kept. Resume with a lower --lr, or check the scans "
-                f"for extreme values (--hu-window).")
+                f"for extreme values (--hu-window)" + (", or train with --precision fp32." if bf16 else "."))
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if math.isfinite(mean_loss):
+            self.scaler.scale(loss).backward()
+        if bf16 and not (math.isfinite(mean_loss) and self.gradients_finite()):
+            self.skip_update(mean_loss)
+        else:
+            self.skipped_in_row = 0
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         with warnings.catch_warnings():
             # with mixed precision the scaler skips the first updates while it calibrates (inf gradients), which
             # PyTorch reports as the scheduler stepping first; the schedule follows the step count all the same
@@ -236,6 +247,20 @@ class TrainingRun:
         self.world.average_buffers(self.model)
         self.step += 1
         return mean_loss, {**stats, **extra}
+
+    def gradients_finite(self) -> bool:
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+
+    def skip_update(self, loss: float) -> None:
+        """Leave the weights as they are this step (bf16 overflow); the schedule moves on, as after a skipped
+        fp16 update."""
+        self.skipped_in_row += 1
+        self.skipped += 1
+        if self.skipped == 1:
+            what = f"the loss was {loss}" if not math.isfinite(loss) else "the gradients overflowed"
+            emit(self.progress, "warning", message=f"step {self.step + 1}: {what} in bf16, so this update was "
+                                                   "skipped (more are counted in the model's training record)")
 
     def save_checkpoint(self) -> Path:
         if not self.world.is_main:
@@ -290,7 +315,11 @@ class TrainingRun:
         steps = self.step - self.loop_start_step
         return {"prepare_s": round(self.prepare_s, 2), "train_s": round(train_s, 2), "steps": steps,
                 "seconds_per_step": round(train_s / steps, 4) if steps else None, "device": self.device.type,
-                "precision": str(self.dtype).replace("torch.", "")}
+                "precision": str(self.dtype).replace("torch.", ""), **self.skipped_record()}
+
+    def skipped_record(self) -> dict:
+        """The updates skipped for bf16 overflow, for the model's record (nothing when none was)."""
+        return {"skipped_bf16_overflow": self.skipped} if self.skipped else {}
 
     def _run_locked(self) -> Path:
         self.run_started = time.perf_counter()

@@ -7,6 +7,9 @@ from typing import Callable, Sequence
 from PGLCommon.engine_runs import start_engine, wait_for
 from PGLCommon.jobs import EngineJob
 
+# the engine's defaults, which the panel shows too
+from pgl_engine.contract import BATCH_SIZE, DEVICE, PATCH_SIZE, PRETRAIN_METHOD, PRETRAIN_STEPS, SPACING_MM
+
 
 class PGLPretrainLogic:
     """Console use: `PGLPretrainLogic().pretrain("/data/ct", "/models/pgl", steps=300, wait=True)` (the GUI keeps
@@ -16,9 +19,9 @@ class PGLPretrainLogic:
         self.job_class = job_class
 
     @staticmethod
-    def arguments(folder: str, outputDir: str, method: str = "pgl", steps: int = 300,
-                  patchSize: Sequence[int] = (64, 64, 32), spacing: Sequence[float] = (1.5, 1.5, 3.0),
-                  device: str = "auto", resume: bool = False, batchSize: int = 2, overwrite: bool = False,
+    def arguments(folder: str, outputDir: str, method: str = PRETRAIN_METHOD, steps: int = PRETRAIN_STEPS,
+                  patchSize: Sequence[int] = PATCH_SIZE, spacing: Sequence[float] = SPACING_MM,
+                  device: str = DEVICE, resume: bool = False, batchSize: int = BATCH_SIZE, overwrite: bool = False,
                   extraArgs: Sequence[str] = ()) -> list[str]:
         if not folder or not Path(folder).is_dir():
             raise ValueError(f"Choose the folder of scans to pretrain on (got {folder!r}).")
@@ -32,9 +35,9 @@ class PGLPretrainLogic:
             args.append("--overwrite")
         return [str(a) for a in [*args, *extraArgs]]
 
-    def pretrain(self, folder: str, outputDir: str, method: str = "pgl", steps: int = 300,
-                 patchSize: Sequence[int] = (64, 64, 32), spacing: Sequence[float] = (1.5, 1.5, 3.0),
-                 device: str = "auto", resume: bool = False, batchSize: int = 2, overwrite: bool = False,
+    def pretrain(self, folder: str, outputDir: str, method: str = PRETRAIN_METHOD, steps: int = PRETRAIN_STEPS,
+                 patchSize: Sequence[int] = PATCH_SIZE, spacing: Sequence[float] = SPACING_MM,
+                 device: str = DEVICE, resume: bool = False, batchSize: int = BATCH_SIZE, overwrite: bool = False,
                  extraArgs: Sequence[str] = (), wait: bool = False, onEvent: Callable[[dict], None] | None = None):
         """Start pretraining. A folder holding a run is continued with resume=True, replaced with overwrite=True,
         and refused otherwise. wait=True blocks, GUI alive, and returns the model folder (EngineError on

@@ -10,6 +10,8 @@ from PGLCommon.engine_failure import failure_in_words
 from PGLCommon.job_monitor import DEVICES, JobMonitor, orphans
 from PGLCommon.output_folders import holds_pgl_run
 
+from pgl_engine import contract
+
 from .logic import PGLPretrainLogic, describe_listing
 
 METHODS = {"PGL (local, prior-guided)": "pgl", "BYOL (global baseline)": "byol"}
@@ -24,6 +26,7 @@ class PretrainPanel:
         self.ui = slicer.util.childWidgetVariables(widget)
         self.ui.methodComboBox.addItems(list(METHODS))
         self.ui.deviceComboBox.addItems(list(DEVICES))
+        self.show_defaults()
         self.monitor = JobMonitor(self.ui.startButton, self.ui.progressBar, self.ui.statusLabel, self.ui.logTextEdit,
                                   "Start", self.on_finished)
         self.ui.startButton.connect("clicked()", self.on_start_or_cancel)
@@ -40,6 +43,17 @@ class PretrainPanel:
         self.survey_timer.connect("timeout()", self.poll_survey)
         self.ui.scansPathLineEdit.connect("currentPathChanged(QString)", lambda *args: self.survey_delay.start())
         # no scene observer: pretraining reads files only, so a scene close leaves a long run alone
+
+    def show_defaults(self) -> None:
+        """The engine's defaults (pgl_engine.contract), whatever the .ui file says, so the two cannot drift."""
+        ui = self.ui
+        ui.methodComboBox.currentIndex = list(METHODS.values()).index(contract.PRETRAIN_METHOD)
+        ui.deviceComboBox.currentIndex = list(DEVICES.values()).index(contract.DEVICE)
+        ui.stepsSpinBox.value = contract.PRETRAIN_STEPS
+        for box, voxels in zip((ui.patchXSpinBox, ui.patchYSpinBox, ui.patchZSpinBox), contract.PATCH_SIZE):
+            box.value = voxels
+        for box, mm in zip((ui.spacingXSpinBox, ui.spacingYSpinBox, ui.spacingZSpinBox), contract.SPACING_MM):
+            box.value = mm
 
     def settings(self) -> dict:
         ui = self.ui

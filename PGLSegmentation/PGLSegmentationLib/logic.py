@@ -21,14 +21,14 @@ from PGLCommon.engine_runs import start_engine, wait_for
 from PGLCommon.jobs import EngineJob
 from PGLCommon.model_info import label_names, next_free_folder, read_model_metadata
 from PGLCommon.output_folders import is_model_folder, same_folder
-from PGLCommon.nodes import (NodeError, export_labels_steps, place_segments, read_label_table, read_result_steps,
-                             write_volume_steps)
+from PGLCommon.nodes import (NodeError, export_labels_steps, label_table_path, place_segments, read_label_table,
+                             read_result_steps, write_volume_steps)
 from PGLCommon.sample_data import load_sample_case, write_sample_data
 from PGLCommon.staged_job import StagedJob
 from PGLCommon.steps import StepGenerator, run_all
 from PGLCommon.work_folders import new_work_folder
 
-from pgl_engine.config import REFINE_MINUTES
+from pgl_engine.contract import REFINE_MINUTES
 
 REFINE_SECONDS = REFINE_MINUTES * 60  # Refine's default budget: the engine's for continuing a segmentation model
 
@@ -351,7 +351,7 @@ class PGLSegmentationLogic:
     def segment_result_steps(volumeNode, job, name: str | None = None, into=None) -> StepGenerator:
         """segment_result a slab or a segment per step; returns (node, label array, label table). Nothing changes
         in the scene until the last step."""
-        table = read_label_table(job.work / "output.labels.json")
+        table = read_label_table(label_table_path(job.work / "output.nii"))
         labels, segments = yield from read_result_steps(job.work / "output.nii", table, volumeNode)
         node = place_segments(segments, name or f"{volumeNode.GetName()} PGL", volumeNode, into)
         return node, labels, table

@@ -17,6 +17,8 @@ from PGLCommon.nodes import NodeError
 from PGLCommon.output_folders import holds_pgl_run, is_model_folder
 from PGLCommon.staged_job import StagedJob
 
+from pgl_engine import contract
+
 from .export_section import ExportSection
 from .logic import REFINE_SECONDS, PGLSegmentationLogic, segment_names
 
@@ -54,6 +56,7 @@ class SegmentationPanel:
                                         self.ui.checkLogTextEdit, "Check the pretraining", self.on_check_finished)
         self.export = ExportSection(self)
         self.ui.refineSecondsSpinBox.value = round(REFINE_SECONDS)  # the engine's refine budget
+        self.ui.finetuneMinutesSpinBox.value = contract.DEFAULT_FINETUNE_MINUTES  # the engine's, whatever the .ui says
         self.segment_model = ""
         self.last_result: dict | None = None  # the latest result: volume, segmentation, model, labels as applied
         self.refine_round: dict = {}  # the refine in progress: phase, correction, Dice before
