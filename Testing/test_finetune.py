@@ -287,7 +287,6 @@ def test_patches_get_structure_shifts_only_when_asked(cohort):
         FinetuneConfig(images="i", labels="l", out="o", structure_shift_hu=-1)
 
 
-@pytest.mark.slow
 def test_fine_tuning_with_structure_shifts_records_them(cohort, tmp_path):
     out = finetune(**seg_options(cohort, tmp_path / "ft", tmp_path / "cache", steps=2, structure_shift_hu=40))
     assert load_model(out).metadata["training"]["structure_shift_hu"] == 40

@@ -178,7 +178,6 @@ def test_output_folders_are_never_clobbered(cohort, tmp_path):
     assert (stopped / "model.safetensors").is_file()
 
 
-@pytest.mark.slow
 def test_scans_smaller_than_the_patch_are_padded(cohort, tmp_path):
     events = run(cohort, tmp_path, "big_patch", steps=2, patch_size=(48, 48, 32), spacing=(12.0, 12.0, 12.0))
     assert events[-1]["event"] == "done"
