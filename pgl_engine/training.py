@@ -23,6 +23,7 @@ from . import __version__
 from .atomic import disk_full_message, write_text_atomically
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .contract import CHECKPOINT_DIR
 from .distributed import World
 from .errors import DiskFull, PGLError, TrainingInterrupted
 from .interrupt import StopRequest
@@ -32,11 +33,11 @@ from .progress import EtaClock, ProgressCallback, emit
 from .run_lock import RunLock
 from .time_budget import LOADER_STEPS, PROVISIONAL_STEPS, StepPlanner
 
-# options that may differ when resuming; all others are taken from the checkpoint
 # bf16 autocast has no loss scaling: an update whose loss or gradients overflow is skipped (as fp16's GradScaler
 # skips it); only this many in a row stop training
 BF16_SKIP_LIMIT = 5
 
+# options that may differ when resuming; all others are taken from the checkpoint
 RUNTIME_OPTIONS = {"steps", "device", "workers", "checkpoint_every", "cache_dir", "resume", "overwrite", "images",
                    "out", "labels", "dataset", "init", "lr_scaling", "precision", "rank_every"}
 
@@ -226,7 +227,7 @@ class TrainingRun:
         if not math.isfinite(mean_loss) and not (bf16 and self.skipped_in_row + 1 < BF16_SKIP_LIMIT):
             raise PGLError(
                 f"the loss became {mean_loss} at step {self.step + 1}; training stopped. The last good "
-                f"checkpoint in {self.out / 'checkpoints'} is kept. Resume with a lower --lr, or check the scans "
+                f"checkpoint in {self.out / CHECKPOINT_DIR} is kept. Resume with a lower --lr, or check the scans "
                 f"for extreme values (--hu-window)" + (", or train with --precision fp32." if bf16 else "."))
         self.optimizer.zero_grad(set_to_none=True)
         if math.isfinite(mean_loss):
