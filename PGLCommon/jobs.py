@@ -59,6 +59,24 @@ def engine_environment(device: str = "auto") -> dict[str, str]:
     return env
 
 
+def poll_until_finished(job, on_event: Callable[[dict], None] | None = None, timeout: float | None = None,
+                        interval: float = 0.05, keep_alive: Callable[[], None] | None = None, what: str = "job") -> int:
+    """Poll `job` until it ends, passing its events on, `keep_alive` between polls; returns its exit code. A job
+    with GUI-side work waiting (`stepping`: StagedJob, JobChain) is polled again at once, others every interval."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not job.finished():
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"{what} still running after {timeout} s")
+        for event in job.poll():
+            if on_event:
+                on_event(event)
+        if keep_alive:
+            keep_alive()
+        if not getattr(job, "stepping", False):
+            time.sleep(interval)
+    return job.exit_code
+
+
 class EngineJob:
     """One engine subprocess, the events it printed, and the temporary folders it owns."""
 
@@ -162,16 +180,7 @@ class EngineJob:
 
         `keep_alive` is called between polls (in Slicer: slicer.app.processEvents, so the GUI stays alive).
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.finished():
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"engine job still running after {timeout} s: {' '.join(self.args[:4])}")
-            for event in self.poll():
-                if on_event:
-                    on_event(event)
-            if keep_alive:
-                keep_alive()
-            time.sleep(interval)
+        poll_until_finished(self, on_event, timeout, interval, keep_alive, f"engine job {' '.join(self.args[:4])}")
         for event in self.poll():
             if on_event:
                 on_event(event)

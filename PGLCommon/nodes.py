@@ -15,14 +15,20 @@ import slicer
 from pgl_engine.contract import LABEL_TABLE_SUFFIX
 
 from . import nifti_slabs
+from .errors import UserError
 from .segment_labels import (ExportError, ijk_to_ras, install_segments, labels_from_segments, present_values,
                              same_grid, segments_from_labels, volume_shape)
 from .steps import StepGenerator, run_all
 from .terminology import apply_terminology
 
 
-class NodeError(ValueError):
-    """A node the user picked cannot be used; the message names it and says what to do."""
+NodeError = UserError  # a node the user picked cannot be used: the name console scripts have caught so far
+
+
+def in_scene(node) -> bool:
+    """The node is still in its scene (not removed, not gone with a scene close)."""
+    scene = node.GetScene() if node is not None else None
+    return scene is not None and bool(scene.IsNodePresent(node))
 
 
 def segmentations_logic():

@@ -8,11 +8,10 @@ the prepare work (e.g. a Dice computed after a job).
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Callable
 
-from .jobs import EXIT_CANCELLED
+from .jobs import EXIT_CANCELLED, poll_until_finished
 from .steps import SLICE_S, StepGenerator, Steps
 
 PREPARE, ENGINE, FINISH, ENDED = "prepare", "engine", "finish", "ended"
@@ -120,15 +119,5 @@ class StagedJob:
     def wait(self, on_event: Callable[[dict], None] | None = None, timeout: float | None = None,
              interval: float = 0.05, keep_alive: Callable[[], None] | None = None) -> int:
         """Block until done (scripts and self-tests), as EngineJob.wait; GUI-side work runs without pauses."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.finished():
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job still running after {timeout} s")
-            for event in self.poll():
-                if on_event:
-                    on_event(event)
-            if keep_alive:
-                keep_alive()
-            if not self.stepping:
-                time.sleep(interval)
-        return self.exit_code
+        return poll_until_finished(self, on_event, timeout, interval, keep_alive)
+

@@ -80,6 +80,19 @@ def test_a_fixed_network_or_grid_is_the_only_one_tried():
     assert [c.grid for c in candidates(None, grid)] == [grid, grid]
 
 
+def test_a_pretrained_model_keeps_its_own_grid_and_never_a_finer_one(monkeypatch):
+    narrow = NetworkConfig()
+    assert [c.grid for c in candidates(narrow, None, pretrained_spacing=COARSE.spacing)] == [COARSE]
+    assert [c.grid for c in candidates(narrow, None, pretrained_spacing=FINE.spacing)] == [FINE, COARSE]
+    # a grid between the two: only the coarser one
+    assert [c.grid for c in candidates(narrow, None, pretrained_spacing=(2.0, 2.0, 4.0))] == [COARSE]
+    # a fast machine that affords the fine grid still fine-tunes a coarse-pretrained model on its coarse grid
+    timed(monkeypatch, {("fine", 8): 0.01, ("coarse", 8): 0.01})
+    choice = choose(narrow, None, 270.0, 5, 2, CPU, torch.float32, clock=lambda: 0.0,
+                    pretrained_spacing=COARSE.spacing)
+    assert choice.candidate.grid == COARSE
+
+
 def options(**extra) -> dict:
     return {"images": "i", "labels": "l", "out": "o", "device": "cpu", "minutes": 5.0, **extra}
 
@@ -101,6 +114,11 @@ def test_the_choice_fills_what_is_free_and_nothing_without_a_budget_or_with_ever
     choose_configuration(width_only, {"spacing"}, budget_choice.time.perf_counter())
     assert width_only["spacing"] == (1.5, 1.5, 3.0) and width_only["network"] == NetworkConfig()
     assert width_only["patch_size"] == FINE.patch_size
+
+    # from a model pretrained on the coarse grid (resolve_init has put its spacing and network in the options)
+    pretrained = options(init="models/pgl", spacing=COARSE.spacing, network=NetworkConfig())
+    record = choose_configuration(pretrained, {"network"}, budget_choice.time.perf_counter())
+    assert pretrained["spacing"] == COARSE.spacing and [p["grid"] for p in record["probes"]] == ["coarse"]
 
 
 @pytest.mark.slow

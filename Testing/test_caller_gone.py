@@ -14,11 +14,11 @@ import pytest
 from cli_args import finetune_args
 from conftest import ROOT
 
+from pgl_engine.contract import EXIT_CANCELLED
 from pgl_engine.process_alive import WORK_FOLDER_RECORD
 
 pytestmark = pytest.mark.slow  # real engine processes
 
-EXIT_CANCELLED = 130
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 

@@ -37,22 +37,31 @@ def field_default(config: type, name: str):
     return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
-PRETRAIN_OPTIONS = {"method": "PRETRAIN_METHOD", "steps": "PRETRAIN_STEPS", "patch_size": "PATCH_SIZE",
-                    "spacing": "SPACING_MM", "batch_size": "BATCH_SIZE", "device": "DEVICE"}
+PRETRAIN_OPTIONS = {"method": "PRETRAIN_METHOD", "steps": "PRETRAIN_STEPS", "patch_size": "PRETRAIN_PATCH_SIZE",
+                    "spacing": "PRETRAIN_SPACING_MM", "batch_size": "BATCH_SIZE", "device": "DEVICE"}
 
 
 @pytest.mark.parametrize("option, name", sorted(PRETRAIN_OPTIONS.items()))
 def test_the_engine_options_default_to_the_contract(option, name):
     assert field_default(PretrainConfig, option) == getattr(contract, name)
-    if option not in ("method", "steps"):  # fine-tuning shares the rest (its steps are its own)
+    if option in ("batch_size", "device"):  # fine-tuning shares these (steps and grid are its own)
         assert field_default(FinetuneConfig, option) == getattr(contract, name)
+
+
+def test_fine_tuning_defaults_to_the_fine_grid_and_pretraining_to_the_coarse_one_the_chooser_knows():
+    from pgl_engine.budget_choice import GRIDS
+
+    fine, coarse = GRIDS
+    assert (field_default(FinetuneConfig, "spacing"), field_default(FinetuneConfig, "patch_size")) \
+        == (contract.SPACING_MM, contract.PATCH_SIZE) == (fine.spacing, fine.patch_size)
+    assert (contract.PRETRAIN_SPACING_MM, contract.PRETRAIN_PATCH_SIZE) == (coarse.spacing, coarse.patch_size)
 
 
 def test_the_pretrain_logic_defaults_to_the_contract():
     from PGLPretrainLib.logic import PGLPretrainLogic
 
     expected = {"method": contract.PRETRAIN_METHOD, "steps": contract.PRETRAIN_STEPS,
-                "patchSize": contract.PATCH_SIZE, "spacing": contract.SPACING_MM, "device": contract.DEVICE,
+                "patchSize": contract.PRETRAIN_PATCH_SIZE, "spacing": contract.PRETRAIN_SPACING_MM, "device": contract.DEVICE,
                 "batchSize": contract.BATCH_SIZE}
     for function in (PGLPretrainLogic.arguments, PGLPretrainLogic.pretrain):
         parameters = inspect.signature(function).parameters
@@ -72,14 +81,15 @@ def ui_values(module: str) -> dict:
 def test_the_ui_files_hold_the_contract_values():
     pretrain, segmentation = ui_values("PGLPretrain"), ui_values("PGLSegmentation")
     assert pretrain["stepsSpinBox"] == contract.PRETRAIN_STEPS
-    assert [pretrain[f"patch{axis}SpinBox"] for axis in "XYZ"] == list(contract.PATCH_SIZE)
-    assert [pretrain[f"spacing{axis}SpinBox"] for axis in "XYZ"] == list(contract.SPACING_MM)
+    assert [pretrain[f"patch{axis}SpinBox"] for axis in "XYZ"] == list(contract.PRETRAIN_PATCH_SIZE)
+    assert [pretrain[f"spacing{axis}SpinBox"] for axis in "XYZ"] == list(contract.PRETRAIN_SPACING_MM)
     assert segmentation["finetuneMinutesSpinBox"] == contract.DEFAULT_FINETUNE_MINUTES
     assert segmentation["refineSecondsSpinBox"] == round(contract.REFINE_MINUTES * 60)
 
 
 def test_the_pretrain_panel_shows_the_contract_whatever_the_ui_file_says(slicer_app, monkeypatch):
-    changed = dict(PRETRAIN_METHOD="byol", PRETRAIN_STEPS=123, PATCH_SIZE=(32, 48, 16), SPACING_MM=(2.0, 2.5, 4.0),
+    changed = dict(PRETRAIN_METHOD="byol", PRETRAIN_STEPS=123, PRETRAIN_PATCH_SIZE=(32, 48, 16),
+                   PRETRAIN_SPACING_MM=(2.0, 2.5, 4.0),
                    DEVICE="cpu")
     for name, value in changed.items():
         monkeypatch.setattr(contract, name, value)

@@ -270,7 +270,7 @@ def test_structure_shift_moves_each_structure_by_its_own_bounded_offset():
 def test_patches_get_structure_shifts_only_when_asked(cohort):
     from types import SimpleNamespace
 
-    from pgl_engine.finetune import LabelledCase, PatchDataset
+    from pgl_engine.patch_dataset import LabelledCase, PatchDataset
 
     labels = np.zeros((24, 24, 16), np.uint8)
     labels[4:12, 4:12, 4:12], labels[12:20, 12:20, 4:12] = 1, 2

@@ -22,7 +22,7 @@ from pgl_engine.compare_config import INIT_VARIANTS, CompareConfig
 from pgl_engine.finetune import Finetuner, finetune, resolve_init
 from pgl_engine.losses import effective_rank, variance_covariance_penalty
 from pgl_engine.segment import segment
-from pgl_engine.training import warmup_cosine
+from pgl_engine.lr_schedule import warmup_cosine
 
 
 def pooled(volume: np.ndarray, lo, hi, size=8) -> torch.Tensor:

@@ -99,7 +99,7 @@ def test_large_volume_fine_tune_apply_and_read_back_never_stall(slicer_app, larg
     # the segments cover exactly the engine's voxels, and Refine's copy of the result is the engine's array
     back, missing = label_array(result, NAMES, volume)
     assert not missing and np.array_equal(back, labels)
-    assert np.array_equal(panel.last_result["labels"], labels)
+    assert np.array_equal(panel.last_result.labels, labels)
     print("longest event-loop stall (ms):", {k: round(v) for k, v in stalls.items()})
     assert max(stalls.values()) < STALL_LIMIT_MS
     assert not slicer_app.slot_errors and not slicer_app.shown()

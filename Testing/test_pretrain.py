@@ -12,7 +12,7 @@ from pgl_engine.ema import ema_update
 from pgl_engine.errors import PGLError
 from pgl_engine.methods import PGL
 from pgl_engine.pretrain import Pretrainer
-from pgl_engine.training import BF16_SKIP_LIMIT
+from pgl_engine.bf16_overflow import BF16_SKIP_LIMIT
 
 
 def run(cohort, tmp_path, name, **overrides):

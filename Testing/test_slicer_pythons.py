@@ -48,7 +48,8 @@ def test_imports_and_every_help_parse_on_the_python_slicer_embeds(version):
     assert report["failed"] == {}, "\n".join(f"{k}: {v}" for k, v in report["failed"].items())
     modules = {"pgl_engine.cli", "pgl_engine.contract", "pgl_engine.structures", "PGLCommon.jobs",
                "PGLCommon.dependencies", "PGLCommon.terminology", "PGLPretrain", "PGLSegmentation",
-               "PGLPretrainLib.widget", "PGLSegmentationLib.widget"}
+               "PGLPretrainLib.widget", "PGLSegmentationLib.widget", "PGLCommon.errors", "PGLCommon.job_chain",
+               "PGLCommon.panel", "PGLCommon.panel_fields", "PGLSegmentationLib.parameters", "PGLSegmentationLib.refine"}
     assert modules <= set(report["imported"])
     assert set(report["help"]) == {"pgl", "phantom", "pretrain", "finetune", "segment", "evaluate", "scan-list",
                                    "compare", "check-pretraining", "demo", "export", "export-dataset"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pgl_engine.finetune import LabelledCase, PatchDataset
+from pgl_engine.patch_dataset import LabelledCase, PatchDataset
 from pgl_engine.spatial_augment import SpatialAugment, mapped_grid, sample
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .config import WIDE_NETWORK, NetworkConfig
+from .contract import COARSE_PATCH_SIZE, COARSE_SPACING_MM, PATCH_SIZE, SPACING_MM
 from .losses import marginal_dice_ce_loss
 from .networks import build_segmentation_net
 from .precision import autocast
@@ -38,8 +39,8 @@ class Grid:
 
 # finest first. fine: today's 1.5 mm setting, 84-86 Dice after about 1800 steps (bf16 CPU, 10 minutes); coarse:
 # 84-85 after about 1000-1260 steps (5 minutes), 9x fewer voxels to segment
-GRIDS = (Grid("fine", (1.5, 1.5, 3.0), (64, 64, 32), 1800),
-         Grid("coarse", (3.2, 3.2, 6.0), (48, 48, 32), 1000))
+GRIDS = (Grid("fine", SPACING_MM, PATCH_SIZE, 1800),
+         Grid("coarse", COARSE_SPACING_MM, COARSE_PATCH_SIZE, 1000))
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,14 @@ class Candidate:
                 f"{tuple(self.network.channels)}")
 
 
-def candidates(network: NetworkConfig | None, grid: Grid | None) -> list[Candidate]:
-    """Finest grid first, then widest network; a fixed network or grid is the only one of its kind."""
+def candidates(network: NetworkConfig | None, grid: Grid | None,
+               pretrained_spacing: tuple[float, float, float] | None = None) -> list[Candidate]:
+    """Finest grid first, then widest network; a fixed network or grid is the only one of its kind. From a
+    pretrained model, its own grid comes first and finer ones are not tried: its filters learnt structures at the
+    size they have on that grid, and a coarser grid is taken only when the budget cannot afford its own."""
     widths = [network] if network is not None else [WIDE_NETWORK, NetworkConfig()]
-    grids = [grid] if grid is not None else list(GRIDS)
+    grids = [grid] if grid is not None else [g for g in GRIDS if pretrained_spacing is None
+                                             or min(g.spacing) >= min(pretrained_spacing) - 1e-6] or [GRIDS[-1]]
     return [Candidate(g, w) for g in grids for w in widths]
 
 
@@ -96,12 +101,13 @@ class Choice:
 
 
 def choose(network: NetworkConfig | None, grid: Grid | None, training_s: float, classes: int, batch_size: int,
-           device: torch.device, dtype: torch.dtype, clock=time.perf_counter) -> Choice:
+           device: torch.device, dtype: torch.dtype, clock=time.perf_counter,
+           pretrained_spacing: tuple[float, float, float] | None = None) -> Choice:
     """Time the candidates in order and take the first that affords its grid's steps in `training_s` seconds of
     training (what is left of the budget once the probes are paid); else the one closest to its need."""
     started = clock()
     probes = []
-    for candidate in candidates(network, grid):
+    for candidate in candidates(network, grid, pretrained_spacing):
         per_step = PROBE_TO_TRAINING * seconds_per_step(candidate, classes, batch_size, device, dtype)
         probes.append((candidate, per_step))
         left = training_s - (clock() - started)
@@ -179,8 +185,10 @@ def choose_configuration(options: dict, fixed: set[str], started: float, progres
     device = resolve_device(options.get("device", FinetuneConfig.device))
     dtype = training_dtype(device, options.get("precision", FinetuneConfig.precision), Finetuner.cpu_bf16)
     classes = max(2, len(options.get("label_names") or ()) + 1)
+    # resolve_init has put the pretrained model's spacing in `options` (not in `fixed`: it is still to choose)
+    pretrained = options.get("init") not in (None, "", "none")
     choice = choose(network, grid, training_s, classes, int(options.get("batch_size", FinetuneConfig.batch_size)),
-                    device, dtype)
+                    device, dtype, pretrained_spacing=tuple(options["spacing"]) if pretrained else None)
     chosen = choice.candidate
     options.update(spacing=chosen.grid.spacing, patch_size=chosen.grid.patch_size, network=chosen.network)
     emit(progress, "info", message=f"configuration chosen for this machine and the {minutes:g}-minute budget: "

@@ -16,6 +16,7 @@ from .atomic import write_text_atomically
 from .compare_config import INIT_VARIANTS, CompareConfig
 from .compare_data import Cohorts
 from .config import WIDE_NETWORK
+from .contract import TRAIN_LOG_FILE
 from .compare_stats import RunResult, organ_mean_by_phase
 from .evaluate import evaluate
 from .finetune import finetune
@@ -88,7 +89,7 @@ def run_one(config: CompareConfig, data: Cohorts, init: str, model: str, labeled
              progress=stage_forwarder(progress, f"finetune {init} n={labeled} seed={seed}"), **options)
     segment(run / "model", data.test / "images", run / "pred", device=config.device)
     evaluation = evaluate(run / "pred", data.test / "labels", run / "evaluation.csv", names=LABELS)
-    curve = [json.loads(line)["loss"] for line in (run / "model" / "train_log.jsonl").read_text().splitlines()]
+    curve = [json.loads(line)["loss"] for line in (run / "model" / TRAIN_LOG_FILE).read_text().splitlines()]
     result = RunResult(init, labeled, seed, dice={k: v["dice"] for k, v in evaluation["mean"].items()},
                        hd95_mm={k: v["hd95_mm"] for k, v in evaluation["mean"].items()}, loss_curve=curve,
                        organ_mean_by_phase=organ_mean_by_phase(evaluation["cases"], read_phases(data.test)),

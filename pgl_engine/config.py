@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 # the defaults the Slicer panels show too, and the fine-tuning budgets: defined once, in the contract
-from .contract import (BATCH_SIZE, DEFAULT_FINETUNE_MINUTES, DEVICE, PATCH_SIZE, PRETRAIN_METHOD, PRETRAIN_STEPS,
-                       REFINE_MINUTES, SPACING_MM)
+from .contract import (BATCH_SIZE, DEFAULT_FINETUNE_MINUTES, DEVICE, PATCH_SIZE, PRETRAIN_METHOD,
+                       PRETRAIN_PATCH_SIZE, PRETRAIN_SPACING_MM, PRETRAIN_STEPS, REFINE_MINUTES, SPACING_MM)
 from .errors import PGLError
 
 
@@ -109,7 +109,7 @@ class TrainConfig:
                          required=True)
     modalities: tuple[str, ...] = option(("CT",), "DICOM modalities to use from --images (scan files are always used)")
     out: str = option("", "output folder: the model, checkpoints and the training log", required=True)
-    steps: int = option(PRETRAIN_STEPS, "optimisation steps")
+    steps: int = option(300, "optimisation steps")
     batch_size: int = option(BATCH_SIZE, "samples per step (per process)")
     patch_size: tuple[int, int, int] = option(PATCH_SIZE, "network input size in voxels (1 or 3 values)")
     spacing: tuple[float, float, float] = option(SPACING_MM, "resampling spacing in mm (1 or 3 values)")
@@ -218,6 +218,10 @@ class PretrainConfig(TrainConfig):
 
     DEFAULTS_BEFORE_OPTION_EXISTED: ClassVar[dict] = {"deep_weight": 0.0}
 
+    steps: int = option(PRETRAIN_STEPS, "optimisation steps")
+    patch_size: tuple[int, int, int] = option(PRETRAIN_PATCH_SIZE, "network input size in voxels (1 or 3 values)")
+    spacing: tuple[float, float, float] = option(
+        PRETRAIN_SPACING_MM, "resampling spacing in mm (1 or 3 values); the grid a CPU fine-tunes on within minutes")
     method: Literal["pgl", "byol"] = option(PRETRAIN_METHOD, "pgl (local, prior-guided) or byol (global baseline)")
     ema_start: float = option(0.996, "EMA momentum of the target at step 0; rises to 1 on a cosine")
     projector_dim: int = option(64, "output size of the projector and predictor")

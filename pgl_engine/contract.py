@@ -29,9 +29,16 @@ CONFIGURATION_CHOSEN = "configuration chosen"
 
 # --- defaults: the engine's options and what the panels show before anyone changes them ----------------------
 PRETRAIN_METHOD = "pgl"  # or "byol"
-PRETRAIN_STEPS = 300
-PATCH_SIZE = (64, 64, 32)  # network input in voxels, x y z (pretraining and fine-tuning)
+PATCH_SIZE = (64, 64, 32)  # network input in voxels, x y z (fine-tuning with fixed steps; the fine grid)
 SPACING_MM = (1.5, 1.5, 3.0)  # resampling spacing, x y z
+# the coarse grid a CPU fine-tunes on within minutes (pgl_engine/budget_choice.py) ...
+COARSE_PATCH_SIZE = (48, 48, 32)
+COARSE_SPACING_MM = (3.2, 3.2, 6.0)
+# ... is where pretraining learns by default: fine-tuning a model on the grid it was pretrained on keeps the
+# structures at the size its filters learnt them
+PRETRAIN_PATCH_SIZE = COARSE_PATCH_SIZE
+PRETRAIN_SPACING_MM = COARSE_SPACING_MM
+PRETRAIN_STEPS = 500
 BATCH_SIZE = 2  # samples per step (per process)
 DEVICE = "auto"
 # fine-tuning without steps or minutes: this many minutes of wall clock from the start to the saved model

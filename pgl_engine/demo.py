@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .atomic import write_text_atomically
+from .contract import COARSE_PATCH_SIZE, COARSE_SPACING_MM
 from .evaluate import evaluate
 from .finetune import finetune
 from .model_store import read_metadata
@@ -53,7 +54,7 @@ PRETRAIN_BUDGET_S = 45.0  # what PRETRAIN_STEPS take there: pretraining has a st
 FINETUNE_MINUTES = 2.5  # a time budget: the engine plans its steps for it on the machine it runs on
 SEGMENT_BUDGET_S = 10.0
 EVALUATE_BUDGET_S = 5.0
-COARSE_GRID = ((3.2, 3.2, 6.0), (48, 48, 32))
+COARSE_GRID = (COARSE_SPACING_MM, COARSE_PATCH_SIZE)
 
 DEMO = DemoPlan(unlabeled=8, labeled=2, test=3, spacing_scale=2.0, pretrain_steps=PRETRAIN_STEPS,
                 pretrain_grid=COARSE_GRID, finetune_minutes=FINETUNE_MINUTES,

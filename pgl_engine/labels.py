@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from .atomic import write_text_atomically
 from .cache import CachedScan
+from .contract import LABEL_TABLE_SUFFIX
 from .errors import PGLError
 from .imaging import (LABEL_SUFFIXES, image_affine_ras, is_segmentation_file, list_scans, read_geometry, read_image,
                       resample, scan_name, strip_scan_suffix as strip_suffix)
@@ -59,7 +60,7 @@ def label_table(names: dict[int, str]) -> dict[str, dict]:
 
 def sidecar_path(label_map: Path) -> Path:
     """Where the names and colours of a written label map go: beside it, `<name>.labels.json`."""
-    return label_map.with_name(strip_suffix(label_map.name) + ".labels.json")
+    return label_map.with_name(strip_suffix(label_map.name) + LABEL_TABLE_SUFFIX)
 
 
 def write_sidecar(label_map: Path, table: dict[str, dict], written_by: str = "") -> Path:

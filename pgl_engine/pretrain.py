@@ -1,13 +1,11 @@
 """`pgl pretrain`: self-supervised pretraining (PGL or BYOL) on a folder of unlabeled scans."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .cache import CachedScan, ScanCache, cache_scans, data_fingerprint
+from .cache import CachedScan, ScanCache, cache_scans
 from .config import PRESETS, PretrainConfig, TrainConfig, with_preset
 from .dataset import ViewPairDataset, make_loader
 from .distributed import World
@@ -15,10 +13,11 @@ from .ema import ema_momentum, ema_update
 from .errors import PGLError
 from .imaging import find_scans
 from .methods import SelfSupervisedMethod, build_method
+from .model_metadata import model_metadata, training_record
 from .model_store import save_model
 from .pretraining_advice import pretraining_advice
 from .progress import ProgressCallback, emit
-from .training import RUNTIME_OPTIONS, TrainingRun, start_run
+from .training import TrainingRun, start_run
 
 
 def prepare_scans(config: TrainConfig, progress: ProgressCallback | None, world: World | None = None
@@ -29,12 +28,7 @@ def prepare_scans(config: TrainConfig, progress: ProgressCallback | None, world:
     them read the complete, shared cache.
     """
     world = world or World()
-    search = find_scans(config.images, tuple(config.modalities))
-    paths = search.required()
-    if search.skipped:
-        skipped = list(map(str, search.skipped))
-        emit(progress, "warning", skipped=skipped,
-             message=f"{config.images}: skipped {len(skipped)} series or folder(s):\n  " + "\n  ".join(skipped))
+    paths = scan_paths(config, progress)
     cache = ScanCache(config.cache_dir or None, config.spacing, config.hu_window)
     if world.distributed:
         cache_scans(paths[world.rank::world.size], cache)
@@ -52,6 +46,17 @@ def prepare_scans(config: TrainConfig, progress: ProgressCallback | None, world:
     emit(progress, "info", message=f"{len(scans)} scans ready ({cache.hits} from cache, {cache.misses} decoded)",
          cache_hits=cache.hits, cache_misses=cache.misses)
     return scans
+
+
+def scan_paths(config: TrainConfig, progress: ProgressCallback | None) -> list:
+    """The scans in --images; the series and folders passed over are reported."""
+    search = find_scans(config.images, tuple(config.modalities))
+    paths = search.required()  # an error for a folder without scans comes before the notes on what was passed over
+    if search.skipped:
+        skipped = list(map(str, search.skipped))
+        emit(progress, "warning", skipped=skipped,
+             message=f"{config.images}: skipped {len(skipped)} series or folder(s):\n  " + "\n  ".join(skipped))
+    return paths
 
 
 class Pretrainer(TrainingRun):
@@ -123,19 +128,12 @@ class Pretrainer(TrainingRun):
     def save_model(self) -> None:
         config = self.config
         tensors = {f"backbone.{k}": v for k, v in self.model.online_backbone.state_dict().items()}
-        training = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_OPTIONS | {"network"}}
-        metadata = {
-            "kind": "pretrained", "method": config.method, "network": config.network.to_dict(),
-            "spacing": list(config.spacing), "hu_window": list(config.hu_window),
-            "patch_size": list(config.patch_size), "labels": {},
-            "training": {**training, "steps": self.step, "processes": self.world.size,
-                         "effective_batch_size": config.batch_size * self.world.size,
-                         "effective_lr": self.effective_lr, "lr_scaling": config.lr_scaling,
-                         **self.skipped_record()},
-            "effective_rank": self.final_rank(), "feature_channels": config.network.feature_channels,
-            "data_fingerprint": data_fingerprint(self.scans), "num_scans": len(self.scans),
-            "engine_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
+        training = training_record(config, self.step, processes=self.world.size,
+                                   effective_batch_size=config.batch_size * self.world.size,
+                                   effective_lr=self.effective_lr, lr_scaling=config.lr_scaling,
+                                   **self.overflow.record())
+        metadata = model_metadata(config, "pretrained", config.method, {}, training, self.scans, len(self.scans),
+                                  effective_rank=self.final_rank(), feature_channels=config.network.feature_channels)
         save_model(self.out, tensors, metadata)
 
 

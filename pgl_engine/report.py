@@ -12,6 +12,7 @@ from . import __version__
 from .atomic import write_text_atomically
 from .compare_stats import Difference, PhaseSummary, RunResult, Spread, Summary
 from .config import FinetuneConfig, NetworkConfig, resolve_head_first
+from .contract import TRAIN_LOG_FILE
 
 
 def _fmt(cell: Spread) -> str:
@@ -53,7 +54,7 @@ def plot_losses(path: Path, out: Path, inits: tuple[str, ...], results: list[Run
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for init in inits:
-        log = out / "models" / init / "train_log.jsonl"
+        log = out / "models" / init / TRAIN_LOG_FILE
         if log.is_file():
             records = [json.loads(line) for line in log.read_text().splitlines()]
             left.plot([r["step"] for r in records], [r["loss"] for r in records], label=init)

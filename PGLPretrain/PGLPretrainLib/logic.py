@@ -1,14 +1,22 @@
-"""PGL Pretrain logic: start self-supervised pretraining on a folder of scans (no GUI, no Qt)."""
+"""PGL Pretrain logic: start self-supervised pretraining on a folder of scans (no GUI, no Qt). A user's mistake
+raises UserError (PGLCommon.errors), as in PGL Segmentation; engine failures EngineError."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable, Sequence
 
 from PGLCommon.engine_runs import start_engine, wait_for
+from PGLCommon.errors import UserError
 from PGLCommon.jobs import EngineJob
 
 # the engine's defaults, which the panel shows too
-from pgl_engine.contract import BATCH_SIZE, DEVICE, PATCH_SIZE, PRETRAIN_METHOD, PRETRAIN_STEPS, SPACING_MM
+from pgl_engine.contract import (BATCH_SIZE, DEVICE, PRETRAIN_METHOD, PRETRAIN_PATCH_SIZE, PRETRAIN_SPACING_MM,
+                                 PRETRAIN_STEPS)
+
+
+def check_scan_folder(folder: str) -> None:
+    if not folder or not Path(folder).is_dir():
+        raise UserError(f"Choose the folder of scans to pretrain on (got {folder!r}).")
 
 
 class PGLPretrainLogic:
@@ -20,13 +28,12 @@ class PGLPretrainLogic:
 
     @staticmethod
     def arguments(folder: str, outputDir: str, method: str = PRETRAIN_METHOD, steps: int = PRETRAIN_STEPS,
-                  patchSize: Sequence[int] = PATCH_SIZE, spacing: Sequence[float] = SPACING_MM,
+                  patchSize: Sequence[int] = PRETRAIN_PATCH_SIZE, spacing: Sequence[float] = PRETRAIN_SPACING_MM,
                   device: str = DEVICE, resume: bool = False, batchSize: int = BATCH_SIZE, overwrite: bool = False,
                   extraArgs: Sequence[str] = ()) -> list[str]:
-        if not folder or not Path(folder).is_dir():
-            raise ValueError(f"Choose the folder of scans to pretrain on (got {folder!r}).")
+        check_scan_folder(folder)
         if not outputDir:
-            raise ValueError("Choose an output model folder.")
+            raise UserError("Choose an output model folder.")
         args = ["--images", folder, "--out", outputDir, "--method", method, "--steps", steps,
                 "--batch-size", batchSize, "--patch-size", *patchSize, "--spacing", *spacing, "--device", device]
         if resume:
@@ -36,7 +43,7 @@ class PGLPretrainLogic:
         return [str(a) for a in [*args, *extraArgs]]
 
     def pretrain(self, folder: str, outputDir: str, method: str = PRETRAIN_METHOD, steps: int = PRETRAIN_STEPS,
-                 patchSize: Sequence[int] = PATCH_SIZE, spacing: Sequence[float] = SPACING_MM,
+                 patchSize: Sequence[int] = PRETRAIN_PATCH_SIZE, spacing: Sequence[float] = PRETRAIN_SPACING_MM,
                  device: str = DEVICE, resume: bool = False, batchSize: int = BATCH_SIZE, overwrite: bool = False,
                  extraArgs: Sequence[str] = (), wait: bool = False, onEvent: Callable[[dict], None] | None = None):
         """Start pretraining. A folder holding a run is continued with resume=True, replaced with overwrite=True,
@@ -52,8 +59,7 @@ class PGLPretrainLogic:
     def scan_list(self, folder: str, wait: bool = False, onEvent: Callable[[dict], None] | None = None):
         """What pretraining would use from `folder` (scan files and DICOM series, searched recursively) and what
         it skips, why: wait=True returns the engine's listing (dict with counts, scans, skipped), else the job."""
-        if not folder or not Path(folder).is_dir():
-            raise ValueError(f"Choose the folder of scans to pretrain on (got {folder!r}).")
+        check_scan_folder(folder)
         job = start_engine("scan-list", ["--images", folder], "cpu", self.job_class)
         return wait_for(job, onEvent) if wait else job
 

@@ -1,32 +1,44 @@
-"""The PGL Pretrain panel: GUI wiring only; the work is in logic.py, the job display in PGLCommon."""
+"""The PGL Pretrain panel: GUI wiring only; the work is in logic.py, the job display and the plumbing shared with
+PGL Segmentation in PGLCommon (job_monitor, panel)."""
 from __future__ import annotations
 
 import qt
-import slicer
 
 from PGLCommon import dependencies
-from PGLCommon.dependencies import DependencyError, ensure_dependencies
 from PGLCommon.engine_failure import failure_in_words
+from PGLCommon.errors import UserError
 from PGLCommon.job_monitor import DEVICES, JobMonitor, orphans
-from PGLCommon.output_folders import holds_pgl_run
+from PGLCommon.panel import Panel
+from PGLCommon.panel_fields import Field, read_fields, write_fields
 
 from pgl_engine import contract
 
 from .logic import PGLPretrainLogic, describe_listing
 
 METHODS = {"PGL (local, prior-guided)": "pgl", "BYOL (global baseline)": "byol"}
+FIELDS = {  # PGLPretrainLogic.pretrain argument -> the panel's widget(s)
+    "folder": Field("scansPathLineEdit", "currentPath"),
+    "outputDir": Field("outputPathLineEdit", "currentPath"),
+    "method": Field("methodComboBox", choices=METHODS),
+    "steps": Field("stepsSpinBox"),
+    "patchSize": Field(("patchXSpinBox", "patchYSpinBox", "patchZSpinBox")),
+    "spacing": Field(("spacingXSpinBox", "spacingYSpinBox", "spacingZSpinBox")),
+    "device": Field("deviceComboBox", choices=DEVICES),
+    "resume": Field("resumeCheckBox", "checked"),
+}
+# the engine's defaults (pgl_engine.contract), shown whatever the .ui file says, so the two cannot drift
+DEFAULTS = dict(method=contract.PRETRAIN_METHOD, device=contract.DEVICE, steps=contract.PRETRAIN_STEPS,
+                patchSize=contract.PRETRAIN_PATCH_SIZE, spacing=contract.PRETRAIN_SPACING_MM)
 
 
-class PretrainPanel:
+class PretrainPanel(Panel):
+    title = "PGL Pretrain"
+
     def __init__(self, ui_path: str, layout, logic: PGLPretrainLogic | None = None, show_errors: bool = True):
+        super().__init__(ui_path, layout, show_errors)
         self.logic = logic or PGLPretrainLogic()
-        self.show_errors = show_errors
-        widget = slicer.util.loadUI(ui_path)
-        layout.addWidget(widget)
-        self.ui = slicer.util.childWidgetVariables(widget)
         self.ui.methodComboBox.addItems(list(METHODS))
-        self.ui.deviceComboBox.addItems(list(DEVICES))
-        self.show_defaults()
+        write_fields(self.ui, FIELDS, DEFAULTS)
         self.monitor = JobMonitor(self.ui.startButton, self.ui.progressBar, self.ui.statusLabel, self.ui.logTextEdit,
                                   "Start", self.on_finished)
         self.ui.startButton.connect("clicked()", self.on_start_or_cancel)
@@ -44,51 +56,32 @@ class PretrainPanel:
         self.ui.scansPathLineEdit.connect("currentPathChanged(QString)", lambda *args: self.survey_delay.start())
         # no scene observer: pretraining reads files only, so a scene close leaves a long run alone
 
-    def show_defaults(self) -> None:
-        """The engine's defaults (pgl_engine.contract), whatever the .ui file says, so the two cannot drift."""
-        ui = self.ui
-        ui.methodComboBox.currentIndex = list(METHODS.values()).index(contract.PRETRAIN_METHOD)
-        ui.deviceComboBox.currentIndex = list(DEVICES.values()).index(contract.DEVICE)
-        ui.stepsSpinBox.value = contract.PRETRAIN_STEPS
-        for box, voxels in zip((ui.patchXSpinBox, ui.patchYSpinBox, ui.patchZSpinBox), contract.PATCH_SIZE):
-            box.value = voxels
-        for box, mm in zip((ui.spacingXSpinBox, ui.spacingYSpinBox, ui.spacingZSpinBox), contract.SPACING_MM):
-            box.value = mm
-
     def settings(self) -> dict:
-        ui = self.ui
-        return dict(folder=ui.scansPathLineEdit.currentPath, outputDir=ui.outputPathLineEdit.currentPath,
-                    method=METHODS[ui.methodComboBox.currentText], steps=ui.stepsSpinBox.value,
-                    patchSize=(ui.patchXSpinBox.value, ui.patchYSpinBox.value, ui.patchZSpinBox.value),
-                    spacing=(ui.spacingXSpinBox.value, ui.spacingYSpinBox.value, ui.spacingZSpinBox.value),
-                    device=DEVICES[ui.deviceComboBox.currentText], resume=ui.resumeCheckBox.checked)
+        """The panel's fields as PGLPretrainLogic.pretrain's arguments."""
+        return read_fields(self.ui, FIELDS)
 
     def on_start_or_cancel(self) -> None:
-        if self.monitor.busy:
-            self.monitor.cancel()
+        if self.cancelled(self.monitor):
             return
         settings = self.settings()
-        overwrite = not settings["resume"] and holds_pgl_run(settings["outputDir"])
-        if overwrite and not slicer.util.confirmOkCancelDisplay(
-                f"{settings['outputDir']} already holds a PGL model or run. Replace it? (Check 'Resume' to "
-                f"continue it instead.)", windowTitle="PGL Pretrain"):
+        overwrite = False if settings["resume"] else self.may_replace(
+            settings["outputDir"], "PGL Pretrain", "(Check 'Resume' to continue it instead.)")
+        if overwrite is None:
             return
-        try:
-            ensure_dependencies()
+
+        def start():
             if self.survey_after_install:
                 self.survey_folder()
-            job = self.logic.pretrain(**settings, overwrite=overwrite, wait=False)
-        except (DependencyError, ValueError, OSError) as e:
-            self.report(str(e))
-            return
-        self.ui.modelFolderLabel.text = ""
-        self.monitor.start(job)
+            return self.logic.pretrain(**settings, overwrite=overwrite, wait=False)
+
+        if self.start(self.monitor, start):
+            self.ui.modelFolderLabel.text = ""
 
     def on_finished(self, state, job) -> None:
         if state.state == "done":
             self.ui.modelFolderLabel.text = f"Model: {state.result.get('model_dir', '')}"
         elif state.state == "failed":
-            self.report(state.message)
+            self.report(self.monitor, state.message)
 
     # --- what the folder holds ------------------------------------------------------------------------
     def survey_folder(self) -> None:
@@ -102,7 +95,7 @@ class PretrainPanel:
             return
         try:
             self.survey_job = self.logic.scan_list(folder)
-        except (ValueError, OSError) as e:
+        except (UserError, OSError) as e:
             self.ui.scanCountLabel.text = str(e) if folder else ""
             return
         self.ui.scanCountLabel.text = "Looking for scans and DICOM series..."
@@ -133,11 +126,6 @@ class PretrainPanel:
                 job.release()
             else:
                 orphans.adopt(job)
-
-    def report(self, message: str) -> None:
-        self.monitor.fail(message)
-        if self.show_errors:
-            slicer.util.errorDisplay(message, windowTitle="PGL Pretrain")
 
     def shutdown(self) -> None:
         """Module reload or application exit: a running job is cancelled without waiting (checkpoint kept)."""

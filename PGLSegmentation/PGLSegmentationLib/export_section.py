@@ -5,15 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import slicer
-
-from PGLCommon.dependencies import DependencyError, ensure_dependencies
-from PGLCommon.engine_runs import EngineError
-from PGLCommon.job_monitor import JobMonitor
-from PGLCommon.nodes import NodeError
-
-FAILURES = (DependencyError, NodeError, EngineError, OSError)
-
 
 def describe_bundle(done: dict) -> str:
     out = done.get("out", "")
@@ -38,45 +29,30 @@ class ExportSection:
 
     def __init__(self, panel):
         self.panel, self.ui = panel, panel.ui
-        ui = self.ui
-        self.model_monitor = JobMonitor(ui.exportModelButton, ui.exportModelProgressBar, ui.exportModelStatusLabel,
-                                        ui.exportModelLogTextEdit, "Export model", self.on_model_exported)
-        self.nnunet_monitor = JobMonitor(ui.exportNNUNetButton, ui.exportNNUNetProgressBar, ui.exportNNUNetStatusLabel,
-                                         ui.exportNNUNetLogTextEdit, "Export for nnU-Net", self.on_dataset_exported)
-        ui.exportModelButton.connect("clicked()", self.on_export_model)
-        ui.exportNNUNetButton.connect("clicked()", self.on_export_nnunet)
+        self.model_monitor = panel.job_monitor("exportModel", "Export model", self.on_model_exported)
+        self.nnunet_monitor = panel.job_monitor("exportNNUNet", "Export for nnU-Net", self.on_dataset_exported)
+        self.ui.exportModelButton.connect("clicked()", self.on_export_model)
+        self.ui.exportNNUNetButton.connect("clicked()", self.on_export_nnunet)
 
     def on_export_model(self) -> None:
-        if self.model_monitor.busy:
-            self.model_monitor.cancel()
+        if self.panel.cancelled(self.model_monitor):
             return
-        try:
-            ensure_dependencies()
-            job = self.panel.logic.exportModel(self.panel.chosen_model(), self.ui.exportModelPathLineEdit.currentPath,
-                                               keepCaseNames=self.ui.exportKeepNamesCheckBox.checked)
-        except FAILURES as e:
-            self.panel.report(self.model_monitor, str(e))
-            return
-        self.ui.exportResultLabel.text = ""
-        self.model_monitor.start(job)
+        p = self.panel.parameters()
+        self.started(self.model_monitor, lambda: self.panel.logic.exportModel(p.model, p.exportModelDir,
+                                                                             keepCaseNames=p.keepCaseNames))
 
     def on_export_nnunet(self) -> None:
-        if self.nnunet_monitor.busy:
-            self.nnunet_monitor.cancel()
+        if self.panel.cancelled(self.nnunet_monitor):
             return
-        volumes, segmentations = self.panel.chosen_pairs()
-        try:
-            ensure_dependencies()
-            job = self.panel.logic.exportForNNUNet(volumes, segmentations, self.ui.nnunetFolderLineEdit.currentPath,
-                                                   name=self.ui.nnunetNameLineEdit.text.strip() or "PGL",
-                                                   datasetId=self.ui.nnunetIdSpinBox.value or None,
-                                                   segmentNames=self.panel.chosen_segments(),
-                                                   keepCaseNames=self.ui.exportKeepNamesCheckBox.checked)
-        except FAILURES as e:
-            self.panel.report(self.nnunet_monitor, str(e))
-            return
-        self.ui.exportResultLabel.text = ""
-        self.nnunet_monitor.start(job)
+        p = self.panel.parameters()
+        volumes, segmentations = p.training_pairs()
+        self.started(self.nnunet_monitor, lambda: self.panel.logic.exportForNNUNet(
+            volumes, segmentations, p.nnunetFolder, name=p.nnunetName.strip() or "PGL", datasetId=p.nnunetId or None,
+            segmentNames=p.segmentNames, keepCaseNames=p.keepCaseNames))
+
+    def started(self, monitor, make_job) -> None:
+        if self.panel.start(monitor, make_job):
+            self.ui.exportResultLabel.text = ""
 
     def on_model_exported(self, state, job) -> None:
         self.finished(state, describe_bundle)
@@ -87,8 +63,7 @@ class ExportSection:
     def finished(self, state, describe) -> None:
         if state.state == "done":
             self.ui.exportResultLabel.text = describe(state.result)
-        elif state.state == "failed" and self.panel.show_errors:
-            slicer.util.errorDisplay(state.message, windowTitle="PGL export")
+        self.panel.show_failure(state, "PGL export")
 
     def on_scene_close(self) -> None:
         """An nnU-Net export still writing the scene's nodes stops; the engine's part uses files and goes on."""

@@ -10,6 +10,10 @@ Console use (the GUI keeps running while these wait):
     # share: the model as a MONAI Bundle, the labelled pairs as an nnU-Net v2 raw dataset
     logic.exportModel(refinedDir, "/exports/liver bundle", wait=True)
     logic.exportForNNUNet([volume], [segmentationNode], "/data/nnUNet_raw", name="Liver", wait=True)
+
+The panel's workflows take one SegmentationParameters (its fields) and return the job it shows: start_finetune,
+start_check, start_apply (its result: a SegmentationResult) and start_refine (train, segment again, Dice: one job).
+User mistakes raise UserError (PGLCommon.errors; PGLCommon.nodes.NodeError is the same type), engine failures EngineError.
 """
 from __future__ import annotations
 
@@ -20,17 +24,17 @@ from typing import Callable, Sequence
 from PGLCommon.engine_runs import start_engine, wait_for
 from PGLCommon.jobs import EngineJob
 from PGLCommon.model_info import label_names, next_free_folder, read_model_metadata
+from PGLCommon.errors import UserError
 from PGLCommon.output_folders import is_model_folder, same_folder
-from PGLCommon.nodes import (NodeError, export_labels_steps, label_table_path, place_segments, read_label_table,
+from PGLCommon.nodes import (export_labels_steps, label_table_path, place_segments, read_label_table,
                              read_result_steps, write_volume_steps)
 from PGLCommon.sample_data import load_sample_case, write_sample_data
 from PGLCommon.staged_job import StagedJob
 from PGLCommon.steps import StepGenerator, run_all
 from PGLCommon.work_folders import new_work_folder
 
-from pgl_engine.contract import REFINE_MINUTES
-
-REFINE_SECONDS = REFINE_MINUTES * 60  # Refine's default budget: the engine's for continuing a segmentation model
+from .parameters import REFINE_SECONDS, SegmentationParameters, SegmentationResult  # noqa: F401  (REFINE_SECONDS)
+from .refine import RefineJob
 
 NNUNET_NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # nnU-Net's DatasetNNN_NAME folder
 NNUNET_FIRST_ID = 500  # nnU-Net asks for your own datasets' IDs from 500 up (pretrained models use those below)
@@ -73,7 +77,7 @@ def next_dataset_id(folder: str) -> int:
     taken = dataset_ids(folder)
     free = [i for i in [*range(NNUNET_FIRST_ID, 1000), *range(1, NNUNET_FIRST_ID)] if i not in taken]
     if not free:
-        raise NodeError(f"{folder}: every nnU-Net dataset ID (1-999) is taken there; choose another folder.")
+        raise UserError(f"{folder}: every nnU-Net dataset ID (1-999) is taken there; choose another folder.")
     return free[0]
 
 
@@ -81,18 +85,18 @@ def check_new_folder(folder: str, what: str) -> None:
     """An export goes into a new or empty folder: nothing of the user's is replaced."""
     path = Path(folder) if folder else None
     if path is None:
-        raise NodeError(f"Choose a new or empty folder for {what}.")
+        raise UserError(f"Choose a new or empty folder for {what}.")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise NodeError(f"{folder}: already holds files; choose a new or empty folder for {what} (nothing was "
+        raise UserError(f"{folder}: already holds files; choose a new or empty folder for {what} (nothing was "
                         f"written).")
 
 
 def check_pairs(volumes: Sequence, segmentations: Sequence) -> None:
     if not volumes or len(volumes) != len(segmentations):
-        raise NodeError("Select one or more (volume, segmentation) pairs to fine-tune on.")
+        raise UserError("Select one or more (volume, segmentation) pairs to fine-tune on.")
     for i, (volume, segmentation) in enumerate(zip(volumes, segmentations)):
         if volume is None or segmentation is None:
-            raise NodeError(f"pair {i + 1}: choose both a volume and a segmentation.")
+            raise UserError(f"pair {i + 1}: choose both a volume and a segmentation.")
 
 
 def without_notes(steps: StepGenerator) -> StepGenerator:
@@ -111,10 +115,10 @@ class PGLSegmentationLogic:
         """The label names to train (names=None: every segment name of the segmentations; an empty list is
         refused)."""
         if names is not None and not list(names):
-            raise NodeError("No segment is chosen: check at least one segment to train on.")
+            raise UserError("No segment is chosen: check at least one segment to train on.")
         names = list(names) if names else list(dict.fromkeys(n for s in segmentations for n in segment_names(s)))
         if not names:
-            raise NodeError(f"{segmentations[0].GetName()}: has no segments; draw them in the Segment Editor.")
+            raise UserError(f"{segmentations[0].GetName()}: has no segments; draw them in the Segment Editor.")
         return names
 
     def export_training_steps(self, volumes: Sequence, segmentations: Sequence, names: list[str], folder: Path,
@@ -173,16 +177,16 @@ class PGLSegmentationLogic:
         segmentation model: a refine round).
 
         An output folder that holds a model is replaced only with overwrite=True, and never when it is the
-        `init` model. wait=True returns the model folder (raises EngineError or NodeError); wait=False returns
+        `init` model. wait=True returns the model folder (raises EngineError or UserError); wait=False returns
         the job (a StagedJob: it exports the pairs a piece at a time as it is polled, then runs the engine, which
         owns the exported training data until it is released). onLabels(i, array): pair i's label array."""
         check_pairs(volumes, segmentations)
         if not outputDir:
-            raise NodeError("Choose an output model folder.")
+            raise UserError("Choose an output model folder.")
         if init and init != "none" and not is_model_folder(init):
-            raise NodeError(f"{init}: is not a PGL model folder; choose the folder PGL Pretrain wrote, or none.")
+            raise UserError(f"{init}: is not a PGL model folder; choose the folder PGL Pretrain wrote, or none.")
         if init and init != "none" and same_folder(init, outputDir):
-            raise NodeError(f"{outputDir}: is the initial model; choose another output folder so it is kept.")
+            raise UserError(f"{outputDir}: is the initial model; choose another output folder so it is kept.")
         def start(work: Path, names: list[str]):
             args = ["--images", work / "images", "--labels", work / "labels", "--out", outputDir, "--init",
                     init or "none", "--device", device, "--label-names", *names]
@@ -218,10 +222,10 @@ class PGLSegmentationLogic:
         Returns the new model folder (wait=True) or the running job. onCorrectedLabels(array): the correction as
         exported (value i+1 for the model's label i), e.g. for a Dice against the result."""
         if seconds is not None and seconds <= 0:
-            raise NodeError(f"seconds must be > 0, got {seconds}.")
+            raise UserError(f"seconds must be > 0, got {seconds}.")
         names = label_names(read_model_metadata(model))
         if not names:
-            raise NodeError(f"{model}: is not a PGL segmentation model; fine-tune one first.")
+            raise UserError(f"{model}: is not a PGL segmentation model; fine-tune one first.")
         pairs = [(v, s) for v, s in earlierPairs if v is not volume or s is not correctedSegmentation]
         corrected = len(pairs)  # the corrected pair comes last
 
@@ -243,10 +247,10 @@ class PGLSegmentationLogic:
         job."""
         check_pairs(volumes, segmentations)
         if len(volumes) < 2:
-            raise NodeError("Add at least two (volume, segmentation) pairs: each is held out once while the others "
+            raise UserError("Add at least two (volume, segmentation) pairs: each is held out once while the others "
                             "train.")
         if read_model_metadata(init).get("kind") != "pretrained":
-            raise NodeError(f"{init or 'no model'}: choose the pretrained model (from PGL Pretrain) to check.")
+            raise UserError(f"{init or 'no model'}: choose the pretrained model (from PGL Pretrain) to check.")
         def start(work: Path, names: list[str]):
             args = ["--images", work / "images", "--labels", work / "labels", "--init", init, "--out",
                     work / "check", "--steps", steps, "--seeds", seeds, "--device", device, "--label-names", *names]
@@ -261,13 +265,13 @@ class PGLSegmentationLogic:
         """Write the segmentation model `model` as a MONAI Bundle into `outputDir`, a new or empty folder
         (configs/metadata.json, configs/inference.json, models/model.pt, docs/README.md; docs/formats.md says how
         to run and serve it). The cases it learnt from are named case_001, ... unless keepCaseNames. wait=True
-        returns the bundle folder (raises EngineError or NodeError); wait=False the running job."""
+        returns the bundle folder (raises EngineError or UserError); wait=False the running job."""
         if not model:
-            raise NodeError("Choose the segmentation model to export (the model list under Segment).")
+            raise UserError("Choose the segmentation model to export (the model list under Segment).")
         if not is_model_folder(model):
-            raise NodeError(f"{model}: is not a PGL model folder; fine-tune a model first or choose its folder.")
+            raise UserError(f"{model}: is not a PGL model folder; fine-tune a model first or choose its folder.")
         if read_model_metadata(model).get("kind") != "segmentation":
-            raise NodeError(f"{model}: is a pretrained model; a MONAI Bundle holds a segmentation model. Fine-tune "
+            raise UserError(f"{model}: is a pretrained model; a MONAI Bundle holds a segmentation model. Fine-tune "
                             f"one from it and export that.")
         check_new_folder(outputDir, "the MONAI Bundle")
         args = ["--model", model, "--format", "monai-bundle", "--out", outputDir]
@@ -288,18 +292,18 @@ class PGLSegmentationLogic:
         keepCaseNames (then after the volumes). wait=True returns the dataset folder; else the job."""
         check_pairs(volumes, segmentations)
         if not outputDir:
-            raise NodeError("Choose the folder the nnU-Net dataset goes into (your nnUNet_raw folder).")
+            raise UserError("Choose the folder the nnU-Net dataset goes into (your nnUNet_raw folder).")
         name = name or "PGL"
         if not NNUNET_NAME.match(name):
-            raise NodeError(f"The dataset name may hold letters, digits, '_' and '-' only (it becomes the folder "
+            raise UserError(f"The dataset name may hold letters, digits, '_' and '-' only (it becomes the folder "
                             f"DatasetNNN_NAME), got {name!r}.")
         datasetId = datasetId or next_dataset_id(outputDir)
         if not 1 <= int(datasetId) <= 999:
-            raise NodeError(f"The nnU-Net dataset ID must be from 1 to 999, got {datasetId}.")
+            raise UserError(f"The nnU-Net dataset ID must be from 1 to 999, got {datasetId}.")
         folder = f"Dataset{int(datasetId):03d}_{name}"
         other = dataset_ids(outputDir).get(int(datasetId), folder)
         if other != folder:
-            raise NodeError(f"{outputDir}: already holds {other} with the ID {datasetId}; nnU-Net finds datasets by "
+            raise UserError(f"{outputDir}: already holds {other} with the ID {datasetId}; nnU-Net finds datasets by "
                             f"ID, so choose another ID (or leave it to the panel: the next free one).")
         check_new_folder(str(Path(outputDir) / folder), "the nnU-Net dataset")
 
@@ -324,10 +328,15 @@ class PGLSegmentationLogic:
         """Start segmenting; returns the job (a StagedJob: as it is polled it writes the volume a slab at a time,
         runs the engine, then reads the result into segments). Its `result` is then (the segmentation node: new,
         or `into` with its segments replaced, the (k, j, i) label array, the label table)."""
+        return self._segment_job(volumeNode, modelDir, largestComponent, device, into, name)
+
+    def _segment_job(self, volumeNode, modelDir: str, largestComponent: bool, device: str, into, name: str | None,
+                     keep: Callable | None = None) -> StagedJob:
+        """start_segment; keep(node, labels, table) makes the job's result when given."""
         if volumeNode is None:
-            raise NodeError("Choose an input volume.")
+            raise UserError("Choose an input volume.")
         if not is_model_folder(modelDir):
-            raise NodeError(f"{modelDir}: is not a PGL model folder; fine-tune a model first or choose its folder.")
+            raise UserError(f"{modelDir}: is not a PGL model folder; fine-tune a model first or choose its folder.")
         work = new_work_folder("segment")
         args = ["--model", modelDir, "--input", work / "input.nii", "--output", work / "output.nii", "--device",
                 device]
@@ -343,7 +352,8 @@ class PGLSegmentationLogic:
             return job
 
         def finish(job) -> StepGenerator:
-            return (yield from self.segment_result_steps(volumeNode, job, name, into))
+            outcome = yield from self.segment_result_steps(volumeNode, job, name, into)
+            return keep(*outcome) if keep else outcome
 
         return StagedJob(write(), start, finish, work=work)
 
@@ -368,6 +378,46 @@ class PGLSegmentationLogic:
         replaced); blocks with the GUI alive; EngineError on failure."""
         job = self.start_segment(volumeNode, modelDir, largestComponent, device, into=into)
         return wait_for(job, onEvent, then=lambda done: job.result[0])
+
+    # --- the panel's workflows: one SegmentationParameters in, the job to show out -------------------------
+    def start_finetune(self, parameters: SegmentationParameters):
+        """Fine-tune on the listed pairs (else the selected pair) for parameters.finetuneMinutes."""
+        p = parameters
+        volumes, segmentations = p.training_pairs()
+        return self.finetune(volumes, segmentations, p.outputDir, segmentNames=p.segmentNames,
+                             init=p.initModel or "none", minutes=p.finetuneMinutes, device=p.device,
+                             overwrite=p.overwrite, wait=False)
+
+    def start_check(self, parameters: SegmentationParameters):
+        """Check the pretraining (random vs parameters.initModel) on the listed pairs."""
+        p = parameters
+        volumes, segmentations = p.listed_pairs()
+        return self.check_pretraining(volumes, segmentations, p.initModel, segmentNames=p.segmentNames,
+                                      steps=p.checkSteps, device=p.device, wait=False)
+
+    def start_apply(self, parameters: SegmentationParameters, volume=None, model: str | None = None,
+                    into=None) -> StagedJob:
+        """Segment parameters.inputVolume (or `volume`) with parameters.model (or `model`); the job's `result` is
+        then a SegmentationResult, which start_refine takes once the user corrected it."""
+        volume = parameters.inputVolume if volume is None else volume
+        model = model or parameters.model
+
+        def keep(node, labels, table) -> SegmentationResult:
+            return SegmentationResult.made(volume, node, labels, table, model, label_names(read_model_metadata(model)))
+
+        return self._segment_job(volume, model, parameters.largestComponent, parameters.device, into, None, keep)
+
+    def start_refine(self, result: SegmentationResult | None, parameters: SegmentationParameters) -> RefineJob:
+        """Learn from the user's correction of `result` (beside the listed pairs), segment its volume again with
+        the new model, then score both results against the correction: one job; see RefineJob."""
+        return RefineJob(self, result, parameters)
+
+    def sample_case(self, folder: str, scene):
+        """The first case of the sample cohort in `folder` (written first when the folder holds none) as (volume,
+        segmentation) nodes."""
+        if not (Path(folder) / "dataset.json").is_file():
+            self.sample_data(folder, count=4)
+        return self.load_sample_case(folder, scene, 0)
 
     # --- sample data --------------------------------------------------------------------------------------
     def sample_data(self, folder: str, count: int = 4, wait: bool = True,

@@ -1,28 +1,43 @@
-"""The PGL Segmentation panel: GUI wiring only; work in logic.py, job display in PGLCommon."""
+"""The PGL Segmentation panel: its fields bound to one SegmentationParameters, buttons connected to the logic's
+workflows (logic.py), jobs and results shown (JobMonitor and the plumbing in PGLCommon.panel)."""
 from __future__ import annotations
 
 import os
-import tempfile
 
 import qt
 import slicer
 
-from PGLCommon.agreement import describe_change, dice_from_counts, joint_counts
-from PGLCommon.dependencies import DependencyError, ensure_dependencies
-from PGLCommon.engine_runs import EngineError
-from PGLCommon.job_monitor import DEVICES, JobMonitor
-from PGLCommon.model_info import (describe_finetune_time, describe_model, describe_segment_time, label_names,
-                                  read_model_metadata)
-from PGLCommon.nodes import NodeError
-from PGLCommon.output_folders import holds_pgl_run, is_model_folder
-from PGLCommon.staged_job import StagedJob
-
-from pgl_engine import contract
+from PGLCommon.agreement import describe_change
+from PGLCommon.job_monitor import DEVICES
+from PGLCommon.model_info import describe_finetune_time, describe_model, describe_segment_time, read_model_metadata
+from PGLCommon.output_folders import is_model_folder
+from PGLCommon.panel import Panel
+from PGLCommon.panel_fields import Field, read_fields, write_fields
 
 from .export_section import ExportSection
-from .logic import REFINE_SECONDS, PGLSegmentationLogic, segment_names
+from .logic import PGLSegmentationLogic, segment_names
+from .parameters import SegmentationParameters, SegmentationResult
+from .refine import check_refinable
 
 MODELS_SETTING = "PGL/Models"
+
+FIELDS = {  # SegmentationParameters field -> the panel's widget(s)
+    "device": Field("deviceComboBox", choices=DEVICES),
+    "sampleFolder": Field("sampleFolderLineEdit", "currentPath"),
+    "initModel": Field("initPathLineEdit", "currentPath"),
+    "outputDir": Field("finetuneOutputPathLineEdit", "currentPath"),
+    "finetuneMinutes": Field("finetuneMinutesSpinBox"),
+    "checkSteps": Field("checkStepsSpinBox"),
+    "largestComponent": Field("largestComponentCheckBox", "checked"),
+    "show3D": Field("show3DCheckBox", "checked"),
+    "refineSeconds": Field("refineSecondsSpinBox"),
+    "refineReplace": Field("refineReplaceCheckBox", "checked"),
+    "exportModelDir": Field("exportModelPathLineEdit", "currentPath"),
+    "keepCaseNames": Field("exportKeepNamesCheckBox", "checked"),
+    "nnunetFolder": Field("nnunetFolderLineEdit", "currentPath"),
+    "nnunetName": Field("nnunetNameLineEdit", "text"),
+    "nnunetId": Field("nnunetIdSpinBox"),
+}
 
 
 def settings_list(value) -> list[str]:
@@ -32,54 +47,54 @@ def settings_list(value) -> list[str]:
     return [value] if isinstance(value, str) else [str(v) for v in value]
 
 
-class SegmentationPanel:
+class SegmentationPanel(Panel):
+    title = "PGL Segmentation"
+
     def __init__(self, ui_path: str, layout, logic: PGLSegmentationLogic | None = None, show_errors: bool = True):
+        super().__init__(ui_path, layout, show_errors)
         self.logic = logic or PGLSegmentationLogic()
-        self.show_errors = show_errors
-        widget = slicer.util.loadUI(ui_path)
-        layout.addWidget(widget)
-        widget.setMRMLScene(slicer.mrmlScene)
-        self.ui = slicer.util.childWidgetVariables(widget)
+        self.widget.setMRMLScene(slicer.mrmlScene)
         self.pairs: list[tuple[str, str]] = []  # (volume node ID, segmentation node ID)
-        self.segment_volume_id = ""
-        self.ui.deviceComboBox.addItems(list(DEVICES))
-        self.ui.sampleFolderLineEdit.currentPath = os.path.join(tempfile.gettempdir(), "PGLSampleData")
-        self.finetune_monitor = JobMonitor(self.ui.finetuneButton, self.ui.finetuneProgressBar,
-                                           self.ui.finetuneStatusLabel, self.ui.finetuneLogTextEdit, "Fine-tune",
-                                           self.on_finetune_finished)
-        self.segment_monitor = JobMonitor(self.ui.applyButton, self.ui.segmentProgressBar,
-                                          self.ui.segmentStatusLabel, self.ui.segmentLogTextEdit, "Apply",
-                                          self.on_segment_finished)
-        self.refine_monitor = JobMonitor(self.ui.refineButton, self.ui.refineProgressBar, self.ui.refineStatusLabel,
-                                         self.ui.refineLogTextEdit, "Refine", self.on_refine_finished)
-        self.check_monitor = JobMonitor(self.ui.checkButton, self.ui.checkProgressBar, self.ui.checkStatusLabel,
-                                        self.ui.checkLogTextEdit, "Check the pretraining", self.on_check_finished)
+        self.finetune_monitor = self.job_monitor("finetune", "Fine-tune", self.on_finetune_finished)
+        self.segment_monitor = self.job_monitor("segment", "Apply", self.on_segment_finished, "applyButton")
+        self.refine_monitor = self.job_monitor("refine", "Refine", self.on_refine_finished)
+        self.check_monitor = self.job_monitor("check", "Check the pretraining", self.on_check_finished)
         self.export = ExportSection(self)
-        self.ui.refineSecondsSpinBox.value = round(REFINE_SECONDS)  # the engine's refine budget
-        self.ui.finetuneMinutesSpinBox.value = contract.DEFAULT_FINETUNE_MINUTES  # the engine's, whatever the .ui says
-        self.segment_model = ""
-        self.last_result: dict | None = None  # the latest result: volume, segmentation, model, labels as applied
-        self.refine_round: dict = {}  # the refine in progress: phase, correction, Dice before
+        write_fields(self.ui, FIELDS, vars(SegmentationParameters()))  # the engine's defaults, whatever the .ui says
+        self.last_result: SegmentationResult | None = None  # the latest result of Apply or Refine
+        self.refine_round = None  # the Refine job while it runs
         for model in settings_list(slicer.app.settings().value(MODELS_SETTING)):
             if is_model_folder(model):
                 self.logic.remember(model)
         self.refresh_models()
-        self.ui.addPairButton.connect("clicked()", self.add_pair)
-        self.ui.removePairButton.connect("clicked()", self.remove_pair)
-        self.ui.trainSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.refresh_segments)
-        self.ui.finetuneButton.connect("clicked()", self.on_finetune)
-        self.ui.applyButton.connect("clicked()", self.on_apply)
-        self.ui.browseModelButton.connect("clicked()", self.browse_model)
-        self.ui.sampleDataButton.connect("clicked()", self.on_sample_data)
-        self.ui.refineButton.connect("clicked()", self.on_refine)
-        self.ui.checkButton.connect("clicked()", self.on_check)
-        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.show_model_info)
-        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.show_segment_time)
-        self.ui.finetuneMinutesSpinBox.connect("valueChanged(double)", self.show_finetune_time)
+        self.connect_signals()
         self.show_model_info()
         self.show_finetune_time()
         # a scene close takes the volume a segmentation result belongs to; fine-tuning uses files and goes on
         self.scene_observer = slicer.mrmlScene.AddObserver(slicer.mrmlScene.StartCloseEvent, self.on_scene_close)
+
+    def connect_signals(self) -> None:
+        ui = self.ui
+        for widget, signal, slot in (
+                (ui.addPairButton, "clicked()", self.add_pair), (ui.removePairButton, "clicked()", self.remove_pair),
+                (ui.trainSegmentationSelector, "currentNodeChanged(vtkMRMLNode*)", self.refresh_segments),
+                (ui.finetuneButton, "clicked()", self.on_finetune), (ui.applyButton, "clicked()", self.on_apply),
+                (ui.browseModelButton, "clicked()", self.browse_model),
+                (ui.sampleDataButton, "clicked()", self.on_sample_data), (ui.refineButton, "clicked()", self.on_refine),
+                (ui.checkButton, "clicked()", self.on_check),
+                (ui.modelComboBox, "currentIndexChanged(int)", self.show_model_info),
+                (ui.inputVolumeSelector, "currentNodeChanged(vtkMRMLNode*)", self.show_segment_time),
+                (ui.finetuneMinutesSpinBox, "valueChanged(double)", self.show_finetune_time)):
+            widget.connect(signal, slot)
+
+    def parameters(self) -> SegmentationParameters:
+        """The panel's fields as the logic's parameter object, read when a button is pressed."""
+        ui, scene = self.ui, slicer.mrmlScene
+        return SegmentationParameters(
+            **read_fields(ui, FIELDS), pairs=[(scene.GetNodeByID(v), scene.GetNodeByID(s)) for v, s in self.pairs],
+            selectedPair=(ui.trainVolumeSelector.currentNode(), ui.trainSegmentationSelector.currentNode()),
+            segmentNames=self.chosen_segments(), inputVolume=ui.inputVolumeSelector.currentNode(),
+            model=self.chosen_model())
 
     # --- pairs and segments -------------------------------------------------------------------------------
     def add_pair(self) -> None:
@@ -119,77 +134,48 @@ class SegmentationPanel:
             return None
         return [widget.item(i).text() for i in range(widget.count) if widget.item(i).checkState() == qt.Qt.Checked]
 
-    # --- fine-tune ----------------------------------------------------------------------------------------
+    # --- fine-tune and check ------------------------------------------------------------------------------
     def show_finetune_time(self, *args) -> None:
         """What the training budget amounts to on this machine, before Fine-tune is pressed."""
         recent = [read_model_metadata(m) for m in reversed(self.logic.models)]
         self.ui.finetuneEstimateLabel.text = describe_finetune_time(self.ui.finetuneMinutesSpinBox.value,
                                                                     len(self.pairs) or 1, recent)
 
-    def chosen_pairs(self) -> tuple[list, list]:
-        """(volumes, segmentations) of the listed pairs, else of the pair in the selectors (None where unchosen)."""
-        pairs = self.pairs or [(getattr(self.ui.trainVolumeSelector.currentNode(), "GetID", lambda: "")(),
-                                getattr(self.ui.trainSegmentationSelector.currentNode(), "GetID", lambda: "")())]
-        return [slicer.mrmlScene.GetNodeByID(v) for v, _ in pairs], [slicer.mrmlScene.GetNodeByID(s) for _, s in pairs]
-
     def on_finetune(self) -> None:
-        if self.finetune_monitor.busy:
-            self.finetune_monitor.cancel()
+        if self.cancelled(self.finetune_monitor):
             return
-        volumes, segmentations = self.chosen_pairs()
-        output = self.ui.finetuneOutputPathLineEdit.currentPath
-        overwrite = holds_pgl_run(output)
-        if overwrite and not slicer.util.confirmOkCancelDisplay(
-                f"{output} already holds a PGL model or run. Replace it?", windowTitle="PGL fine-tuning"):
-            return
-        try:
-            ensure_dependencies()
-            job = self.logic.finetune(volumes, segmentations, output, segmentNames=self.chosen_segments(),
-                                      init=self.ui.initPathLineEdit.currentPath or "none",
-                                      minutes=self.ui.finetuneMinutesSpinBox.value,
-                                      device=DEVICES[self.ui.deviceComboBox.currentText], overwrite=overwrite,
-                                      wait=False)
-        except (DependencyError, NodeError, EngineError, OSError) as e:
-            self.report(self.finetune_monitor, str(e))
-            return
-        self.finetune_monitor.start(job)
+        parameters = self.parameters()
+        parameters.overwrite = self.may_replace(parameters.outputDir, "PGL fine-tuning")
+        if parameters.overwrite is not None:
+            self.start(self.finetune_monitor, lambda: self.logic.start_finetune(parameters))
 
     def on_finetune_finished(self, state, job) -> None:
         kept = state.result.get("event") == "cancelled" and state.result.get("model_dir")  # stopped early
         if state.state == "done" or kept:
             self.logic.remember(state.result.get("model_dir", ""))
-            slicer.app.settings().setValue(MODELS_SETTING, self.logic.models[-20:])
-            self.refresh_models()
-            self.show_finetune_time()  # now from this run's own timing
-        elif state.state == "failed" and self.show_errors:
-            slicer.util.errorDisplay(state.message, windowTitle="PGL fine-tuning")
+            self.keep_models()
+        self.show_failure(state, "PGL fine-tuning")
 
     def on_check(self) -> None:
         """Random vs the chosen pretrained model on the listed pairs, each held out once (a paired comparison)."""
-        if self.check_monitor.busy:
-            self.check_monitor.cancel()
+        if self.cancelled(self.check_monitor):
             return
-        volumes = [slicer.mrmlScene.GetNodeByID(v) for v, _ in self.pairs]
-        segmentations = [slicer.mrmlScene.GetNodeByID(s) for _, s in self.pairs]
-        try:
-            ensure_dependencies()
-            job = self.logic.check_pretraining(volumes, segmentations, self.ui.initPathLineEdit.currentPath,
-                                               segmentNames=self.chosen_segments(),
-                                               steps=self.ui.checkStepsSpinBox.value,
-                                               device=DEVICES[self.ui.deviceComboBox.currentText], wait=False)
-        except (DependencyError, NodeError, EngineError, OSError) as e:
-            self.report(self.check_monitor, str(e))
-            return
-        self.ui.checkResultLabel.text = ""
-        self.check_monitor.start(job)
+        parameters = self.parameters()
+        if self.start(self.check_monitor, lambda: self.logic.start_check(parameters)):
+            self.ui.checkResultLabel.text = ""
 
     def on_check_finished(self, state, job) -> None:
         if state.state == "done":
             self.ui.checkResultLabel.text = state.result.get("text", "")  # the engine's own summary line
-        elif state.state == "failed" and self.show_errors:
-            slicer.util.errorDisplay(state.message, windowTitle="PGL check")
+        self.show_failure(state, "PGL check")
 
-    # --- segment ------------------------------------------------------------------------------------------
+    # --- models -------------------------------------------------------------------------------------------
+    def keep_models(self) -> None:
+        """The remembered models, newest first, in the list and in the settings (for the next session)."""
+        slicer.app.settings().setValue(MODELS_SETTING, self.logic.models[-20:])
+        self.refresh_models()
+        self.show_finetune_time()  # now from the newest run's own timing
+
     def refresh_models(self) -> None:
         self.ui.modelComboBox.clear()
         for model in reversed(self.logic.models):
@@ -201,11 +187,7 @@ class SegmentationPanel:
     def show_model_info(self, *args) -> None:
         """What the chosen model was trained from, its validation Dice, and warnings."""
         model = self.chosen_model()
-        if not model:
-            self.ui.modelInfoLabel.text = ""
-            self.show_segment_time()
-            return
-        text, warnings = describe_model(model)
+        text, warnings = describe_model(model) if model else ("", [])
         self.ui.modelInfoLabel.text = text + "".join(f"\nWarning: {w}" for w in warnings)
         self.show_segment_time()
 
@@ -225,142 +207,66 @@ class SegmentationPanel:
             self.logic.remember(folder)
             self.refresh_models()
 
+    # --- apply and refine ---------------------------------------------------------------------------------
     def on_apply(self) -> None:
-        if self.segment_monitor.busy:
-            self.segment_monitor.cancel()
-            return
-        model = self.chosen_model()
-        volume = self.ui.inputVolumeSelector.currentNode()
-        try:
-            ensure_dependencies()
-            job = self.logic.start_segment(volume, model, self.ui.largestComponentCheckBox.checked,
-                                           DEVICES[self.ui.deviceComboBox.currentText])
-        except (DependencyError, NodeError, OSError) as e:
-            self.report(self.segment_monitor, str(e))
-            return
-        self.segment_volume_id, self.segment_model = volume.GetID(), model
-        self.segment_monitor.start(job)
+        if not self.cancelled(self.segment_monitor):
+            parameters = self.parameters()
+            self.start(self.segment_monitor, lambda: self.logic.start_apply(parameters))
 
     def on_segment_finished(self, state, job) -> None:
-        if state.state != "done":
-            if state.state == "failed" and self.show_errors:
-                slicer.util.errorDisplay(state.message, windowTitle="PGL segmentation")
-            return
-        volume = slicer.mrmlScene.GetNodeByID(getattr(self, "segment_volume_id", ""))
-        if volume is not None:
-            self.show_result(volume, *job.result, self.segment_model)
+        if state.state == "done" and job.result.present():
+            self.show_result(job.result)
+        self.show_failure(state, "PGL segmentation")
 
-    def show_result(self, volume, node, labels, table: dict, model: str) -> None:
-        """Show a segmentation result and remember it as it came from the model (Refine compares against it):
-        the engine's label array and table, so no export is needed."""
-        if self.ui.show3DCheckBox.checked:
-            node.CreateClosedSurfaceRepresentation()
-        slicer.util.setSliceViewerLayers(background=volume)
-        values = {entry["name"]: int(value) for value, entry in table.items()}
-        self.last_result = {"volume": volume.GetID(), "segmentation": node.GetID(), "model": model,
-                            "names": label_names(read_model_metadata(model)), "labels": labels, "values": values}
+    def show_result(self, result: SegmentationResult) -> None:
+        """Show a segmentation result and keep it as it came from the model (Refine compares against it)."""
+        if self.parameters().show3D:
+            result.segmentation.CreateClosedSurfaceRepresentation()
+        slicer.util.setSliceViewerLayers(background=result.volume)
+        self.last_result = result
 
-    # --- refine -------------------------------------------------------------------------------------------
     def on_refine(self) -> None:
         """Learn from the corrected result: fine-tune the model further, then segment the volume again, then
-        compare both results with the correction."""
-        if self.refine_monitor.busy:
-            self.refine_monitor.cancel()
+        compare both results with the correction (the logic's RefineJob)."""
+        if self.cancelled(self.refine_monitor):
             return
-        result = self.last_result or {}
-        volume = slicer.mrmlScene.GetNodeByID(result.get("volume", ""))
-        segmentation = slicer.mrmlScene.GetNodeByID(result.get("segmentation", ""))
-        if volume is None or segmentation is None:
-            self.report(self.refine_monitor, "Apply a model to a volume first, correct the result in the Segment "
-                                             "Editor, then press Refine.")
-            return
-        pairs = [(slicer.mrmlScene.GetNodeByID(v), slicer.mrmlScene.GetNodeByID(s)) for v, s in self.pairs]
-        round_ = {"phase": "train", "before": result}
-        try:
-            ensure_dependencies()
-            job = self.logic.refine(volume, segmentation, result["model"],
-                                    seconds=self.ui.refineSecondsSpinBox.value,
-                                    earlierPairs=[(v, s) for v, s in pairs if v is not None and s is not None],
-                                    device=DEVICES[self.ui.deviceComboBox.currentText], wait=False,
-                                    onCorrectedLabels=lambda labels: round_.update(corrected=labels))
-        except (DependencyError, NodeError, EngineError, OSError) as e:
-            self.report(self.refine_monitor, str(e))
-            return
-        self.refine_round = round_
-        self.ui.refineDiceLabel.text = ""
-        self.refine_monitor.start(job)
+        parameters, result = self.parameters(), self.last_result
+        job = self.attempt(self.refine_monitor, lambda: self.logic.start_refine(result, parameters),
+                           check=lambda: check_refinable(result))
+        if job is not None:
+            self.refine_round = job
+            self.ui.refineDiceLabel.text = ""
+            self.refine_monitor.start(job)
 
     def on_refine_finished(self, state, job) -> None:
-        """Each phase's end starts the next: train -> segment -> Dice."""
-        result, round_ = self.last_result or {}, self.refine_round
-        volume = slicer.mrmlScene.GetNodeByID(result.get("volume", ""))
-        segmentation = slicer.mrmlScene.GetNodeByID(result.get("segmentation", ""))
-        if state.state != "done" or (volume is None and round_.get("phase") != "dice"):
-            if state.state == "failed" and self.show_errors:
-                slicer.util.errorDisplay(state.message, windowTitle="PGL refine")
-            self.refine_round = {}
-            return
-        if round_.get("phase") == "train":
-            model = state.result.get("model_dir", "")
-            self.logic.remember(model)
-            slicer.app.settings().setValue(MODELS_SETTING, self.logic.models[-20:])
-            self.refresh_models()
-            into = segmentation if self.ui.refineReplaceCheckBox.checked else None
-            try:
-                next_job = self.logic.start_segment(volume, model, self.ui.largestComponentCheckBox.checked,
-                                                    DEVICES[self.ui.deviceComboBox.currentText], into=into)
-            except (NodeError, OSError) as e:
-                self.report(self.refine_monitor, str(e))
-                self.refine_round = {}
-                return
-            round_.update(phase="segment", model=model)
-            self.refine_monitor.start(next_job)
-        elif round_.get("phase") == "segment":
-            self.show_result(volume, *job.result, round_["model"])
-            if round_.get("corrected") is None:
-                self.refine_round = {}
-                return
-            round_["phase"] = "dice"
-            self.refine_monitor.start(StagedJob(self.compare_with_correction(round_["before"], self.last_result,
-                                                                             round_["corrected"])))
-        else:
-            before, after = job.result
-            self.ui.refineDiceLabel.text = describe_change(before, after)
-            self.refine_round = {}
-
-    @staticmethod
-    def compare_with_correction(before: dict, after: dict, corrected):
-        """Dice of the results before and after Refine against the correction (value i+1 for the model's label
-        i), per label name, a slab per step."""
-        scores, names = [], before["names"]  # the correction's values follow the model's labels
-        for result in (before, after):
-            counts = yield from joint_counts(result["labels"], corrected)
-            scores.append(dice_from_counts(counts, {n: (result["values"].get(n), i + 1) for i, n in enumerate(names)}))
-        return tuple(scores)
+        """Whatever phase it reached: the refined model is listed, the new result shown, the Dice change said."""
+        self.refine_round = None
+        if job.model:
+            self.keep_models()
+        if job.after is not None:
+            self.show_result(job.after)
+        if job.dice is not None:
+            self.ui.refineDiceLabel.text = describe_change(*job.dice)
+        self.show_failure(state, "PGL refine")
 
     # --- sample data -------------------------------------------------------------------------------------
     def on_sample_data(self) -> None:
-        folder = self.ui.sampleFolderLineEdit.currentPath
-        try:
-            ensure_dependencies()
+        folder = self.parameters().sampleFolder
+
+        def load():
             with slicer.util.WaitCursor():
-                if not os.path.isfile(os.path.join(folder, "dataset.json")):
-                    self.logic.sample_data(folder, count=4)
-                volume, segmentation = self.logic.load_sample_case(folder, slicer.mrmlScene, 0)
-        except (DependencyError, NodeError, EngineError, OSError) as e:
-            self.report(self.finetune_monitor, str(e))
+                return self.logic.sample_case(folder, slicer.mrmlScene)
+
+        case = self.attempt(self.finetune_monitor, load)
+        if case is None:
             return
+        volume, segmentation = case
         self.ui.trainVolumeSelector.setCurrentNode(volume)
         self.ui.trainSegmentationSelector.setCurrentNode(segmentation)
         self.ui.inputVolumeSelector.setCurrentNode(volume)
         slicer.util.setSliceViewerLayers(background=volume, fit=True)
 
-    # --- errors and shutdown ------------------------------------------------------------------------------
-    def report(self, monitor: JobMonitor, message: str) -> None:
-        monitor.fail(message)
-        if self.show_errors:
-            slicer.util.errorDisplay(message, windowTitle="PGL Segmentation")
-
+    # --- scene close and shutdown -------------------------------------------------------------------------
     def on_scene_close(self, *args) -> None:
         """The scene's volumes go: cancel what reads or writes them; fine-tuning uses files and goes on. The pairs
         are forgotten: node IDs restart after a close, so the next scene's nodes would answer to them."""
@@ -378,9 +284,7 @@ class SegmentationPanel:
 
     def shutdown(self) -> None:
         """Module reload or application exit: running jobs are cancelled without waiting."""
-        self.finetune_monitor.shutdown()
-        self.segment_monitor.shutdown()
-        self.refine_monitor.shutdown()
-        self.check_monitor.shutdown()
+        for monitor in (self.finetune_monitor, self.segment_monitor, self.refine_monitor, self.check_monitor):
+            monitor.shutdown()
         self.export.shutdown()
         slicer.mrmlScene.RemoveObserver(self.scene_observer)
