@@ -68,7 +68,7 @@ class CurveFinetuner(Finetuner):
 
     def after_step(self, record: dict) -> None:
         super().after_step(record)
-        training_s = time.perf_counter() - self.loop_started - self.excluded_s
+        training_s = self.plan.elapsed_s()
         last = self.step == self.config.steps
         # a point due in the last 2 % of the steps is left to the final evaluation (one evaluation, not two)
         if not last and (training_s < self.every_s * (len(self.curve) + 1) or self.step >= 0.98 * self.config.steps):
@@ -76,7 +76,7 @@ class CurveFinetuner(Finetuner):
         started = time.perf_counter()
         dice = test_dice(self.model, self.test_cases, self.config.patch_size, self.device)
         self.curve.append({"training_s": round(training_s, 2), "step": self.step, "dice": dice})
-        self.excluded_s += time.perf_counter() - started
+        self.plan.excluded_s += time.perf_counter() - started
 
 
 def test_dice(model, cases: list, patch_size, device) -> float:

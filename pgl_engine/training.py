@@ -291,15 +291,6 @@ class TrainingRun:
         """How many steps the data loader is built for."""
         return self.plan.loader_steps(self.config.steps)
 
-    @property
-    def excluded_s(self) -> float:
-        """Seconds inside the loop that the time budget leaves out (work a subclass adds between steps)."""
-        return self.plan.excluded_s
-
-    @excluded_s.setter
-    def excluded_s(self, seconds: float) -> None:
-        self.plan.excluded_s = seconds
-
     def checkpoint_state(self) -> dict:
         return {"step": self.step, "kind": self.stage, "config": self.config.to_dict(),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
