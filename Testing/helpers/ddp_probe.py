@@ -14,8 +14,8 @@ from pgl_engine.pretrain import Pretrainer
 
 
 class ProbedPretrainer(Pretrainer):
-    def _run(self):
-        out = super()._run()
+    def train(self):
+        out = super().train()
         dump = Path(sys.argv[2])
         dump.mkdir(parents=True, exist_ok=True)
         torch.save(self.model.state_dict(), dump / f"rank{self.world.rank}.pt")
