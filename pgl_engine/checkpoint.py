@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_write
+from .contract import CHECKPOINT_DIR
 from .errors import PGLError
 
-CHECKPOINT_DIR = "checkpoints"
 LATEST = "latest.pt"
 
 
