@@ -129,12 +129,17 @@ def test_the_slicer_side_spells_none_of_the_contract_strings():
 
 
 def test_the_engine_modules_outside_the_contract_agree_with_it():
-    # not yet importing it (their files spell the value themselves): kept equal here
     from pgl_engine.checkpoint import CHECKPOINT_DIR
     from pgl_engine.labels import sidecar_path
 
     assert CHECKPOINT_DIR == contract.CHECKPOINT_DIR
     assert sidecar_path(Path("labels/case_1.nii.gz")).name == "case_1" + contract.LABEL_TABLE_SUFFIX
+    names = {contract.CHECKPOINT_DIR, contract.TRAIN_LOG_FILE, contract.LABEL_TABLE_SUFFIX,
+             contract.CONFIGURATION_CHOSEN, contract.SEGMENT_RATES_KEY, contract.MODEL_METADATA_FILE,
+             contract.MODEL_WEIGHTS_FILE}
+    for path in sorted((ROOT / "pgl_engine").glob("*.py")):
+        if path.name != "contract.py":
+            assert not string_constants(path) & names, f"{path.relative_to(ROOT)}: import it from pgl_engine.contract"
     assert f"{contract.CONFIGURATION_CHOSEN} for this machine" in (ROOT / "pgl_engine" / "budget_choice.py").read_text()
 
 
