@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_output
 COMPARE_OUT ?= compare_output
-# pgl_engine/compare_config.py: SMALL_COMPARISON (Testing/test_demo.py keeps the two equal)
+# pgl_engine/comparison/config.py: SMALL_COMPARISON (Testing/test_demo.py keeps the two equal)
 COMPARE_ARGS ?= --unlabeled 16 --labeled 2 --test 4 --seeds 2 --pretrain-steps 200 --finetune-steps 200
 
 .PHONY: demo compare test test-fast benchmark clean

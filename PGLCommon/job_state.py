@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 # CONFIGURATION_CHOSEN: the start of the engine's info line on what it chose for the machine and the time budget
-# (pgl_engine.budget_choice): shown as the status as soon as it arrives, before training starts, until the first
-# training step reports
+# (pgl_engine.finetuning.budget_choice): shown as the status as soon as it arrives, before training starts, until
+# the first training step reports
 from pgl_engine.contract import CONFIGURATION_CHOSEN, EXIT_CANCELLED
 
 IDLE, RUNNING, CANCELLING, DONE, FAILED = "idle", "running", "cancelling", "done", "failed"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from pgl_engine.contract import SEGMENT_RATES_KEY, describe_seconds, segment_seconds
-from pgl_engine.learnt import describe_learnt
+from pgl_engine.models.learnt import describe_learnt
 
 from .output_folders import MODEL_FILE
 

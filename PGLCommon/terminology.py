@@ -4,11 +4,11 @@ Slicer keeps a segment's terminology in its "TerminologyEntry" tag (vtkSegment::
 vtkSegment.SetTerminology of 5.10 sets that same tag, 5.8 has only the tag): seven fields joined by '~' --
 context, category, type, type modifier, region context, region, region modifier -- each code written
 scheme^value^meaning (vtkSlicerTerminologiesModuleLogic::SerializeTerminologyEntry, Slicer 5.8.1 and 5.10.0).
-The structures and their codes are the engine's table (pgl_engine.structures), shared with the engine's colours.
+The structures and their codes are the engine's table (pgl_engine.data.structures), shared with the engine's colours.
 """
 from __future__ import annotations
 
-from pgl_engine.structures import Code, Structure, find_structure
+from pgl_engine.data.structures import Code, Structure, find_structure
 
 CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"  # Slicer's default terminology
 REGION_CONTEXT = "Anatomic codes - DICOM master list"  # what Slicer's own default entry names (no region set)

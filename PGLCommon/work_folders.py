@@ -15,7 +15,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from pgl_engine.process_alive import WORK_FOLDER_RECORD, process_running
+from pgl_engine.training.process_alive import WORK_FOLDER_RECORD, process_running
 
 PREFIX = "pgl_job_"
 USERS_FILE = WORK_FOLDER_RECORD

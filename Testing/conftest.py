@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pgl_engine.config import NetworkConfig, PretrainConfig
-from pgl_engine.phantom import write_cohort
+from pgl_engine.phantoms.tuning import write_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
 for folder in (ROOT, ROOT / "PGLPretrain", ROOT / "PGLSegmentation"):  # Slicer-side packages, as Slicer sees them
@@ -64,7 +64,7 @@ def seg_options(cohort: Path, out: Path, cache: Path, **overrides) -> dict:
 @pytest.fixture(scope="session")
 def seg_model(cohort, tmp_path_factory) -> Path:
     """A segmentation model fine-tuned once for the whole session (about 15 s on 2 cores)."""
-    from pgl_engine.finetune import finetune
+    from pgl_engine.finetuning.trainer import finetune
 
     work = tmp_path_factory.mktemp("seg_model")
     return finetune(**seg_options(cohort, work / "model", work / "cache"))

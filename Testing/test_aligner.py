@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 from conftest import smooth_volume
 
-from pgl_engine.aligner import align_pair, overlap_boxes
-from pgl_engine.losses import local_consistency_loss
-from pgl_engine.views import ViewPrior, cut_view, sample_view_pair
+from pgl_engine.pretraining.aligner import align_pair, overlap_boxes
+from pgl_engine.pretraining.losses import local_consistency_loss
+from pgl_engine.pretraining.views import ViewPrior, cut_view, sample_view_pair
 
 PATCH = (16, 16, 16)
 

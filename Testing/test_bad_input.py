@@ -19,8 +19,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from cli_args import finetune_args, pretrain_args
+
 from pgl_engine.cli import main
 
 
@@ -369,7 +369,7 @@ CASES = [
 
 def locked(place: Place) -> Path:
     """A run folder whose lock is held by a live process on this host (this test's own process)."""
-    from pgl_engine.run_lock import LOCK_FILE
+    from pgl_engine.training.run_lock import LOCK_FILE
 
     out = run_of(place, "busy")
     (out / LOCK_FILE).write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename,

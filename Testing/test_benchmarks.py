@@ -95,5 +95,5 @@ def test_startup_benchmark_times_the_segment_imports_against_torch_and_an_earlie
     figures = json.loads(out.read_text())
     assert set(figures["median_s"]) == {"torch", "segment", "segment at HEAD"}
     assert all(t > 0 for t in figures["median_s"].values())
-    assert "pgl_engine.segment" in figures["engine_modules"]["segment"]
-    assert "pgl_engine.experiment" not in figures["engine_modules"]["segment"]
+    assert "pgl_engine.inference.segmentation" in figures["engine_modules"]["segment"]
+    assert "pgl_engine.comparison.experiment" not in figures["engine_modules"]["segment"]

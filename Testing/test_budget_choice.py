@@ -6,14 +6,14 @@ import json
 
 import pytest
 import torch
-
 from conftest import seg_options
-from pgl_engine import budget_choice
-from pgl_engine.budget_choice import GRIDS, Grid, candidates, choose, choose_configuration
+
 from pgl_engine.config import WIDE_NETWORK, NetworkConfig
 from pgl_engine.errors import PGLError
-from pgl_engine.finetune import default_minutes, finetune
-from pgl_engine.model_store import read_metadata
+from pgl_engine.finetuning import budget_choice
+from pgl_engine.finetuning.budget_choice import GRIDS, Grid, candidates, choose, choose_configuration
+from pgl_engine.finetuning.trainer import default_minutes, finetune
+from pgl_engine.models.store import read_metadata
 
 CPU = torch.device("cpu")
 FINE, COARSE = GRIDS

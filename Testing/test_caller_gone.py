@@ -10,12 +10,11 @@ import sys
 import time
 
 import pytest
-
 from cli_args import finetune_args
 from conftest import ROOT
 
 from pgl_engine.contract import EXIT_CANCELLED
-from pgl_engine.process_alive import WORK_FOLDER_RECORD
+from pgl_engine.training.process_alive import WORK_FOLDER_RECORD
 
 pytestmark = pytest.mark.slow  # real engine processes
 
@@ -50,7 +49,7 @@ def read_until_step(proc, step: int) -> None:
 
 @pytest.mark.parametrize("how", ["pipe closed", "stop file, then pipe closed"])
 def test_a_closed_pipe_stops_the_run_with_its_checkpoint_and_model(cohort, tmp_path, how):
-    from pgl_engine.checkpoint import load_checkpoint
+    from pgl_engine.training.checkpoint import load_checkpoint
 
     stop = tmp_path / "stop"
     proc, work = start_finetune(cohort, tmp_path, "--stop-file", str(stop))

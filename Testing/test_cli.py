@@ -12,9 +12,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pgl_engine.checkpoint import load_checkpoint
 from pgl_engine.cli import main
 from pgl_engine.errors import PGLError
+from pgl_engine.training.checkpoint import load_checkpoint
 
 COMMON = ["--steps", "3", "--batch-size", "1", "--patch-size", "16", "--spacing", "8", "--workers", "0",
           "--feature-channels", "8", "--channels", "4", "8", "16", "--strides", "2", "2", "--device", "cpu"]
@@ -185,14 +185,16 @@ def test_the_engine_imports_monai_only_for_the_commands_that_use_it():
 
 def test_segmenting_loads_no_training_module_and_the_package_names_stay_functions():
     """`pgl segment` imports what it needs only; `pgl_engine.segment` etc. are the functions, whatever came first."""
-    probe = ("import sys, json, pgl_engine.segment, pgl_engine.cli; loaded = sorted(m for m in sys.modules if "
-             "m.startswith('pgl_engine.')); import pgl_engine.finetune; from pgl_engine import segment, finetune, "
+    probe = ("import sys, json, pgl_engine.inference.segmentation, pgl_engine.cli; "
+             "loaded = sorted(m for m in sys.modules if m.startswith('pgl_engine.')); "
+             "import pgl_engine.finetuning.trainer; from pgl_engine import segment, finetune, "
              "PGLError; print(json.dumps([loaded, [callable(segment), callable(finetune), "
              "callable(pgl_engine.pretrain), segment.__module__, PGLError.__module__]]))")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     loaded, names = json.loads(result.stdout)
-    assert "pgl_engine.segment" in loaded and "pgl_engine.model_store" in loaded
-    assert not {"pgl_engine.experiment", "pgl_engine.phantom", "pgl_engine.finetune", "pgl_engine.pretrain",
-                "pgl_engine.augment", "pgl_engine.compare_stats"} & set(loaded), loaded
-    assert names == [True, True, True, "pgl_engine.segment", "pgl_engine.errors"]
+    assert "pgl_engine.inference.segmentation" in loaded and "pgl_engine.models.store" in loaded
+    not_needed = {"pgl_engine.comparison.experiment", "pgl_engine.phantoms.tuning", "pgl_engine.finetuning.trainer",
+                  "pgl_engine.pretraining.trainer", "pgl_engine.data.augment", "pgl_engine.comparison.stats"}
+    assert not not_needed & set(loaded), loaded
+    assert names == [True, True, True, "pgl_engine.inference.segmentation", "pgl_engine.errors"]

@@ -4,6 +4,7 @@ shipped module spells its exit codes and file names again."""
 import ast
 import dataclasses
 import inspect
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -49,7 +50,7 @@ def test_the_engine_options_default_to_the_contract(option, name):
 
 
 def test_fine_tuning_defaults_to_the_fine_grid_and_pretraining_to_the_coarse_one_the_chooser_knows():
-    from pgl_engine.budget_choice import GRIDS
+    from pgl_engine.finetuning.budget_choice import GRIDS
 
     fine, coarse = GRIDS
     assert (field_default(FinetuneConfig, "spacing"), field_default(FinetuneConfig, "patch_size")) \
@@ -129,23 +130,24 @@ def test_the_slicer_side_spells_none_of_the_contract_strings():
 
 
 def test_the_engine_modules_outside_the_contract_agree_with_it():
-    from pgl_engine.checkpoint import CHECKPOINT_DIR
-    from pgl_engine.labels import sidecar_path
+    from pgl_engine.data.labels import sidecar_path
+    from pgl_engine.training.checkpoint import CHECKPOINT_DIR
 
     assert CHECKPOINT_DIR == contract.CHECKPOINT_DIR
     assert sidecar_path(Path("labels/case_1.nii.gz")).name == "case_1" + contract.LABEL_TABLE_SUFFIX
     names = {contract.CHECKPOINT_DIR, contract.TRAIN_LOG_FILE, contract.LABEL_TABLE_SUFFIX,
              contract.CONFIGURATION_CHOSEN, contract.SEGMENT_RATES_KEY, contract.MODEL_METADATA_FILE,
              contract.MODEL_WEIGHTS_FILE}
-    for path in sorted((ROOT / "pgl_engine").glob("*.py")):
+    for path in sorted((ROOT / "pgl_engine").rglob("*.py")):
         if path.name != "contract.py":
             assert not string_constants(path) & names, f"{path.relative_to(ROOT)}: import it from pgl_engine.contract"
-    assert f"{contract.CONFIGURATION_CHOSEN} for this machine" in (ROOT / "pgl_engine" / "budget_choice.py").read_text()
+    chooser = ROOT / "pgl_engine" / "finetuning" / "budget_choice.py"
+    assert f"{contract.CONFIGURATION_CHOSEN} for this machine" in chooser.read_text()
 
 
 def test_the_segment_time_formula_is_the_contract_s_on_both_sides():
+    from pgl_engine.inference.time_estimate import STARTUP_S, estimate_seconds
     from PGLCommon.model_info import expected_segment_seconds
-    from pgl_engine.segment_time import STARTUP_S, estimate_seconds
 
     metadata = {"spacing": [3.2, 3.2, 6.0], contract.SEGMENT_RATES_KEY: {
         "device": "cpu", "input_s_per_megavoxel": 0.12, "network_s_per_megavoxel": 1.7}}  # no startup_s: default
@@ -153,3 +155,58 @@ def test_the_segment_time_formula_is_the_contract_s_on_both_sides():
     assert STARTUP_S == contract.SEGMENT_STARTUP_S
     for estimate in (estimate_seconds, expected_segment_seconds, contract.segment_seconds):
         assert estimate(metadata, (512, 512, 200), (0.78, 0.78, 2.5)) == pytest.approx(expected)
+
+
+SLICER_ONLY_EVENTS = {"log"}  # the Slicer side's name for a line of the engine's output that is not JSON
+
+
+def event_names(path: Path) -> set[str]:
+    """The event names a file writes or tests for: emit(callback, NAME, ...), {"event": NAME}, and comparisons of
+    event.get("event"), or of a variable assigned from it, with NAME or a tuple of names."""
+    names = set()
+    tree = ast.parse(path.read_text())
+
+    def constants(node):
+        items = node.elts if isinstance(node, (ast.Tuple, ast.List, ast.Set)) else [node]
+        return {n.value for n in items if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+
+    def is_get_event(node):
+        return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "event")
+
+    holders = {target.id for node in ast.walk(tree) if isinstance(node, ast.Assign) and is_get_event(node.value)
+               for target in node.targets if isinstance(target, ast.Name)}
+
+    def is_event_lookup(node):
+        return is_get_event(node) or (isinstance(node, ast.Name) and node.id in holders)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "emit" and len(node.args) > 1:
+            names |= constants(node.args[1])
+        elif isinstance(node, ast.Dict):
+            names |= {constants(v).pop() for k, v in zip(node.keys, node.values)
+                      if isinstance(k, ast.Constant) and k.value == "event" and constants(v)}
+        elif isinstance(node, ast.Compare) and is_event_lookup(node.left):
+            for comparator in node.comparators:
+                names |= constants(comparator)
+    return names
+
+
+def test_both_sides_use_only_the_contract_event_names_and_the_formats_table_lists_them():
+    engine = set().union(*(event_names(p) for p in shipped("pgl_engine")))
+    slicer = set().union(*(event_names(p) for p in shipped(*SLICER_SIDE)))
+    assert engine and engine <= set(contract.EVENTS), engine - set(contract.EVENTS)
+    assert {"progress", "done", "error", "cancelled"} <= slicer, slicer
+    assert slicer <= set(contract.EVENTS) | SLICER_ONLY_EVENTS, slicer - set(contract.EVENTS) - SLICER_ONLY_EVENTS
+    table = re.findall(r"^\| `([a-z]+)` \|", (ROOT / "docs" / "formats.md").read_text(), re.M)
+    assert set(contract.EVENTS) <= set(table), set(contract.EVENTS) - set(table)
+
+
+def test_emitting_an_event_the_contract_does_not_name_fails():
+    from pgl_engine.progress import emit
+
+    seen = []
+    emit(seen.append, "warning", message="m")
+    assert seen == [{"event": "warning", "message": "m"}]
+    with pytest.raises(ValueError, match="unknown event 'warn'"):
+        emit(seen.append, "warn", message="m")

@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file
-
 from cli_args import pretrain_args, run_engine
 from conftest import ROOT
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow  # real engine processes, killed and resumed
 

@@ -8,10 +8,10 @@ from conftest import ROOT
 
 from pgl_engine.cli import build_parser
 from pgl_engine.cli_options import dataclass_from_args
-from pgl_engine.compare_config import SMALL_COMPARISON, CompareConfig
-from pgl_engine.demo import DEMO, QUICK, demo
-from pgl_engine.model_store import read_metadata
-from pgl_engine.phantom import ORGANS
+from pgl_engine.comparison.config import SMALL_COMPARISON, CompareConfig
+from pgl_engine.models.store import read_metadata
+from pgl_engine.phantoms.tuning import ORGANS
+from pgl_engine.walkthrough import DEMO, QUICK, demo
 
 STAGES = ("phantoms", "pretrain", "finetune", "segment", "evaluate")
 

@@ -6,17 +6,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import tiny_config
 from dicom_series import write_localizer, write_report, write_series
 from PGLPretrainLib.logic import describe_listing
-from pgl_engine.cache import ScanCache
+
 from pgl_engine.cli import main
-from pgl_engine.dicom import DicomSeries
+from pgl_engine.data.cache import ScanCache
+from pgl_engine.data.dicom import DicomSeries
+from pgl_engine.data.imaging import find_scans, image_affine_ras, list_scans, read_geometry, read_image
+from pgl_engine.data.labels import pair_folders
 from pgl_engine.errors import PGLError
-from pgl_engine.imaging import find_scans, image_affine_ras, list_scans, read_geometry, read_image
-from pgl_engine.labels import pair_folders
-from pgl_engine.pretrain import prepare_scans
+from pgl_engine.pretraining.trainer import prepare_scans
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_a_series_is_cached_by_content_and_decoded_once(phantom, tmp_path, monke
     write_series(image, tmp_path / "scans" / "ct")
     (series,) = list_scans(tmp_path / "scans")
     first = ScanCache(tmp_path / "cache", (8.0, 8.0, 8.0), (-1024, 325)).get(series)
-    import pgl_engine.imaging as imaging
+    import pgl_engine.data.imaging as imaging
 
     monkeypatch.setattr(imaging, "read_series", lambda s: pytest.fail("a cached series was decoded again"))
     cache = ScanCache(tmp_path / "cache", (8.0, 8.0, 8.0), (-1024, 325))

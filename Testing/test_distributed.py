@@ -11,9 +11,9 @@ import torch
 from conftest import tiny_config
 
 from pgl_engine import load_model, pretrain
-from pgl_engine.cache import ScanCache
-from pgl_engine.checkpoint import load_checkpoint
-from pgl_engine.imaging import list_scans
+from pgl_engine.data.cache import ScanCache
+from pgl_engine.data.imaging import list_scans
+from pgl_engine.training.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow  # torchrun: real processes and process groups
 
@@ -84,9 +84,9 @@ def test_cli_under_torchrun_then_resume_with_one_process(tmp_path, cohort):
 
 def test_two_runs_filling_one_cache_at_once_leave_it_consistent(tmp_path, cohort):
     cache = tmp_path / "shared_cache"
-    script = ("import sys; from pgl_engine.cache import ScanCache, cache_scans; from pgl_engine.imaging import "
-              "list_scans; c = ScanCache(sys.argv[1], (8.0, 8.0, 8.0), (-1024.0, 325.0)); "
-              "cache_scans(list_scans(sys.argv[2]), c)")
+    script = ("import sys; from pgl_engine.data.cache import ScanCache, cache_scans; "
+              "from pgl_engine.data.imaging import list_scans; "
+              "c = ScanCache(sys.argv[1], (8.0, 8.0, 8.0), (-1024.0, 325.0)); cache_scans(list_scans(sys.argv[2]), c)")
     procs = [subprocess.Popen([sys.executable, "-c", script, str(cache), str(cohort / "images")], env=ONE_THREAD_ENV)
              for _ in range(2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]

@@ -36,12 +36,12 @@ def test_every_link_points_to_a_file_in_the_repository():
 
 
 def test_nothing_refers_to_files_outside_the_repository():
-    files = DOCS + sorted((ROOT / "pgl_engine").glob("*.py"))
+    files = DOCS + sorted((ROOT / "pgl_engine").rglob("*.py"))
     assert not [str(f.relative_to(ROOT)) for f in files if "PGL_METHOD" in f.read_text() or "../shared" in f.read_text()]
 
 
 def test_the_engine_cites_no_benchmark_tries():
-    hits = [f"{f.name}:{i}" for f in sorted((ROOT / "pgl_engine").glob("*.py"))
+    hits = [f"{f.name}:{i}" for f in sorted((ROOT / "pgl_engine").rglob("*.py"))
             for i, line in enumerate(f.read_text().splitlines(), 1) if re.search(r"try [0-9]|README, try", line)]
     assert not hits, hits
 

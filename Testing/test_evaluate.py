@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pgl_engine.cli import main
-from pgl_engine.evaluate import dice_per_label, evaluate, hd95_mm
+from pgl_engine.inference.evaluation import dice_per_label, evaluate, hd95_mm
 
 
 def ball(shape, centre, radius, spacing):

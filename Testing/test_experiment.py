@@ -7,10 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from pgl_engine.comparison.experiment import CompareConfig, compare
+from pgl_engine.comparison.report import held_steps
+from pgl_engine.comparison.stats import RunResult, paired_difference
 from pgl_engine.errors import PGLError
-from pgl_engine.compare_stats import RunResult, paired_difference
-from pgl_engine.experiment import CompareConfig, compare
-from pgl_engine.report import held_steps
 
 
 def test_paired_difference_interval():
@@ -110,7 +110,7 @@ def test_compare_refuses_zero_jobs():
 
 
 def test_loss_plot_of_random_init_alone_has_no_empty_legend(tmp_path, recwarn):
-    from pgl_engine.report import plot_losses
+    from pgl_engine.comparison.report import plot_losses
 
     results = [RunResult("random", 1, seed, dice={}, hd95_mm={}, loss_curve=curve)
                for seed, curve in enumerate(([2.0, 1.5, 1.2], [2.1, 1.4]))]

@@ -93,7 +93,7 @@ def test_index_entry_and_extension_metadata():
 
 
 def test_engine_never_imports_slicer_or_qt():
-    for path in (ROOT / "pgl_engine").glob("*.py"):
+    for path in (ROOT / "pgl_engine").rglob("*.py"):
         assert not re.search(r"^\s*(import|from)\s+(slicer|qt|ctk|PGLCommon)\b", path.read_text(), re.M), path
 
 

@@ -12,11 +12,11 @@ from conftest import ORGANS, SEG_NETWORK, seg_options, tiny_config
 from pgl_engine import load_model, pretrain
 from pgl_engine.config import FinetuneConfig, NetworkConfig
 from pgl_engine.errors import PGLError
-from pgl_engine.evaluate import dice_per_label
-from pgl_engine.finetune import Finetuner, finetune, resolve_init
-from pgl_engine.networks import is_decoder_key
-from pgl_engine.segment import segment
-from pgl_engine.training import merge_resume_config
+from pgl_engine.finetuning.trainer import Finetuner, finetune, resolve_init
+from pgl_engine.inference.evaluation import dice_per_label
+from pgl_engine.inference.segmentation import segment
+from pgl_engine.models.networks import is_decoder_key
+from pgl_engine.training.loop import merge_resume_config
 
 
 def test_fine_tuning_reaches_dice_well_above_chance(seg_model, cohort, tmp_path):
@@ -248,7 +248,7 @@ def test_label_values_with_gaps_come_back_unchanged(tmp_path, cohort):
 
 
 def test_structure_shift_moves_each_structure_by_its_own_bounded_offset():
-    from pgl_engine.augment import shift_structures
+    from pgl_engine.data.augment import shift_structures
 
     labels = torch.zeros((1, 32, 32, 16), dtype=torch.int64)
     labels[0, 2:14, 2:14, 2:14] = 1
@@ -270,7 +270,7 @@ def test_structure_shift_moves_each_structure_by_its_own_bounded_offset():
 def test_patches_get_structure_shifts_only_when_asked(cohort):
     from types import SimpleNamespace
 
-    from pgl_engine.patch_dataset import LabelledCase, PatchDataset
+    from pgl_engine.finetuning.patches import LabelledCase, PatchDataset
 
     labels = np.zeros((24, 24, 16), np.uint8)
     labels[4:12, 4:12, 4:12], labels[12:20, 12:20, 4:12] = 1, 2
@@ -324,7 +324,7 @@ def test_stopping_early_keeps_a_usable_model_and_resume_finishes_it(cohort, tmp_
     import signal
 
     from pgl_engine.errors import TrainingInterrupted
-    from pgl_engine.model_store import read_metadata
+    from pgl_engine.models.store import read_metadata
 
     events = []
 
@@ -344,3 +344,19 @@ def test_stopping_early_keeps_a_usable_model_and_resume_finishes_it(cohort, tmp_
     finetune(resume=True, **options)
     metadata = read_metadata(tmp_path / "model")
     assert "stopped_early" not in metadata and metadata["training"]["steps"] == 30
+
+
+def test_a_structure_below_the_hu_window_is_named_before_training(cohort, tmp_path):
+    """Under a window above the organs' intensities (as a soft-tissue window is above lung) the structures look like
+    air: the warning names them and the window to use; under the default window nothing is said."""
+    from pgl_engine.finetuning.data import read_finetune_data
+
+    def warnings(hu_window):
+        events = []
+        config = FinetuneConfig(**seg_options(cohort, tmp_path / "unused", tmp_path / "cache", hu_window=hu_window))
+        read_finetune_data(config, events.append)
+        return [e["message"] for e in events if e["event"] == "warning" and "HU window" in e["message"]]
+
+    assert warnings((-1024.0, 325.0)) == [] == warnings(FinetuneConfig.__dataclass_fields__["hu_window"].default)
+    [message] = warnings((300.0, 600.0))
+    assert message.startswith("liver, spleen") and "(300 HU)" in message and "--hu-window -1024 600" in message

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-import pgl_engine.cache as cache_module
-from pgl_engine.cache import ScanCache
+import pgl_engine.data.cache as cache_module
+from pgl_engine.data.cache import ScanCache
+from pgl_engine.data.imaging import list_scans, load_ras
 from pgl_engine.errors import PGLError
-from pgl_engine.imaging import list_scans, load_ras
 
 
 def field(ras: np.ndarray) -> np.ndarray:
@@ -140,7 +140,7 @@ def lps_image(array_zyx: np.ndarray, spacing) -> sitk.Image:
 
 def test_downsampling_averages_noise_like_a_coarse_detector():
     """4x fewer voxels per axis in-plane, 2x along z: noise std falls by about sqrt(4*4*2), as a box average."""
-    from pgl_engine.imaging import ras_grid_covering, resample
+    from pgl_engine.data.imaging import ras_grid_covering, resample
 
     noise = np.random.default_rng(0).normal(0, 100, (40, 96, 96)).astype(np.float32)
     image = lps_image(noise, (0.8, 0.8, 2.5))
@@ -154,7 +154,7 @@ def test_downsampling_averages_noise_like_a_coarse_detector():
 
 def test_a_size_that_is_not_a_multiple_of_the_block_keeps_its_edges():
     """Blocks of 4 on 99 voxels: the last block repeats the edge instead of dropping voxels or filling."""
-    from pgl_engine.imaging import ras_grid_covering, resample
+    from pgl_engine.data.imaging import ras_grid_covering, resample
 
     image = lps_image(np.full((6, 99, 99), 40.0, np.float32), (0.8, 0.8, 2.5))
     affine, size = ras_grid_covering(image, (3.2, 3.2, 2.5))
@@ -164,7 +164,7 @@ def test_a_size_that_is_not_a_multiple_of_the_block_keeps_its_edges():
 
 def test_block_averaging_matches_the_gaussian_prefilter_on_smooth_anatomy():
     """The cheap pre-filter and a Gaussian of the same width agree on smooth anatomy (HU)."""
-    from pgl_engine.imaging import ras_grid_covering, resample
+    from pgl_engine.data.imaging import ras_grid_covering, resample
 
     shape = (40, 128, 128)
     z, y, x = np.meshgrid(*[np.arange(s, dtype=float) for s in shape], indexing="ij")

@@ -7,9 +7,9 @@ from conftest import SEG_NETWORK, smooth_volume
 
 from pgl_engine.config import NetworkConfig
 from pgl_engine.errors import PGLError
-from pgl_engine.inference import predict_logits, receptive_margin, whole_volume_logits
-from pgl_engine.networks import build_segmentation_net
-from pgl_engine.precision import inference_dtype, native_bf16_in
+from pgl_engine.inference.sliding_window import predict_logits, receptive_margin, whole_volume_logits
+from pgl_engine.models.networks import build_segmentation_net
+from pgl_engine.training.precision import inference_dtype, native_bf16_in
 
 CPU = torch.device("cpu")
 
@@ -50,7 +50,7 @@ def test_the_margin_covers_what_an_output_voxel_depends_on(norm):
 
 def test_a_too_small_margin_would_be_caught(monkeypatch):
     """The tile test above fails when the margin is short: tiles without enough context differ from one pass."""
-    import pgl_engine.inference as inference
+    import pgl_engine.inference.sliding_window as inference
 
     monkeypatch.setattr(inference, "receptive_margin", lambda network, divisor: divisor)
     net = window_independent_net()
@@ -118,7 +118,7 @@ def test_bf16_logits_stay_close_to_fp32():
     ("mps", True, "auto", torch.float32),
 ])
 def test_the_precision_follows_the_device(monkeypatch, device, native, asked, expected):
-    import pgl_engine.precision as precision
+    import pgl_engine.training.precision as precision
 
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
     assert inference_dtype(torch.device(device), asked) == expected
@@ -145,7 +145,7 @@ def test_models_saved_before_norm_existed_are_instance_normalised():
 
 
 def test_the_channel_norm_normalises_each_voxel_by_its_own_features():
-    from pgl_engine.networks import ChannelNorm
+    from pgl_engine.models.networks import ChannelNorm
 
     norm = ChannelNorm(6)
     x = torch.randn(2, 6, 5, 4, 3) * 3 + 1

@@ -5,7 +5,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pgl_engine.checkpoint import load_checkpoint
+from pgl_engine.training.checkpoint import load_checkpoint
 from PGLCommon.engine_runs import EngineError, start_engine, wait_for
 from PGLCommon.jobs import EXIT_CANCELLED
 

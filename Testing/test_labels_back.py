@@ -4,8 +4,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from pgl_engine.imaging import ras_grid_covering, ras_image
-from pgl_engine.labels_back import labels_on_grid
+from pgl_engine.data.imaging import ras_grid_covering, ras_image
+from pgl_engine.inference.labels_back import labels_on_grid
 
 
 def itk_labels(logits: torch.Tensor, affine: np.ndarray, reference: sitk.Image) -> np.ndarray:
@@ -70,7 +70,7 @@ def test_a_single_slice_model_grid():
 
 def test_logits_with_boundaries_everywhere_take_the_itk_path_and_agree():
     """Noise logits (no two neighbours agree): interpolating nearly every point would be slower than ITK."""
-    from pgl_engine.labels_back import MIXED_LIMIT, _uniform_cells
+    from pgl_engine.inference.labels_back import MIXED_LIMIT, _uniform_cells
 
     reference = reference_grid((60, 50, 20), (0.8, 0.8, 2.5), (0.1, 0.0, 0.2))
     affine, size = ras_grid_covering(reference, (3.2, 3.2, 6.0))

@@ -9,8 +9,8 @@ import torch
 from conftest import seg_options
 
 from pgl_engine import load_model
-from pgl_engine.finetune import LEARNT_DICE, finetune
-from pgl_engine.running_dice import RunningDice
+from pgl_engine.finetuning.trainer import LEARNT_DICE, finetune
+from pgl_engine.training.running_dice import RunningDice
 from PGLCommon.model_info import describe_model
 from PGLCommon.output_folders import MODEL_FILE
 

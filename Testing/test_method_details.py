@@ -12,17 +12,17 @@ import torch
 from conftest import SEG_NETWORK, seg_options, smooth_volume, tiny_config
 
 from pgl_engine import load_model, pretrain
-from pgl_engine.aligner import align_pair, roi_align_3d
-from pgl_engine.checkpoint import load_checkpoint
 from pgl_engine.cli import main
+from pgl_engine.comparison.config import INIT_VARIANTS, CompareConfig
 from pgl_engine.config import PRESETS, FinetuneConfig, NetworkConfig, PretrainConfig
-from pgl_engine.ema import ema_momentum
 from pgl_engine.errors import PGLError
-from pgl_engine.compare_config import INIT_VARIANTS, CompareConfig
-from pgl_engine.finetune import Finetuner, finetune, resolve_init
-from pgl_engine.losses import effective_rank, variance_covariance_penalty
-from pgl_engine.segment import segment
-from pgl_engine.lr_schedule import warmup_cosine
+from pgl_engine.finetuning.trainer import Finetuner, finetune, resolve_init
+from pgl_engine.inference.segmentation import segment
+from pgl_engine.pretraining.aligner import align_pair, roi_align_3d
+from pgl_engine.pretraining.ema import ema_momentum
+from pgl_engine.pretraining.losses import effective_rank, variance_covariance_penalty
+from pgl_engine.training.checkpoint import load_checkpoint
+from pgl_engine.training.lr_schedule import warmup_cosine
 
 
 def pooled(volume: np.ndarray, lo, hi, size=8) -> torch.Tensor:
@@ -49,8 +49,8 @@ def test_without_the_crop_prior_the_whole_views_are_matched_instead_of_their_ove
 
 def test_the_crop_prior_ablation_changes_the_training_loss_not_just_the_metadata(cohort, tmp_path):
     config = tiny_config(cohort / "images", tmp_path / "a", tmp_path / "cache", steps=1)
-    from pgl_engine.methods import build_method
-    from pgl_engine.pretrain import Pretrainer
+    from pgl_engine.pretraining.methods import build_method
+    from pgl_engine.pretraining.trainer import Pretrainer
 
     run = Pretrainer(config)
     run.model = run.prepare()

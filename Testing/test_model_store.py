@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 
 from pgl_engine.config import NetworkConfig
 from pgl_engine.errors import PGLError
-from pgl_engine.model_store import METADATA_FILE, WEIGHTS_FILE, load_model, save_model
-from pgl_engine.networks import build_backbone
+from pgl_engine.models.networks import build_backbone
+from pgl_engine.models.store import METADATA_FILE, WEIGHTS_FILE, load_model, save_model
 
 
 def write_model(folder):

@@ -10,7 +10,7 @@ from conftest import STALL_LIMIT_MS
 from panel_helpers import TinyPretrainLogic, click
 from slicer_harness import Heartbeat
 
-from pgl_engine.checkpoint import load_checkpoint
+from pgl_engine.training.checkpoint import load_checkpoint
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def test_an_existing_run_is_replaced_only_after_the_user_agrees(slicer_app, pane
 def test_a_dicom_tree_is_surveyed_before_starting_and_pretrained_on(slicer_app, panel, cohort, tmp_path):
     from dicom_series import write_localizer, write_series
 
-    from pgl_engine.imaging import read_image
+    from pgl_engine.data.imaging import read_image
 
     archive = tmp_path / "archive"
     for i in (0, 1):

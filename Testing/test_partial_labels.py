@@ -8,11 +8,11 @@ import torch
 from conftest import seg_options
 
 from pgl_engine.errors import PGLError
-from pgl_engine.evaluate import dice_per_label
-from pgl_engine.finetune import finetune
-from pgl_engine.losses import marginal_dice_ce_loss
-from pgl_engine.running_dice import RunningDice
-from pgl_engine.segment import segment
+from pgl_engine.finetuning.trainer import finetune
+from pgl_engine.inference.evaluation import dice_per_label
+from pgl_engine.inference.segmentation import segment
+from pgl_engine.pretraining.losses import marginal_dice_ce_loss
+from pgl_engine.training.running_dice import RunningDice
 
 NAMES = ("right kidney", "left kidney")
 PHANTOM_VALUES = (3, 4)  # their values in the phantoms' label maps

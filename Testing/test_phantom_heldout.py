@@ -6,16 +6,16 @@ import json
 import numpy as np
 import pytest
 
-from pgl_engine.cache import ScanCache
 from pgl_engine.cli import main
-from pgl_engine.imaging import read_image
-from pgl_engine.labels import names_from_sidecar, pair_folders, read_dataset_json
-from pgl_engine.phantom import LABELS as PHANTOM_LABELS
-from pgl_engine.phantom_heldout import LABELS, draw_intensities, heldout_name, make_heldout, write_heldout_cohort
+from pgl_engine.data.cache import ScanCache
+from pgl_engine.data.imaging import read_image
+from pgl_engine.data.labels import names_from_sidecar, pair_folders, read_dataset_json
+from pgl_engine.phantoms.heldout import LABELS, draw_intensities, heldout_name, make_heldout, write_heldout_cohort
+from pgl_engine.phantoms.tuning import LABELS as PHANTOM_LABELS
 
 SCALE = 2.0  # half the scanner's resolution: an eighth of the voxels, still drawn coarse and interpolated
 
-# Frozen before any tuning: the family is for verdicts only. A change to phantom_heldout.py that moves a voxel
+# Frozen before any tuning: the family is for verdicts only. A change to phantoms/heldout.py that moves a voxel
 # fails here; do not update these to let it pass (a changed generator is a new family with its own name).
 PINNED = {
     0: {"shape": [239, 239, 21], "labels_sha256": "42e19b35d5bdb8a6582e53162cd955b0add388d42f33646081a6e539951afeef",

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from pgl_engine.cli import main
+from pgl_engine.comparison.experiment import CompareConfig, compare
+from pgl_engine.comparison.stats import organ_mean_by_phase
 from pgl_engine.errors import PGLError
-from pgl_engine.compare_stats import organ_mean_by_phase
-from pgl_engine.experiment import CompareConfig, compare
-from pgl_engine.phantom import PHASES, make_phantom, phase_of, read_phases, write_cohort
+from pgl_engine.phantoms.tuning import PHASES, make_phantom, phase_of, read_phases, write_cohort
 
 
 def test_phases_change_organ_intensities_and_keep_the_anatomy():

@@ -1,5 +1,5 @@
 """The phantoms of `pgl phantom` are pinned byte for byte: every documented figure (docs/benchmarks.md,
-docs/experiments.md) and the demo were measured on them, so a change to phantom.py that moves a voxel, in any
+docs/experiments.md) and the demo were measured on them, so a change to phantoms/tuning.py that moves a voxel, in any
 contrast phase, fails here. A reshaping of the generator must keep its random draws in the same order."""
 import hashlib
 
@@ -7,10 +7,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pgl_engine.phantom import PHASES, PhantomCase, make_phantom, phantom_name, write_cohort
+from pgl_engine.phantoms.tuning import PHASES, PhantomCase, make_phantom, phantom_name, write_cohort
 
-# Computed from phantom.py before it was reshaped into a table of organs. Do not update these to let a change pass:
-# new phantoms make the figures measured on the old ones incomparable (say so in docs/benchmarks.md if you must).
+# Computed from the generator (then phantom.py) before it was reshaped into a table of organs. Do not update these
+# to let a change pass: new phantoms make the figures measured on the old ones incomparable (say so in
+# docs/benchmarks.md if you must).
 # Key: (seed, spacing_scale, phase). 2.0 is the scale of the demo and `pgl compare`, 4.0 that of the test cohort.
 PINNED = {
     (0, 2.0, "venous"): {

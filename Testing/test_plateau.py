@@ -9,9 +9,9 @@ from conftest import seg_options
 
 from pgl_engine.config import FinetuneConfig
 from pgl_engine.errors import PGLError, TrainingInterrupted
-from pgl_engine.finetune import finetune
-from pgl_engine.model_store import read_metadata
-from pgl_engine.plateau import PlateauDetector, tail_end
+from pgl_engine.finetuning.trainer import finetune
+from pgl_engine.models.store import read_metadata
+from pgl_engine.training.plateau import PlateauDetector, tail_end
 
 
 def test_a_plateau_is_patience_checks_in_a_row_without_half_a_point_of_gain():

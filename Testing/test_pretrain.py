@@ -7,12 +7,12 @@ import torch
 from conftest import tiny_config
 
 from pgl_engine import load_model, pretrain
-from pgl_engine.checkpoint import checkpoint_path, load_checkpoint
-from pgl_engine.ema import ema_update
 from pgl_engine.errors import PGLError
-from pgl_engine.methods import PGL
-from pgl_engine.pretrain import Pretrainer
-from pgl_engine.bf16_overflow import BF16_SKIP_LIMIT
+from pgl_engine.pretraining.ema import ema_update
+from pgl_engine.pretraining.methods import PGL
+from pgl_engine.pretraining.trainer import Pretrainer
+from pgl_engine.training.bf16_overflow import BF16_SKIP_LIMIT
+from pgl_engine.training.checkpoint import checkpoint_path, load_checkpoint
 
 
 def run(cohort, tmp_path, name, **overrides):

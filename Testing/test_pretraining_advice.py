@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import seg_options, tiny_config
-from pgl_engine.finetune import finetune
-from pgl_engine.pretrain import pretrain
-from pgl_engine.pretraining_advice import FEW_SCANS, FEW_STEPS, pretraining_advice
+
+from pgl_engine.finetuning.trainer import finetune
+from pgl_engine.pretraining.advice import FEW_SCANS, FEW_STEPS, pretraining_advice
+from pgl_engine.pretraining.trainer import pretrain
 
 
 def test_the_advice_names_what_is_too_little_and_nothing_otherwise():

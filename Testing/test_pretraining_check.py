@@ -9,7 +9,7 @@ from conftest import tiny_config
 from pgl_engine import pretrain
 from pgl_engine.cli import main
 from pgl_engine.errors import PGLError
-from pgl_engine.pretraining_check import CheckConfig, check_pretraining, describe_check
+from pgl_engine.pretraining.check import CheckConfig, check_pretraining, describe_check
 
 
 @pytest.fixture(scope="module")

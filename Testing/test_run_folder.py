@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from pgl_engine.checkpoint import checkpoint_path, load_checkpoint
-from pgl_engine.distributed import World
 from pgl_engine.errors import PGLError, TrainingInterrupted
-from pgl_engine.model_store import LOG_FILE
-from pgl_engine.run_folder import RunFolder
-from pgl_engine.run_lock import LOCK_FILE
+from pgl_engine.models.store import LOG_FILE
+from pgl_engine.training.checkpoint import checkpoint_path, load_checkpoint
+from pgl_engine.training.distributed import World
+from pgl_engine.training.run_folder import RunFolder
+from pgl_engine.training.run_lock import LOCK_FILE
 
 
 def test_the_lock_is_held_while_running_and_refuses_a_second_run(tmp_path):

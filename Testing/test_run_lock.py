@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-
 from cli_args import pretrain_args
 from conftest import ROOT
-from pgl_engine import process_alive, run_lock
+
 from pgl_engine.errors import PGLError
-from pgl_engine.run_lock import LOCK_FILE, RunLock
+from pgl_engine.training import process_alive, run_lock
+from pgl_engine.training.run_lock import LOCK_FILE, RunLock
 
 
 def write_lock(folder: Path, age_s: float = 0.0, **holder) -> Path:

@@ -12,17 +12,17 @@ import slicerio
 from conftest import SEG_NETWORK, seg_options
 from seg_files import phantom_masks, terminology, write_seg
 
-from pgl_engine.cache import ScanCache
 from pgl_engine.cli import main
 from pgl_engine.config import NetworkConfig
+from pgl_engine.data.cache import ScanCache
+from pgl_engine.data.imaging import find_scans, scan_name
+from pgl_engine.data.labels import (LabelledPair, label_on_scan_grid, label_table, labelled_values, load_label_on_grid,
+                                    match_segments, pair_folders)
+from pgl_engine.data.scan_list import scan_listing
 from pgl_engine.errors import PGLError
-from pgl_engine.finetune import finetune
-from pgl_engine.imaging import find_scans, scan_name
-from pgl_engine.labels import (LabelledPair, label_on_scan_grid, label_table, labelled_values, load_label_on_grid,
-                               match_segments, pair_folders)
-from pgl_engine.model_store import read_metadata
-from pgl_engine.scan_list import scan_listing
-from pgl_engine.segment import segment
+from pgl_engine.finetuning.trainer import finetune
+from pgl_engine.inference.segmentation import segment
+from pgl_engine.models.store import read_metadata
 
 RED, GREEN, BLUE = [0.9, 0.1, 0.1], [0.1, 0.8, 0.2], [0.2, 0.3, 0.9]
 

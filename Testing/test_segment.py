@@ -7,10 +7,11 @@ import pytest
 import SimpleITK as sitk
 from conftest import ORGANS
 
+from pgl_engine.data.imaging import read_geometry
 from pgl_engine.errors import PGLError
-from pgl_engine.evaluate import dice_per_label
-from pgl_engine.imaging import read_geometry
-from pgl_engine.segment import keep_largest_components, segment
+from pgl_engine.inference.evaluation import dice_per_label
+from pgl_engine.data.components import keep_largest_components
+from pgl_engine.inference.segmentation import largest_component_values, segment
 
 NAMES = {v: str(v) for v in ORGANS}
 
@@ -132,6 +133,21 @@ def test_one_pass_is_refused_for_an_instance_normalised_model_by_name(seg_model,
     assert not (tmp_path / "x.nii.gz").exists()
 
 
+def test_largest_component_auto_takes_the_labels_the_training_data_showed_in_one_piece(seg_model, cohort, tmp_path):
+    from pgl_engine.models.store import load_model
+
+    model = load_model(seg_model)
+    one_piece = model.metadata["one_piece_labels"]
+    assert 1 in one_piece and set(one_piece) <= {int(v) for v in model.label_table}  # the liver is one piece
+    assert largest_component_values(model, "auto") == one_piece
+    assert largest_component_values(model, "all") is None and largest_component_values(model, True) is None
+    assert largest_component_values(model, "none") == [] == largest_component_values(model, False)
+    del model.metadata["one_piece_labels"]  # a model fine-tuned before the record existed
+    assert largest_component_values(model, "auto") == []
+    with pytest.raises(PGLError, match="--largest-component must be one of auto, all, none, got 'some'"):
+        segment(seg_model, cohort / "images" / "phantom_001.nii.gz", tmp_path / "x.nii.gz", largest_component="some")
+
+
 def test_largest_component_keeps_one_blob_per_label():
     labels = np.zeros((20, 20, 20), np.uint8)
     labels[2:8, 2:8, 2:8] = 1
@@ -161,10 +177,9 @@ def test_files_it_did_not_write_are_replaced_only_with_overwrite(seg_model, coho
 
 def test_folder_mode_prepares_the_next_scan_while_the_network_runs(seg_model, cohort, tmp_path, monkeypatch):
     """The network on scan k waits (up to 60 s) until scan k+1 is being prepared: only overlap lets it finish."""
-    import sys
     import threading
 
-    segment_module = sys.modules["pgl_engine.segment"]  # the package's `segment` attribute is the function
+    import pgl_engine.inference.segmentation as segment_module
 
     started = {name: threading.Event() for name in ("phantom_001.nii.gz", "phantom_002.nii.gz")}
     prepare, finish = segment_module.prepare_scan, segment_module.finish_scan

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from pgl_engine.inference.time_estimate import RATES_KEY, describe_seconds, estimate_seconds, model_grid_voxels
 from PGLCommon.model_info import describe_segment_time, expected_segment_seconds
-from pgl_engine.segment_time import RATES_KEY, describe_seconds, estimate_seconds, model_grid_voxels
 
 
 def test_fine_tuning_stores_the_measured_rates(seg_model):

@@ -81,6 +81,13 @@ def test_the_parameter_object_holds_the_engines_defaults_and_the_pairs_each_work
     assert SegmentationParameters().pairs is not SegmentationParameters().pairs  # no list shared by instances
 
 
+def test_the_largest_component_checkbox_asks_the_engine_for_one_piece_labels_only():
+    from PGLSegmentationLib.logic import largest_component_choice
+
+    assert largest_component_choice(True) == "auto" and largest_component_choice(False) == "none"
+    assert largest_component_choice("all") == "all"
+
+
 def test_one_user_error_type_for_both_modules_with_a_message_that_says_what_to_do(mrml, tmp_path):
     from PGLPretrainLib.logic import PGLPretrainLogic
     from PGLSegmentationLib.logic import PGLSegmentationLogic

@@ -9,7 +9,7 @@ from conftest import ORGANS
 from panel_helpers import replace_segments
 from PGLSegmentationLib import PGLSegmentationLogic
 
-from pgl_engine.evaluate import dice_per_label
+from pgl_engine.inference.evaluation import dice_per_label
 from PGLCommon.engine_runs import EngineError
 from PGLCommon.nodes import NodeError, load_segmentation, read_label_table
 
@@ -242,7 +242,7 @@ def test_partial_labels_export_what_each_case_labels(mrml, cohort, tmp_path):
                      "taught as background",
                      "CT 1 labels spleen, not liver (absent or empty in Seg 1): there, it is left unlabelled, not "
                      "taught as background"]
-    from pgl_engine.labels import labelled_values
+    from pgl_engine.data.labels import labelled_values
 
     assert labelled_values(tmp_path / "data" / "labels" / "CT_0.nii") == {1}
 

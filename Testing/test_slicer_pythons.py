@@ -46,7 +46,7 @@ def test_imports_and_every_help_parse_on_the_python_slicer_embeds(version):
     assert report["python"].startswith(version + ".")
     assert not report["psutil"], "the probe must run without psutil, as Slicer's Python does"
     assert report["failed"] == {}, "\n".join(f"{k}: {v}" for k, v in report["failed"].items())
-    modules = {"pgl_engine.cli", "pgl_engine.contract", "pgl_engine.structures", "PGLCommon.jobs",
+    modules = {"pgl_engine.cli", "pgl_engine.contract", "pgl_engine.data.structures", "PGLCommon.jobs",
                "PGLCommon.dependencies", "PGLCommon.terminology", "PGLPretrain", "PGLSegmentation",
                "PGLPretrainLib.widget", "PGLSegmentationLib.widget", "PGLCommon.errors", "PGLCommon.job_chain",
                "PGLCommon.panel", "PGLCommon.panel_fields", "PGLSegmentationLib.parameters", "PGLSegmentationLib.refine"}

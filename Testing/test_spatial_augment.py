@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pgl_engine.patch_dataset import LabelledCase, PatchDataset
-from pgl_engine.spatial_augment import SpatialAugment, mapped_grid, sample
+from pgl_engine.data.spatial_augment import SpatialAugment, mapped_grid, sample
+from pgl_engine.finetuning.patches import LabelledCase, PatchDataset
 
 
 def volumes():

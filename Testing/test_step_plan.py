@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pgl_engine.step_plan import StepPlan
-from pgl_engine.time_budget import LOADER_STEPS, PROVISIONAL_STEPS
+from pgl_engine.training.step_plan import StepPlan
+from pgl_engine.training.time_budget import LOADER_STEPS, PROVISIONAL_STEPS
 
 
 class FakeRun:

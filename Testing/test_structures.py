@@ -1,8 +1,8 @@
 """The table of known structures: whole label names only (with their side), never part of one; colours from it."""
 import pytest
 
-from pgl_engine.labels import PALETTE, colour_for, label_table
-from pgl_engine.structures import find_structure
+from pgl_engine.data.labels import PALETTE, colour_for, label_table
+from pgl_engine.data.structures import find_structure
 
 
 @pytest.mark.parametrize("name, code, side, standard", [

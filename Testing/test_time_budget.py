@@ -8,10 +8,9 @@ import pytest
 from conftest import seg_options
 
 from pgl_engine.errors import TrainingInterrupted
-from pgl_engine.finetune import finetune
-from pgl_engine.model_store import read_metadata
-from pgl_engine.time_budget import StepPlanner
-
+from pgl_engine.finetuning.trainer import finetune
+from pgl_engine.models.store import read_metadata
+from pgl_engine.training.time_budget import StepPlanner
 from PGLCommon.model_info import describe_finetune_time
 
 

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from pgl_engine.bf16_overflow import BF16_SKIP_LIMIT, OverflowSkips
 from pgl_engine.config import PretrainConfig
-from pgl_engine.lr_schedule import group_schedules, warmup_cosine
-from pgl_engine.model_metadata import KEY_ORDER, model_metadata, training_record
+from pgl_engine.models.metadata import KEY_ORDER, model_metadata, training_record
+from pgl_engine.training.bf16_overflow import BF16_SKIP_LIMIT, OverflowSkips
+from pgl_engine.training.lr_schedule import group_schedules, warmup_cosine
 
 
 def test_only_bf16_skips_overflowing_updates_and_only_up_to_the_limit():

@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import ROOT, seg_options
 
-from pgl_engine import precision
 from pgl_engine.cli import build_parser, finetune_options
 from pgl_engine.config import DEFAULT_FINETUNE_MINUTES
-from pgl_engine.finetune import finetune
-from pgl_engine.model_store import read_metadata
+from pgl_engine.finetuning.trainer import finetune
+from pgl_engine.models.store import read_metadata
+from pgl_engine.training import precision
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from pgl_engine.views import ViewPrior, cut_view, overlap_fraction, pad_to, sample_view_pair
+from pgl_engine.pretraining.views import ViewPrior, cut_view, overlap_fraction, pad_to, sample_view_pair
 
 
 @pytest.mark.parametrize("shape", [(40, 36, 30), (24, 24, 24), (90, 20, 22)])
@@ -63,7 +63,7 @@ def test_flips_only_on_the_chosen_axes_and_crops_unchanged(flip_axes):
 
 
 def test_intensity_strength_scales_the_jitter():
-    from pgl_engine.augment import augment_intensity
+    from pgl_engine.data.augment import augment_intensity
 
     x = torch.linspace(0.1, 0.9, 16 ** 3).reshape(1, 16, 16, 16)
 
@@ -78,7 +78,7 @@ def test_intensity_strength_scales_the_jitter():
 
 
 def test_bias_field_is_smooth_bounded_and_varies_across_the_view():
-    from pgl_engine.augment import augment_intensity, random_bias_field
+    from pgl_engine.data.augment import augment_intensity, random_bias_field
 
     fields = [random_bias_field((24, 24, 16), np.random.default_rng(s), 0.2) for s in range(20)]
     for f in fields:

@@ -13,9 +13,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from cli_args import finetune_args
 from conftest import ROOT
+
 from PGLCommon.engine_runs import EngineError, start_engine, wait_for
 from PGLCommon.work_folders import USERS_FILE, new_work_folder, remove_stale_work_folders, work_root
 
@@ -163,7 +163,7 @@ def process_gone(pid: int) -> bool:
 
 @pytest.mark.slow
 def test_when_slicer_quits_mid_run_the_engine_keeps_its_model_and_removes_the_exported_scans(cohort, tmp_path):
-    from pgl_engine.checkpoint import load_checkpoint
+    from pgl_engine.training.checkpoint import load_checkpoint
 
     args = finetune_args(Path("@WORK/images"), Path("@WORK/labels"), tmp_path / "model", tmp_path / "cache",
                          "--steps", "100000", "--checkpoint-every", "100000")

@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     from safetensors.torch import load_file
 
-    from pgl_engine.phantom import write_cohort
+    from pgl_engine.phantoms.tuning import write_cohort
 
     rng = np.random.default_rng(args.seed)
     work = Path(tempfile.mkdtemp(prefix="pgl_crash_"))

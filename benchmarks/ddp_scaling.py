@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pgl_engine.phantom import write_cohort
+from pgl_engine.phantoms.tuning import write_cohort
 
 
 def run(work: Path, name: str, nproc: int, threads: int, args) -> float:

@@ -20,6 +20,7 @@ Paired differences (PGL - random) get a 95% t-interval; "better" only where its 
 accumulate in OUT/results.json (finished runs are reused), with a plot OUT/dice_per_minute.png.
 
 Usage: python benchmarks/dice_per_minute.py --out DIR [--minutes 2 5 10] [--seeds 5] [--mode wallclock]
+       python benchmarks/dice_per_minute.py --out DIR --rescore [--segment-arg=...]   (segment and score again)
        python benchmarks/dice_per_minute.py --out DIR --screen   (one question in under 20 minutes: 2 minutes,
                                                                   2 seeds, 4 test subjects)
 """
@@ -35,12 +36,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
 from heldout_baseline import ROOT, cpu_model
-from pgl_engine.compare_stats import paired_difference
-from pgl_engine.evaluate import evaluate
-from pgl_engine.phantom_heldout import LABELS, write_heldout_cohort
-from pgl_engine.precision import cpu_has_native_bf16
+
+from pgl_engine.comparison.stats import paired_difference
+from pgl_engine.inference.evaluation import evaluate
+from pgl_engine.phantoms.heldout import LABELS, write_heldout_cohort
+from pgl_engine.training.precision import cpu_has_native_bf16
 
 INITS = ("random", "pgl")
 
@@ -96,16 +97,31 @@ class Bench:
                           str(self.out / "cache"), "--progress", "log", "--overwrite", *extra, *self.args.finetune_arg],
                          run / "finetune.log",
                          threads)
-        pgl(["segment", "--model", str(run / "model"), "--input", str(self.out / "test" / "images"), "--output",
-             str(run / "pred"), "--precision", self.args.precision, "--progress", "log"], run / "segment.log",
-            threads)
-        scores = evaluate(run / "pred", self.out / "test" / "labels", names=LABELS)["mean"]
-        dice = {name: round(scores[name]["dice"], 4) for name in LABELS.values()}
         meta = json.loads((run / "model" / "pgl_model.json").read_text())
         training = meta.get("training", {})
+        return {**self.score(run, threads), "finetune_s": round(finetune_s, 1), "steps": training.get("steps"),
+                "spacing": meta["spacing"], "patch_size": meta["patch_size"], "network": meta["network"]}
+
+    def score(self, run: Path, threads: int | None = None) -> dict:
+        """`pgl segment` (its defaults and --segment-arg) on the test subjects, and the Dice per organ."""
+        pgl(["segment", "--model", str(run / "model"), "--input", str(self.out / "test" / "images"), "--output",
+             str(run / "pred"), "--precision", self.args.precision, "--progress", "log", "--overwrite",
+             *self.args.segment_arg], run / "segment.log", threads)
+        scores = evaluate(run / "pred", self.out / "test" / "labels", names=LABELS)["mean"]
+        dice = {name: round(scores[name]["dice"], 4) for name in LABELS.values()}
         return {"dice": dice, "organ_mean": round(float(np.mean(list(dice.values()))), 4),
-                "finetune_s": round(finetune_s, 1), "steps": training.get("steps"), "spacing": meta["spacing"],
-                "patch_size": meta["patch_size"], "network": meta["network"]}
+                "segment_args": list(self.args.segment_arg)}
+
+    def rescore(self) -> None:
+        """Every finished run's model segmented and scored again (a post-processing change needs no training);
+        the first scores stay under "scored_before"."""
+        for key, run in self.results["runs"].items():
+            minutes, seed, init = key.split("/")
+            run.setdefault("scored_before", {k: run[k] for k in ("dice", "organ_mean")})
+            run.update(self.score(self.out / "runs" / f"{minutes}min_seed{seed}_{init}"))
+            print(f"{key}: organ mean {run['organ_mean']:.3f} (before {run['scored_before']['organ_mean']:.3f})",
+                  flush=True)
+            self.save()
 
     def calibrate(self, minutes: float, model: Path) -> dict:
         """What M minutes buy: PGL init (whose network is fixed by pretraining), seed 0, alone on the machine; or
@@ -228,6 +244,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--finetune-arg", action="append", default=[], metavar="ARG",
                         help="extra pgl finetune argument for every run, repeated (e.g. "
                              "--finetune-arg=--structure-shift-hu --finetune-arg=40)")
+    parser.add_argument("--segment-arg", action="append", default=[], metavar="ARG",
+                        help="extra pgl segment argument for every run, repeated (e.g. "
+                             "--segment-arg=--largest-component --segment-arg=none)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="no training: segment every finished run's model again (current defaults and "
+                             "--segment-arg) and score it")
     parser.add_argument("--steps-at", type=steps_at, nargs="+", default=[], metavar="M=STEPS",
                         help="equal-steps without a calibration run: the steps M minutes bought on this machine "
                              "when it was idle (e.g. from `pgl finetune --minutes M` logs), on --grid")
@@ -240,8 +262,10 @@ def main(argv: list[str] | None = None) -> dict:
     bench = Bench(args)
     bench.out.mkdir(parents=True, exist_ok=True)
     bench.data()
-    model = None if args.report else bench.pretrained()
-    for minutes in [] if args.report else args.minutes:
+    if args.rescore:
+        bench.rescore()
+    model = None if args.report or args.rescore else bench.pretrained()
+    for minutes in [] if args.report or args.rescore else args.minutes:
         for seed in range(args.seeds):
             bench.pair(minutes, seed, model)
     table = bench.summary()

@@ -35,21 +35,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pgl_engine.cache import ScanCache
 from pgl_engine.cli import parse_key_values
-from pgl_engine.compare_config import CompareConfig
-from pgl_engine.compare_data import make_data
-from pgl_engine.compare_runs import pretrain_one
-from pgl_engine.compare_stats import Spread, paired_difference
+from pgl_engine.comparison.config import CompareConfig
+from pgl_engine.comparison.data import make_data
+from pgl_engine.comparison.runs import pretrain_one
+from pgl_engine.comparison.stats import Spread, paired_difference
 from pgl_engine.config import FinetuneConfig
+from pgl_engine.data.cache import ScanCache
+from pgl_engine.data.labels import load_label_on_grid, read_dataset_json
 from pgl_engine.errors import PGLError
-from pgl_engine.evaluate import dice_per_label
-from pgl_engine.finetune import Finetuner, resolve_init
-from pgl_engine.inference import predict_logits
-from pgl_engine.labels import load_label_on_grid, read_dataset_json
-from pgl_engine.phantom import LABELS, ORGANS
-from pgl_engine.plateau import PlateauDetector
-from pgl_engine.precision import PRECISIONS
+from pgl_engine.finetuning.trainer import Finetuner, resolve_init
+from pgl_engine.inference.evaluation import dice_per_label
+from pgl_engine.inference.sliding_window import predict_logits
+from pgl_engine.phantoms.tuning import LABELS, ORGANS
+from pgl_engine.training.plateau import PlateauDetector
+from pgl_engine.training.precision import PRECISIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 ORGAN_VALUES = {v: n for v, n in LABELS.items() if n in ORGANS}

@@ -50,7 +50,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, and record
     >"$W/logs/machine.txt" 2>&1
 
 # the comparison's cohorts (CPU only) while the benchmarks use the GPU
-COHORT="from pgl_engine.experiment import CompareConfig, make_data
+COHORT="from pgl_engine.comparison.experiment import CompareConfig, make_data
 make_data(CompareConfig(out='$W/cmp', labeled=($MOST_LABELED,), test=$TEST, unlabeled=24,
                         phases=tuple('${PHASE_LIST[*]}'.split())), None)"
 step cohort 120 $PY -c "$COHORT" &

@@ -37,7 +37,7 @@ LIMIT_MS = 250
 def make_ct(image: Path, labels: Path) -> None:
     """Phantom 7 resampled onto the benchmark grid (axis-aligned, centred), with its four organs (the tumour counts
     as liver)."""
-    from pgl_engine.phantom import LABELS, make_phantom
+    from pgl_engine.phantoms.tuning import LABELS, make_phantom
 
     case = make_phantom(7)
     tumour = next(k for k, v in LABELS.items() if v == "tumour")
@@ -106,9 +106,9 @@ def measure(work: Path) -> dict:
     from panel_helpers import TinySegmentationLogic, replace_segments
     from slicer_harness import Heartbeat, SlicerHarness
 
+    from pgl_engine.data.labels import label_table
+    from pgl_engine.phantoms.tuning import LABELS, ORGANS
     from PGLCommon.nodes import load_segmentation
-    from pgl_engine.labels import label_table
-    from pgl_engine.phantom import LABELS, ORGANS
 
     make_ct(work / "ct.nii.gz", work / "ct_labels.nii.gz")
     app = SlicerHarness(work / "slicer")

@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from pgl_engine.evaluate import evaluate
-from pgl_engine.phantom import write_cohort
-from pgl_engine.phantom_heldout import LABELS, write_heldout_cohort
-from pgl_engine.precision import cpu_has_native_bf16
+from pgl_engine.inference.evaluation import evaluate
+from pgl_engine.phantoms.heldout import LABELS, write_heldout_cohort
+from pgl_engine.phantoms.tuning import write_cohort
+from pgl_engine.training.precision import cpu_has_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 

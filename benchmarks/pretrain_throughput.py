@@ -18,9 +18,9 @@ from monai.losses import DiceCELoss
 from torch import nn
 
 from pgl_engine.config import PretrainConfig
-from pgl_engine.networks import build_backbone
-from pgl_engine.phantom import write_cohort
-from pgl_engine.pretrain import Pretrainer, prepare_scans
+from pgl_engine.models.networks import build_backbone
+from pgl_engine.phantoms.tuning import write_cohort
+from pgl_engine.pretraining.trainer import Pretrainer, prepare_scans
 
 
 def sync(device: torch.device) -> None:

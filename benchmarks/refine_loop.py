@@ -42,14 +42,13 @@ CONFIGURATIONS = {"chosen": ((3.2, 3.2, 6.0), (48, 48, 32), "narrow"), "former":
 
 def time_one_round(work: Path, steps: int, device: str, configuration: str = "chosen") -> dict:
     from mrml_harness import MRMLHarness
+    from PGLSegmentationLib.logic import PGLSegmentationLogic
     from segment_end_to_end import make_input, make_model
 
-    from PGLCommon.nodes import load_segmentation
-    from PGLSegmentationLib.logic import PGLSegmentationLogic
-    from pgl_engine.labels import label_table
-    from pgl_engine.phantom import LABELS
-
     from pgl_engine.config import WIDE_NETWORK, NetworkConfig
+    from pgl_engine.data.labels import label_table
+    from pgl_engine.phantoms.tuning import LABELS
+    from PGLCommon.nodes import load_segmentation
 
     image, labels, model = work / "ct.nii.gz", work / "ct_labels.nii.gz", work / "model"
     make_input(image, labels)
@@ -91,10 +90,10 @@ def time_one_round(work: Path, steps: int, device: str, configuration: str = "ch
 
 def dice_rounds(work: Path, steps: int, seeds: int, device: str) -> list[dict]:
     from pgl_engine.config import NetworkConfig
-    from pgl_engine.evaluate import evaluate
-    from pgl_engine.finetune import finetune
-    from pgl_engine.phantom import write_cohort
-    from pgl_engine.segment import segment
+    from pgl_engine.finetuning.trainer import finetune
+    from pgl_engine.inference.evaluation import evaluate
+    from pgl_engine.inference.segmentation import segment
+    from pgl_engine.phantoms.tuning import write_cohort
 
     cohort = work / "cohort"
     write_cohort(cohort, 7, labels=True, seed=500, spacing_scale=2.0)

@@ -35,16 +35,16 @@ import SimpleITK as sitk
 import torch
 
 from pgl_engine.config import NetworkConfig
-from pgl_engine.evaluate import dice_per_label
-from pgl_engine.imaging import load_ras, normalise_hu
-from pgl_engine.inference import predict_logits
-from pgl_engine.labels import label_table
-from pgl_engine.model_store import load_model, read_metadata, save_model
-from pgl_engine.networks import build_segmentation_net
-from pgl_engine.phantom import LABELS, make_phantom
-from pgl_engine.precision import inference_dtype
-from pgl_engine.segment_time import estimate_seconds
-from pgl_engine.training import resolve_device
+from pgl_engine.data.imaging import load_ras, normalise_hu
+from pgl_engine.data.labels import label_table
+from pgl_engine.inference.evaluation import dice_per_label
+from pgl_engine.inference.sliding_window import predict_logits
+from pgl_engine.inference.time_estimate import estimate_seconds
+from pgl_engine.models.networks import build_segmentation_net
+from pgl_engine.models.store import load_model, read_metadata, save_model
+from pgl_engine.phantoms.tuning import LABELS, make_phantom
+from pgl_engine.training.loop import resolve_device
+from pgl_engine.training.precision import inference_dtype
 
 SHAPE, SPACING = (512, 512, 200), (0.78, 0.78, 2.5)
 ORGANS = {1: "liver", 2: "spleen", 3: "right kidney", 4: "left kidney"}

@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from heldout_baseline import cpu_model  # noqa: E402
-from pgl_engine.config import WIDE_NETWORK, NetworkConfig  # noqa: E402
-from pgl_engine.precision import cpu_has_native_bf16  # noqa: E402
 from segment_end_to_end import make_input, make_model, run_segment  # noqa: E402
+
+from pgl_engine.config import WIDE_NETWORK, NetworkConfig  # noqa: E402
+from pgl_engine.training.precision import cpu_has_native_bf16  # noqa: E402
 
 MODELS = {"chosen": ((3.2, 3.2, 6.0), (48, 48, 32), NetworkConfig()),
           "former": ((1.5, 1.5, 3.0), (64, 64, 32), WIDE_NETWORK)}

@@ -22,7 +22,7 @@ from io import BytesIO
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SEGMENT_PROBE = ("import sys, json, pgl_engine.cli, pgl_engine.segment; "
+SEGMENT_PROBE = ("import sys, json, pgl_engine, pgl_engine.cli; pgl_engine.segment; "  # loads segment's module
                  "print(json.dumps(sorted(m for m in sys.modules if m.startswith('pgl_engine.'))))")
 TORCH_PROBE = "import torch"
 

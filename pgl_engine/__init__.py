@@ -1,23 +1,23 @@
 """pgl_engine: Prior-Guided Local self-supervised pretraining for 3D CT segmentation (Xie et al. 2020).
 
 Pure Python (PyTorch + MONAI + SimpleITK + pydicom + nibabel); never imports Slicer or Qt. The names below are
-imported on first use, so a command (`pgl segment`) loads only the modules it needs.
+imported on first use, so a command (`pgl segment`) loads only the modules it needs. The sub-packages group the
+modules by job: data, models, training, pretraining, finetuning, inference, export, comparison, phantoms.
 """
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 __version__ = "0.1.0"
 
 _HOME = {  # public name -> the module that defines it
     "NetworkConfig": "config", "PretrainConfig": "config", "FinetuneConfig": "config",
-    "PGLError": "errors", "TrainingInterrupted": "errors", "evaluate": "evaluate",
-    "CompareConfig": "experiment", "compare": "experiment", "demo": "demo", "finetune": "finetune",
-    "LoadedModel": "model_store", "load_model": "model_store", "read_metadata": "model_store",
-    "write_cohort": "phantom", "pretrain": "pretrain", "scan_listing": "scan_list", "segment": "segment",
-    "export_dataset": "nnunet_export", "export_model": "bundle_export",
+    "PGLError": "errors", "TrainingInterrupted": "errors", "evaluate": "inference.evaluation",
+    "CompareConfig": "comparison.config", "compare": "comparison.experiment", "demo": "walkthrough",
+    "finetune": "finetuning.trainer", "LoadedModel": "models.store", "load_model": "models.store",
+    "read_metadata": "models.store", "write_cohort": "phantoms.tuning", "pretrain": "pretraining.trainer",
+    "scan_listing": "data.scan_list", "segment": "inference.segmentation", "export_dataset": "export.nnunet",
+    "export_model": "export.bundle",
 }
 __all__ = ["__version__", *_HOME]
 
@@ -32,15 +32,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_HOME))
-
-
-class _Package(types.ModuleType):
-    def __setattr__(self, name: str, value) -> None:
-        # importing a submodule binds it on the package; where it is named like the function it exports
-        # (segment, finetune, pretrain, evaluate), `pgl_engine.<name>` stays the function, as documented
-        if isinstance(value, types.ModuleType) and _HOME.get(name) == name:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

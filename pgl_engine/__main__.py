@@ -1,4 +1,4 @@
 from .cli import main
-from .distributed import end_process
+from .training.distributed import end_process
 
 end_process(main())

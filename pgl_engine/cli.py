@@ -14,10 +14,10 @@ from .cli_options import add_dataclass_options, dataclass_from_args
 from .config import DEFAULT_FINETUNE_MINUTES, FinetuneConfig, NetworkConfig, PretrainConfig
 from .contract import EXIT_CANCELLED, EXIT_ERROR, EXIT_OK
 from .errors import PGLError, TrainingInterrupted
-from .interrupt import request_stop, watch_stop_file
-from .precision import PRECISIONS
-from .process_alive import WORK_FOLDER_RECORD
 from .progress import JsonLinesReporter, LogLinesReporter, TerminalReporter, emit, is_closed_pipe
+from .training.interrupt import request_stop, watch_stop_file
+from .training.precision import PRECISIONS
+from .training.process_alive import WORK_FOLDER_RECORD
 
 
 def add_progress_option(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--input", required=True, help="scan file or folder of scans")
     sg.add_argument("--output", required=True, help="label map file, or folder for a folder of scans")
     sg.add_argument("--tta", action="store_true", help="average flipped predictions (axes the model trained with)")
-    sg.add_argument("--largest-component", action="store_true", help="keep each label's largest component")
+    sg.add_argument("--largest-component", nargs="?", const="all", default="auto", choices=("auto", "all", "none"),
+                    help="keep only the largest piece of: the labels that were one piece in every case the model "
+                         "learnt from (auto, the default), every label (all, or the option alone), none")
     sg.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     sg.add_argument("--overlap", type=float, default=0.5,
                     help="sliding-window overlap (default: 0.5)")
@@ -143,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="let --csv replace an existing file that is not a previous pgl evaluate CSV")
     add_progress_option(ev)
 
-    from .experiment import CompareConfig
+    from .comparison.experiment import CompareConfig
 
     cp = sub.add_parser("compare", help="random vs BYOL vs PGL initialisation, paired over seeds, with a report")
     add_dataclass_options(cp, CompareConfig)
@@ -153,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="extra fine-tuning option for every run, e.g. transfer=encoder")
     add_progress_option(cp)
 
-    from .pretraining_check import CheckConfig
+    from .pretraining.check import CheckConfig
 
     ck = sub.add_parser("check-pretraining", help="did a pretrained model help on your labelled scans? (paired, "
                                                    "leave-one-case-out)")
@@ -183,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_phantom(args, progress) -> None:
     if args.family == "heldout":
-        from .phantom_heldout import write_heldout_cohort
+        from .phantoms.heldout import write_heldout_cohort
 
         if args.phases != ["venous"]:
             raise PGLError("--phases applies to --family phantom only: the held-out family draws each subject's "
@@ -192,7 +194,7 @@ def run_phantom(args, progress) -> None:
                                      spacing_scale=args.spacing_scale, progress=progress)
         emit(progress, "done", out=str(Path(args.out)), images=len(paths))
         return
-    from .phantom import write_cohort
+    from .phantoms.tuning import write_cohort
 
     paths = write_cohort(args.out, args.count, labels=args.labels, seed=args.seed,
                          spacing_scale=args.spacing_scale, phases=tuple(args.phases), progress=progress)
@@ -200,7 +202,7 @@ def run_phantom(args, progress) -> None:
 
 
 def run_pretrain(args, progress) -> None:
-    from .pretrain import pretrain
+    from .pretraining.trainer import pretrain
 
     options = explicit_options(PretrainConfig, args)  # so that --preset can supply the others
     pretrain(progress=progress, network=dataclass_from_args(NetworkConfig, args), **options)
@@ -240,13 +242,13 @@ def finetune_options(args: argparse.Namespace) -> dict:
 
 
 def run_finetune(args, progress) -> None:
-    from .finetune import finetune
+    from .finetuning.trainer import finetune
 
     finetune(progress=progress, **finetune_options(args))
 
 
 def run_segment(args, progress) -> None:
-    from .segment import segment
+    from .inference.segmentation import segment
 
     segment(args.model, args.input, args.output, tta=args.tta, largest_component=args.largest_component,
             device=args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size, progress=progress,
@@ -255,7 +257,7 @@ def run_segment(args, progress) -> None:
 
 
 def run_scan_list(args, progress) -> None:
-    from .scan_list import describe_search, scan_listing
+    from .data.scan_list import describe_search, scan_listing
 
     listing = scan_listing(args.images, tuple(m.upper() for m in args.modalities))
     show(args, describe_search(listing))
@@ -263,7 +265,7 @@ def run_scan_list(args, progress) -> None:
 
 
 def run_export_dataset(args, progress) -> None:
-    from .nnunet_export import export_dataset
+    from .export.nnunet import export_dataset
 
     target = export_dataset(args.out, args.name, args.id, images=args.images or None, labels=args.labels or None,
                             dataset=args.dataset or None, label_names=args.label_names, format=args.format,
@@ -274,7 +276,7 @@ def run_export_dataset(args, progress) -> None:
 
 
 def run_evaluate(args, progress) -> None:
-    from .evaluate import evaluate, format_table
+    from .inference.evaluation import evaluate, format_table
 
     result = evaluate(args.pred, args.labels, args.csv or None, progress=progress, overwrite=args.overwrite)
     show(args, format_table(result))
@@ -295,7 +297,7 @@ def parse_key_values(items: list[str], flag: str) -> dict:
 
 
 def run_compare(args, progress) -> None:
-    from .experiment import CompareConfig, compare
+    from .comparison.experiment import CompareConfig, compare
 
     config = dataclass_from_args(CompareConfig, args,
                                  pretrain_options=parse_key_values(args.pretrain_option, "--pretrain-option"),
@@ -305,13 +307,13 @@ def run_compare(args, progress) -> None:
 
 
 def run_check(args, progress) -> None:
-    from .pretraining_check import CheckConfig, check_pretraining
+    from .pretraining.check import CheckConfig, check_pretraining
 
     show(args, check_pretraining(dataclass_from_args(CheckConfig, args), progress)["text"])
 
 
 def run_export(args, progress) -> None:
-    from .bundle_export import export_model
+    from .export.bundle import export_model
 
     out = export_model(args.model, args.out, format=args.format, keep_case_names=args.keep_case_names,
                        progress=progress)
@@ -319,7 +321,7 @@ def run_export(args, progress) -> None:
 
 
 def run_demo(args, progress) -> None:
-    from .demo import demo
+    from .walkthrough import demo
 
     report = demo(args.out, quick=args.quick, device=args.device, workers=args.workers, progress=progress)
     show(args, report.read_text())

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 # the defaults the Slicer panels show too, and the fine-tuning budgets: defined once, in the contract
-from .contract import (BATCH_SIZE, DEFAULT_FINETUNE_MINUTES, DEVICE, PATCH_SIZE, PRETRAIN_METHOD,
-                       PRETRAIN_PATCH_SIZE, PRETRAIN_SPACING_MM, PRETRAIN_STEPS, REFINE_MINUTES, SPACING_MM)
+from .contract import (BATCH_SIZE, DEFAULT_FINETUNE_MINUTES, DEVICE, PATCH_SIZE, PRETRAIN_METHOD, PRETRAIN_PATCH_SIZE,
+                       PRETRAIN_SPACING_MM, PRETRAIN_STEPS, REFINE_MINUTES, SPACING_MM)
 from .errors import PGLError
 
 
@@ -113,7 +113,9 @@ class TrainConfig:
     batch_size: int = option(BATCH_SIZE, "samples per step (per process)")
     patch_size: tuple[int, int, int] = option(PATCH_SIZE, "network input size in voxels (1 or 3 values)")
     spacing: tuple[float, float, float] = option(SPACING_MM, "resampling spacing in mm (1 or 3 values)")
-    hu_window: tuple[float, float] = option((-1024.0, 325.0), "HU clip window LO HI, mapped to [0, 1]")
+    hu_window: tuple[float, float] = option(
+        (-175.0, 250.0), "HU clip window LO HI, mapped to [0, 1]; the default is abdominal CT's soft-tissue window; "
+                         "-1024 325 keeps air and lung apart (a model keeps its window)")
     device: Literal["auto", "cpu", "cuda", "mps"] = option(DEVICE, "where to train")
     precision: Literal["auto", "fp32", "bf16"] = option(
         "auto", "arithmetic: auto = fp16 mixed precision on CUDA and, for fine-tuning, bf16 on CPUs with native bf16 "

@@ -1,5 +1,5 @@
-"""What the engine and the Slicer side must agree on, defined once: exit codes, file names, the defaults the
-panels show, the segment-time formula.
+"""What the engine and the Slicer side must agree on, defined once: exit codes, file names, event names, the
+defaults the panels show, the segment-time formula.
 
 The engine imports it and so do the Slicer modules (PGLCommon, PGLPretrain, PGLSegmentation), in Slicer's own
 Python (3.9 in Slicer 5.8, 3.12 in 5.10), where torch may not be installed yet: standard library only, and no
@@ -23,6 +23,9 @@ CHECKPOINT_DIR = "checkpoints"  # a training run's output folder: resumable chec
 TRAIN_LOG_FILE = "train_log.jsonl"  # ... and one JSON line per training step
 LABEL_TABLE_SUFFIX = ".labels.json"  # `<label map>.labels.json` beside a label map: label names and colours
 
+# --- the JSON events of `--progress json`, one object per line with its name under "event" (docs/formats.md) ------
+EVENTS = ("progress", "info", "warning", "checkpoint", "done", "cancelled", "error")
+
 # the start of the engine's info event on what it chose for the machine and the time budget, which the panels
 # show as soon as it arrives
 CONFIGURATION_CHOSEN = "configuration chosen"
@@ -31,7 +34,7 @@ CONFIGURATION_CHOSEN = "configuration chosen"
 PRETRAIN_METHOD = "pgl"  # or "byol"
 PATCH_SIZE = (64, 64, 32)  # network input in voxels, x y z (fine-tuning with fixed steps; the fine grid)
 SPACING_MM = (1.5, 1.5, 3.0)  # resampling spacing, x y z
-# the coarse grid a CPU fine-tunes on within minutes (pgl_engine/budget_choice.py) ...
+# the coarse grid a CPU fine-tunes on within minutes (pgl_engine/finetuning/budget_choice.py) ...
 COARSE_PATCH_SIZE = (48, 48, 32)
 COARSE_SPACING_MM = (3.2, 3.2, 6.0)
 # ... is where pretraining learns by default: fine-tuning a model on the grid it was pretrained on keeps the

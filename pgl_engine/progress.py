@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Callable, TextIO
 
+from .contract import EVENTS
+
 ProgressCallback = Callable[[dict], None]
 
 
@@ -166,5 +168,7 @@ class EtaClock:
 
 
 def emit(callback: ProgressCallback | None, event: str, **fields) -> None:
+    if event not in EVENTS:  # a name the Slicer side would not know (pgl_engine.contract)
+        raise ValueError(f"unknown event {event!r}; the events are {EVENTS}")
     if callback is not None:
         callback({"event": event, **fields})

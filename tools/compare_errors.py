@@ -18,11 +18,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from pgl_engine.evaluate import dice_per_label
-from pgl_engine.experiment import CompareConfig
-from pgl_engine.imaging import ras_grid_covering, read_image, resample
-from pgl_engine.phantom import LABELS
-from pgl_engine.segment import geometry_reference, labels_on_grid
+from pgl_engine.inference.evaluation import dice_per_label
+from pgl_engine.comparison.experiment import CompareConfig
+from pgl_engine.data.imaging import ras_grid_covering, read_image, resample
+from pgl_engine.phantoms.tuning import LABELS
+from pgl_engine.inference.segmentation import geometry_reference, labels_on_grid
 
 
 def read_zyx(path: Path) -> np.ndarray:

@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pgl_engine.labels import label_table  # noqa: E402
-from pgl_engine.phantom import LABELS, make_phantom  # noqa: E402
+from pgl_engine.data.labels import label_table  # noqa: E402
+from pgl_engine.phantoms.tuning import LABELS, make_phantom  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

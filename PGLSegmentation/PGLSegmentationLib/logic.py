@@ -104,6 +104,13 @@ def without_notes(steps: StepGenerator) -> StepGenerator:
     return []
 
 
+def largest_component_choice(largestComponent) -> str:
+    """`pgl segment --largest-component`: the panel's checkbox (True: each segment that was one piece in every case
+    the model learnt from keeps only its largest piece; False: every piece kept), or the engine's own word."""
+    if isinstance(largestComponent, str):
+        return largestComponent
+    return "auto" if largestComponent else "none"
+
 class PGLSegmentationLogic:
     def __init__(self, job_class: type = EngineJob):
         self.job_class = job_class
@@ -340,8 +347,7 @@ class PGLSegmentationLogic:
         work = new_work_folder("segment")
         args = ["--model", modelDir, "--input", work / "input.nii", "--output", work / "output.nii", "--device",
                 device]
-        if largestComponent:
-            args.append("--largest-component")
+        args += ["--largest-component", largest_component_choice(largestComponent)]
 
         def write() -> StepGenerator:
             yield from write_volume_steps(volumeNode, work / "input.nii")

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from pgl_engine.config import PretrainConfig
-from pgl_engine.distributed import end_process
-from pgl_engine.pretrain import Pretrainer
+from pgl_engine.training.distributed import end_process
+from pgl_engine.pretraining.trainer import Pretrainer
 
 
 class ProbedPretrainer(Pretrainer):

@@ -95,7 +95,8 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def module_names():
-    names = [f"pgl_engine.{p.stem}" for p in sorted((ROOT / "pgl_engine").glob("*.py")) if p.stem != "__main__"]
+    engine = sorted(p.relative_to(ROOT).with_suffix("").parts for p in (ROOT / "pgl_engine").rglob("*.py"))
+    names = [".".join(parts[:-1] if parts[-1] == "__init__" else parts) for parts in engine if parts[-1] != "__main__"]
     names += [f"PGLCommon.{p.stem}" for p in sorted((ROOT / "PGLCommon").glob("*.py"))]
     for module in ("PGLPretrain", "PGLSegmentation"):
         names += [f"{module}Lib.{p.stem}" for p in sorted((ROOT / module / f"{module}Lib").glob("*.py"))]

@@ -1,0 +1,1 @@
+"""Reading, caching and writing scans and labels: images, DICOM series, .seg.nrrd, label tables, augmentation."""

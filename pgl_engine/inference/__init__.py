@@ -1,0 +1,1 @@
+"""Segmenting scans (sliding window, labels back on the input grid), its time estimate, and scoring."""

@@ -1,0 +1,1 @@
+"""Synthetic torso CT cohorts: the family defaults are tuned on, and a frozen held-out family for verdicts."""

@@ -1,0 +1,1 @@
+"""The training loop and its parts: step plan, run folder, lock, log, checkpoints, precision, stop, DDP."""
