@@ -86,6 +86,7 @@ def test_the_ui_files_hold_the_contract_values():
     assert [pretrain[f"spacing{axis}SpinBox"] for axis in "XYZ"] == list(contract.PRETRAIN_SPACING_MM)
     assert segmentation["finetuneMinutesSpinBox"] == contract.DEFAULT_FINETUNE_MINUTES
     assert segmentation["refineSecondsSpinBox"] == round(contract.REFINE_MINUTES * 60)
+    assert segmentation["checkStepsSpinBox"] == contract.CHECK_PRETRAINING_STEPS
 
 
 def test_the_pretrain_panel_shows_the_contract_whatever_the_ui_file_says(slicer_app, monkeypatch):

@@ -50,6 +50,8 @@ DEFAULT_FINETUNE_MINUTES = 5.0
 # ... and when continuing a segmentation model: a refine round (the correction learnt, then the scan segmented
 # again) that the user waits for
 REFINE_MINUTES = 0.5
+# `pgl check-pretraining` and the panel's Check: fine-tuning steps per run
+CHECK_PRETRAINING_STEPS = 300
 
 # --- how long `pgl segment` will take: shown by `pgl finetune` and by the Slicer panel before Apply -------------
 SEGMENT_RATES_KEY = "segment_rates"  # the model metadata's rates, measured when fine-tuning ends

@@ -330,15 +330,15 @@ class PGLSegmentationLogic:
         self.models.append(str(modelDir))
 
     # --- segmentation -------------------------------------------------------------------------------------
-    def start_segment(self, volumeNode, modelDir: str, largestComponent: bool = False, device: str = "auto",
+    def start_segment(self, volumeNode, modelDir: str, largestComponent: bool | str = True, device: str = "auto",
                       into=None, name: str | None = None) -> StagedJob:
         """Start segmenting; returns the job (a StagedJob: as it is polled it writes the volume a slab at a time,
         runs the engine, then reads the result into segments). Its `result` is then (the segmentation node: new,
         or `into` with its segments replaced, the (k, j, i) label array, the label table)."""
         return self._segment_job(volumeNode, modelDir, largestComponent, device, into, name)
 
-    def _segment_job(self, volumeNode, modelDir: str, largestComponent: bool, device: str, into, name: str | None,
-                     keep: Callable | None = None) -> StagedJob:
+    def _segment_job(self, volumeNode, modelDir: str, largestComponent: bool | str, device: str, into,
+                     name: str | None, keep: Callable | None = None) -> StagedJob:
         """start_segment; keep(node, labels, table) makes the job's result when given."""
         if volumeNode is None:
             raise UserError("Choose an input volume.")
@@ -378,7 +378,7 @@ class PGLSegmentationLogic:
         replaced."""
         return run_all(PGLSegmentationLogic.segment_result_steps(volumeNode, job, name, into))[0]
 
-    def segment(self, volumeNode, modelDir: str, largestComponent: bool = False, device: str = "auto",
+    def segment(self, volumeNode, modelDir: str, largestComponent: bool | str = True, device: str = "auto",
                 onEvent: Callable[[dict], None] | None = None, into=None):
         """Segment a volume node and return the vtkMRMLSegmentationNode (new, or `into` with its segments
         replaced); blocks with the GUI alive; EngineError on failure."""

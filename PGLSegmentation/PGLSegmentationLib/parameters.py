@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from PGLCommon.nodes import in_scene
 
-from pgl_engine.contract import DEFAULT_FINETUNE_MINUTES, DEVICE, REFINE_MINUTES
+from pgl_engine.contract import CHECK_PRETRAINING_STEPS, DEFAULT_FINETUNE_MINUTES, DEVICE, REFINE_MINUTES
 
 REFINE_SECONDS = REFINE_MINUTES * 60  # Refine's default budget: the engine's for continuing a segmentation model
 
@@ -34,7 +34,7 @@ class SegmentationParameters:
     outputDir: str = ""
     finetuneMinutes: float = DEFAULT_FINETUNE_MINUTES
     overwrite: bool = False  # replace a model or run in outputDir (the panel asks first)
-    checkSteps: int = 300
+    checkSteps: int = CHECK_PRETRAINING_STEPS
     # apply
     inputVolume: object = None
     model: str = ""

@@ -16,6 +16,7 @@ import numpy as np
 from ..atomic import write_text_atomically
 from ..comparison.stats import paired_difference
 from ..config import NetworkConfig, option
+from ..contract import CHECK_PRETRAINING_STEPS
 from ..data.imaging import read_image, scan_name
 from ..data.labels import labelled_values, pair_folders
 from ..errors import PGLError
@@ -35,7 +36,7 @@ class CheckConfig:
     init: str = option("", "the pretrained model to check", required=True)
     out: str = option("", "work folder for the fold models and the report (check.json)", required=True)
     label_names: tuple[str, ...] = option((), "names of labels 1, 2, ... (default: label 1, label 2, ...)")
-    steps: int = option(100, "fine-tuning steps per run")
+    steps: int = option(CHECK_PRETRAINING_STEPS, "fine-tuning steps per run")
     seeds: int = option(2, "paired seeds per held-out case")
     patch_size: tuple[int, int, int] = option((64, 64, 32), "patch size in voxels (1 or 3 values)")
     batch_size: int = option(2, "patches per step")
