@@ -351,12 +351,13 @@ def test_a_structure_below_the_hu_window_is_named_before_training(cohort, tmp_pa
     air: the warning names them and the window to use; under the default window nothing is said."""
     from pgl_engine.finetuning.data import read_finetune_data
 
-    def warnings(hu_window):
+    def warnings(hu_window=None):  # None: the default window
         events = []
-        config = FinetuneConfig(**seg_options(cohort, tmp_path / "unused", tmp_path / "cache", hu_window=hu_window))
+        window = {"hu_window": hu_window} if hu_window else {}
+        config = FinetuneConfig(**seg_options(cohort, tmp_path / "unused", tmp_path / "cache", **window))
         read_finetune_data(config, events.append)
         return [e["message"] for e in events if e["event"] == "warning" and "HU window" in e["message"]]
 
-    assert warnings((-1024.0, 325.0)) == [] == warnings(FinetuneConfig.__dataclass_fields__["hu_window"].default)
+    assert warnings((-1024.0, 325.0)) == [] == warnings()
     [message] = warnings((300.0, 600.0))
     assert message.startswith("liver, spleen") and "(300 HU)" in message and "--hu-window -1024 600" in message
