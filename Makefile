@@ -1,5 +1,5 @@
 # Quick start: `make demo` (the clinician's path on phantoms: PGL pretraining -> fine-tuning -> segmentation ->
-# report, about 4 minutes on 2 CPU cores) and `make test`. `make compare`: the paper's comparison (13-31 minutes).
+# report, about 3 minutes on 2 CPU cores) and `make test`. `make compare`: the paper's comparison (13-31 minutes).
 # Each target creates .venv and installs what it needs on first use.
 PYTHON ?= python3
 VENV := .venv
