@@ -135,12 +135,12 @@ def warn_below_window(cases: list[LabelledCase], class_names: dict[int, str], hu
                       progress: ProgressCallback | None) -> None:
     """Name the structures most of whose voxels lie below the HU window, where they look like air (lungs under
     a soft-tissue window): the network cannot tell them from what surrounds them by intensity."""
-    below = []
-    for k, name in class_names.items():
-        inside = [case.scan.load()[case.labels == k] for case in cases if case.labelled[k]]
-        total = sum(v.size for v in inside)
-        if total and sum(int((v <= 0).sum()) for v in inside) >= BELOW_WINDOW_SHARE * total:
-            below.append(name)
+    classes = len(cases[0].labelled)  # background and each class
+    total, low = np.zeros(classes), np.zeros(classes)
+    for case in cases:  # one read of each scan: per class, its voxels and those at the window's low end
+        total += np.bincount(case.labels.ravel(), minlength=classes)[:classes] * case.labelled
+        low += np.bincount(case.labels[case.scan.load() <= 0], minlength=classes)[:classes] * case.labelled
+    below = [name for k, name in class_names.items() if total[k] and low[k] >= BELOW_WINDOW_SHARE * total[k]]
     if below:
         lo, hi = hu_window
         emit(progress, "warning", message=f"{', '.join(below)}: most voxels lie below the HU window's low end "
