@@ -31,6 +31,23 @@ def test_the_plan_follows_the_step_time_then_stays_from_half_way_unless_it_would
     assert all(planner.observe(s, 46.0 + 0.1 * (s - 50)) is None for s in range(51, 59))  # never grows again
 
 
+def run_to_the_end(planner: StepPlanner, elapsed_at, longest: int = 100_000) -> tuple[int, float]:
+    """Step until the plan's total: (steps, seconds) at the end."""
+    total = None
+    for step in range(1, longest):
+        total = planner.observe(step, elapsed_at(step)) or total
+        if total is not None and step >= total:
+            return step, elapsed_at(step)
+    raise AssertionError("the plan never ended")
+
+
+def test_a_checkpoint_every_hundred_steps_does_not_end_the_run_early():
+    # 0.14 s per step and a 0.6 s checkpoint every 100 steps, 280 s: about 1900 steps fit. Judged over the last
+    # ten steps, a checkpoint among them looked like 0.2 s per step and cut the plan by hundreds of steps
+    steps, seconds = run_to_the_end(StepPlanner(280.0, 0), lambda s: 0.14 * s + 0.6 * (s // 100))
+    assert 0.97 * 280 <= seconds <= 280 * 1.03, (steps, seconds)
+
+
 def test_a_spent_budget_ends_the_run_at_once():
     planner = StepPlanner(1.0, 0, calibration=2)
     planner.observe(1, 0.1)
