@@ -31,6 +31,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -153,19 +154,27 @@ class Bench:
                      "--norm", net["norm"]]
         return args
 
-    def pair(self, minutes: float, seed: int, model: Path) -> None:
-        todo = [i for i in INITS if f"{minutes:g}/{seed}/{i}" not in self.results["runs"]]
+    def budget(self, minutes: float, seeds: int, model: Path) -> None:
+        """Every run of this budget not yet in results.json, --jobs at once (a seed's two arms side by side, then
+        the next seed's, so an arm left from an earlier invocation does not leave a core idle); each run is
+        recorded as it finishes."""
+        todo = [(s, i) for s in range(seeds) for i in INITS if f"{minutes:g}/{s}/{i}" not in self.results["runs"]]
         jobs = self.args.jobs if self.args.mode == "equal-steps" else 1
         threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-        arm_args = {i: self.arm_args(i, minutes, seed, model) for i in todo}
+        arm_args = {(s, i): self.arm_args(i, minutes, s, model) for s, i in todo}
+        recording = threading.Lock()
+
+        def run(task: tuple[int, str]) -> None:
+            seed, init = task
+            result = self.finetune_and_score(f"{minutes:g}min_seed{seed}_{init}", arm_args[task], threads)
+            with recording:
+                self.results["runs"][f"{minutes:g}/{seed}/{init}"] = result
+                self.save()
+                print(f"{minutes:g} min, seed {seed}, {init}: organ mean {result['organ_mean']:.3f} "
+                      f"({result['steps']} steps)", flush=True)
+
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            done = dict(zip(todo, pool.map(lambda i: self.finetune_and_score(
-                f"{minutes:g}min_seed{seed}_{i}", arm_args[i], threads), todo)))
-        for init, result in done.items():
-            self.results["runs"][f"{minutes:g}/{seed}/{init}"] = result
-            print(f"{minutes:g} min, seed {seed}, {init}: organ mean {result['organ_mean']:.3f} "
-                  f"({result['steps']} steps)", flush=True)
-        self.save()
+            list(pool.map(run, todo))
 
     def summary(self) -> dict:
         """Every budget in results.json with its finished pairs (runs of other invocations included)."""
@@ -236,7 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=5, help="paired seeds per budget (default: 5)")
     parser.add_argument("--test", type=int, default=8, help="test subjects (default: 8)")
     parser.add_argument("--mode", choices=("equal-steps", "wallclock"), default="equal-steps")
-    parser.add_argument("--jobs", type=int, default=1, help="equal-steps: arms run at once (default: 1)")
+    parser.add_argument("--jobs", type=int, default=1, help="equal-steps: runs at once (default: 1)")
     parser.add_argument("--precision", default="fp32", help="pgl finetune/segment --precision (default: fp32)")
     parser.add_argument("--pretrained", default="", help="PGL model to use instead of pretraining one")
     parser.add_argument("--screen", action="store_true", help="2 minutes, 2 seeds, 4 test subjects")
@@ -266,8 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
         bench.rescore()
     model = None if args.report or args.rescore else bench.pretrained()
     for minutes in [] if args.report or args.rescore else args.minutes:
-        for seed in range(args.seeds):
-            bench.pair(minutes, seed, model)
+        bench.budget(minutes, args.seeds, model)
     table = bench.summary()
     bench.plot()
     print(json.dumps({"cpu": bench.results["cpu"], "native_bf16": bench.results["native_bf16"],
