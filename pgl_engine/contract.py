@@ -41,7 +41,8 @@ COARSE_SPACING_MM = (3.2, 3.2, 6.0)
 # structures at the size its filters learnt them
 PRETRAIN_PATCH_SIZE = COARSE_PATCH_SIZE
 PRETRAIN_SPACING_MM = COARSE_SPACING_MM
-PRETRAIN_STEPS = 500
+# PGL's local loss still falls at 500 steps; 2000 gave a better start (docs/benchmarks.md, "Pretraining length")
+PRETRAIN_STEPS = 2000
 BATCH_SIZE = 2  # samples per step (per process)
 DEVICE = "auto"
 # fine-tuning without steps or minutes: this many minutes of wall clock from the start to the saved model
