@@ -32,21 +32,30 @@ def timed(monkeypatch, seconds: dict) -> list:
     return probed
 
 
-def test_a_fast_machine_keeps_the_fine_grid_and_wide_network_and_pays_one_probe(monkeypatch):
-    probed = timed(monkeypatch, {("fine", 16): 0.05})
+def test_a_fast_machine_keeps_the_fine_grid_and_wide_network_and_times_that_grid_only(monkeypatch):
+    probed = timed(monkeypatch, {("fine", 16): 0.05, ("fine", 8): 0.02})
     choice = choose(None, None, 270.0, 5, 2, CPU, torch.float32, clock=lambda: 0.0)
     assert choice.candidate.grid == FINE and choice.candidate.network == WIDE_NETWORK
-    assert len(probed) == 1 and choice.record["chosen"]["grid"] == "fine"
-    assert choice.record["probes"][0]["affordable_steps"] == 5400
+    assert [(c.grid, c.network) for c in probed] == [(FINE, NetworkConfig()), (FINE, WIDE_NETWORK)]
+    assert choice.record["chosen"]["grid"] == "fine"
+    assert [p["affordable_steps"] for p in choice.record["probes"]] == [13500, 5400]
 
 
-def test_a_slow_cpu_gets_the_coarse_grid_and_narrow_network(monkeypatch):
+def test_the_narrow_network_is_taken_where_the_wide_one_does_not_afford_the_grid(monkeypatch):
+    timed(monkeypatch, {("fine", 16): 0.2, ("fine", 8): 0.1})
+    choice = choose(None, None, 270.0, 5, 2, CPU, torch.float32, clock=lambda: 0.0)
+    assert choice.candidate.grid == FINE and choice.candidate.network == NetworkConfig()
+
+
+def test_a_slow_cpu_gets_the_coarse_grid_and_narrow_network_without_timing_the_fine_wide_one(monkeypatch):
     # the 2-core CPU without bf16: 1.6 s, 0.45 s, 0.55 s and 0.25 s per step
-    timed(monkeypatch, {("fine", 16): 1.6, ("fine", 8): 0.45, ("coarse", 16): 0.55, ("coarse", 8): 0.25})
+    probed = timed(monkeypatch, {("fine", 16): 1.6, ("fine", 8): 0.45, ("coarse", 16): 0.55, ("coarse", 8): 0.25})
     choice = choose(None, None, 270.0, 5, 2, CPU, torch.float32, clock=lambda: 0.0)
     assert choice.candidate.grid == COARSE and choice.candidate.network == NetworkConfig()
     assert "1080 steps" in choice.sentence and "enough" in choice.sentence
-    assert [p["affordable_steps"] for p in choice.record["probes"]] == [168, 600, 490, 1080]
+    # the fine grid's narrow network affords 600 of its 1800 steps: the wide one (never faster) is not timed
+    assert (FINE, WIDE_NETWORK) not in [(c.grid, c.network) for c in probed]
+    assert [p["affordable_steps"] for p in choice.record["probes"]] == [600, 1080, 490]
 
 
 def test_a_probe_counts_for_a_slower_training_step(monkeypatch):
@@ -55,7 +64,7 @@ def test_a_probe_counts_for_a_slower_training_step(monkeypatch):
     choice = choose(None, None, 270.0, 5, 2, CPU, torch.float32, clock=lambda: 0.0)
     # 0.25 s probed is 0.325 s in training: 830 of the 1000 steps the coarse grid needs, so the narrow network
     assert choice.candidate.network == NetworkConfig()
-    assert choice.record["probes"][2]["affordable_steps"] == 830
+    assert choice.record["probes"][-1]["affordable_steps"] == 830
 
 
 def test_where_no_candidate_affords_its_need_the_closest_is_taken(monkeypatch):
@@ -66,10 +75,10 @@ def test_where_no_candidate_affords_its_need_the_closest_is_taken(monkeypatch):
 
 
 def test_the_probes_are_paid_from_the_budget(monkeypatch):
-    timed(monkeypatch, {("fine", 16): 1.0, ("fine", 8): 0.3, ("coarse", 16): 0.3, ("coarse", 8): 0.1})
+    timed(monkeypatch, {("fine", 16): 1.0, ("fine", 8): 0.15, ("coarse", 16): 0.3, ("coarse", 8): 0.1})
     ticks = iter([0.0, 100.0, 200.0, 200.0, 200.0, 200.0, 200.0, 200.0])
     choice = choose(None, None, 300.0, 5, 2, CPU, torch.float32, clock=lambda: next(ticks))
-    # 300 s budget, 200 s gone on probing: the fine narrow network's 0.3 s no longer affords 1800 steps
+    # 300 s budget, 100 s gone on probing it: the fine narrow network's 0.15 s no longer affords 1800 steps
     assert choice.candidate.grid == COARSE
 
 

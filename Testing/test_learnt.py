@@ -10,6 +10,7 @@ from conftest import seg_options
 
 from pgl_engine import load_model
 from pgl_engine.finetuning.trainer import LEARNT_DICE, finetune
+from pgl_engine.models.classes import class_map
 from pgl_engine.training.running_dice import RunningDice
 from PGLCommon.model_info import describe_model
 from PGLCommon.output_folders import MODEL_FILE
@@ -34,6 +35,15 @@ def test_running_dice_per_class_on_a_hand_made_confusion():
     dice.add(logits_of([3, 0], 4), torch.tensor([[[0, 0]]]), torch.tensor([[True, True, True, True]]))
     assert dice.per_class()[2] == 0.0
     assert math.isnan(dice.per_class()[0])  # the window (2 steps) has dropped the first step
+
+
+def test_class_map_is_argmax_and_takes_the_first_class_on_ties():
+    logits = torch.randn(2, 5, 6, 7, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(class_map(logits, 1), logits.argmax(1))
+    assert torch.equal(class_map(logits[0], 0), logits[0].argmax(0))
+    tied = torch.zeros(3, 4)
+    tied[1:, 2:] = 1.0  # classes 1 and 2 tie on the last two voxels
+    assert class_map(tied, 0).tolist() == [0, 0, 1, 1]
 
 
 @pytest.fixture(scope="module")

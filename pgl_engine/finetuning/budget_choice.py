@@ -2,9 +2,9 @@
 network width, chosen for this machine by timing a few steps of each candidate.
 
 A fixed 1.5 mm grid costs a slow CPU so much per step that five minutes buy a few hundred steps and a model that
-has learnt little, while a GPU affords it easily. So the candidates are tried from the finest grid and widest
-network down, each timed on synthetic patches (paid from the budget), and the first whose affordable steps reach
-the steps that grid needs to give a usable model is taken; where none does, the one closest to its need. The
+has learnt little, while a GPU affords it easily. So the candidates, from the finest grid and widest network down,
+are timed on synthetic patches (paid from the budget), and the first whose affordable steps reach the steps that
+grid needs to give a usable model is taken; where none does, the one closest to its need. The
 steps each grid needs were measured on `pgl phantom`'s data (docs/benchmarks.md, "Choosing the configuration").
 """
 from __future__ import annotations
@@ -65,6 +65,14 @@ def candidates(network: NetworkConfig | None, grid: Grid | None,
     return [Candidate(g, w) for g in grids for w in widths]
 
 
+def grouped_by_grid(order: list[Candidate]) -> list[list[Candidate]]:
+    """The candidates of each grid together (widest network first), the grids in `order`'s order."""
+    groups: dict[Grid, list[Candidate]] = {}
+    for candidate in order:
+        groups.setdefault(candidate.grid, []).append(candidate)
+    return list(groups.values())
+
+
 def seconds_per_step(candidate: Candidate, classes: int, batch_size: int, device: torch.device,
                      dtype: torch.dtype) -> float:
     """A training step's time for this candidate on random patches: forward, the loss, backward, AdamW."""
@@ -103,18 +111,26 @@ class Choice:
 def choose(network: NetworkConfig | None, grid: Grid | None, training_s: float, classes: int, batch_size: int,
            device: torch.device, dtype: torch.dtype, clock=time.perf_counter,
            pretrained_spacing: tuple[float, float, float] | None = None) -> Choice:
-    """Time the candidates in order and take the first that affords its grid's steps in `training_s` seconds of
-    training (what is left of the budget once the probes are paid); else the one closest to its need."""
+    """Take the first candidate (finest grid, then widest network) that affords its grid's steps in `training_s`
+    seconds of training (what is left of the budget once the probes are paid); else the one closest to its need.
+    Grids are timed finest first, each from its narrowest network up, and timing stops at the first grid with a
+    network that affords it."""
     started = clock()
+    order = candidates(network, grid, pretrained_spacing)
     probes = []
-    for candidate in candidates(network, grid, pretrained_spacing):
-        per_step = PROBE_TO_TRAINING * seconds_per_step(candidate, classes, batch_size, device, dtype)
-        probes.append((candidate, per_step))
+    for same_grid in grouped_by_grid(order):
+        # narrowest first: a wider network is never faster on the same grid, so where the narrowest cannot afford
+        # the grid's steps the wider ones are not timed (on a slow CPU the fine grid's wide probe costs seconds)
+        for candidate in reversed(same_grid):
+            per_step = PROBE_TO_TRAINING * seconds_per_step(candidate, classes, batch_size, device, dtype)
+            probes.append((candidate, per_step))
+            if (training_s - (clock() - started)) / per_step < candidate.grid.steps_needed:
+                break
         left = training_s - (clock() - started)
-        if left / per_step >= candidate.grid.steps_needed:
+        if any(left / s >= c.grid.steps_needed for c, s in probes):
             break
     left = max(0.0, training_s - (clock() - started))
-    enough = [p for p in probes if left / p[1] >= p[0].grid.steps_needed]
+    enough = sorted((p for p in probes if left / p[1] >= p[0].grid.steps_needed), key=lambda p: order.index(p[0]))
     # none affords its grid's need: the one that comes closest (the most steps per step needed)
     chosen, per_step = enough[0] if enough else min(probes, key=lambda p: p[1] * p[0].grid.steps_needed)
     affordable = int(left / per_step)
@@ -137,9 +153,10 @@ def choose(network: NetworkConfig | None, grid: Grid | None, training_s: float, 
 
 
 # wall-clock seconds kept aside when choosing: reading and preprocessing the labelled scans (the step plan later
-# uses the time really left), and the end of the run (last checkpoint, the model, measuring its segmentation speed)
+# uses the time really left), and the end of the run (last checkpoint, the model, measuring its segmentation speed:
+# 1.5-2 s on the 2-core CPU, where a 12 s reserve left 5-minute runs ending 11-14 s early)
 PREPARE_GUESS_S = 20.0
-FINISH_RESERVE_S = 12.0
+FINISH_RESERVE_S = 5.0
 
 
 def given_grid(spacing, patch_size) -> Grid | None:

@@ -16,6 +16,7 @@ from ..data.labels import label_table
 from ..data.spatial_augment import SpatialAugment
 from ..inference.evaluation import dice_per_label
 from ..inference.sliding_window import predict_logits
+from ..models.classes import class_map
 from ..models.learnt import LEARNT_DICE, describe_learnt
 from ..models.metadata import created_now, model_metadata, training_record
 from ..models.networks import SegmentationNet, build_segmentation_net
@@ -120,7 +121,7 @@ class Finetuner(TrainingRun):
         for case in self.data.val_cases:
             logits = predict_logits(self.model, case.scan.load(), self.config.patch_size, self.device)
             names = {k: n for k, n in self.data.class_names.items() if case.labelled[k]}
-            dice = dice_per_label(logits.argmax(0).numpy().astype(np.uint8), case.labels, names)
+            dice = dice_per_label(class_map(logits, 0).numpy().astype(np.uint8), case.labels, names)
             for k, d in dice.items():
                 if not np.isnan(d):
                     scores[k].append(d)

@@ -14,6 +14,7 @@ import SimpleITK as sitk
 import torch
 
 from ..data.imaging import _LPS_TO_RAS, image_ras_corners, ras_image
+from ..models.classes import class_map
 
 # above this share of points to interpolate, ITK's per-class resampling of the slab is faster: measured 0.4 us
 # per interpolated point here against 0.1 us per voxel for ITK (benchmarks/segment_end_to_end.py CT, 2 cores)
@@ -34,7 +35,7 @@ def labels_on_grid(logits: torch.Tensor, affine: np.ndarray, reference: sitk.Ima
     Works `depth` reference slices at a time, so memory stays a few times one slab's voxels."""
     logits = logits.float().contiguous()
     shape = np.array(logits.shape[1:])
-    winner = np.pad(logits.argmax(0).numpy().astype(np.uint8), 1, mode="edge")
+    winner = np.pad(class_map(logits, 0).numpy().astype(np.uint8), 1, mode="edge")
     uniform = _uniform_cells(winner)
     fills = [float(logits[k].min()) for k in range(logits.shape[0])]  # ITK's value outside the grid, per class
     outside_label = np.uint8(int(np.argmax(fills)))

@@ -7,6 +7,8 @@ from collections import deque
 
 import torch
 
+from ..models.classes import class_map
+
 
 class RunningDice:
     def __init__(self, classes: int, window: int = 20):
@@ -19,7 +21,7 @@ class RunningDice:
         (where a case leaves it out, its background may hold it)."""
         k, batch = self.classes, target.shape[0]
         sample = torch.arange(batch, device=target.device).repeat_interleave(target[0].numel())
-        pairs = (sample * k + target.detach().reshape(-1).long()) * k + logits.detach().argmax(1).reshape(-1)
+        pairs = (sample * k + target.detach().reshape(-1).long()) * k + class_map(logits.detach(), 1).reshape(-1)
         confusion = torch.bincount(pairs, minlength=batch * k * k).reshape(batch, k, k).cpu()
         if labelled is not None:
             confusion[:, 0, :] *= labelled.cpu().to(confusion.dtype)  # predicted c on unknown background
