@@ -14,7 +14,7 @@ from pgl_engine.training.time_budget import StepPlanner
 from PGLCommon.model_info import describe_finetune_time
 
 
-def test_the_plan_follows_the_step_time_then_stays_from_half_way_unless_it_would_overrun():
+def test_the_plan_follows_the_step_time_then_stays_from_half_way_unless_it_would_miss_the_budget():
     planner = StepPlanner(60.0, 0, calibration=10)
     assert planner.observe(1, 2.0) is None  # the first step (worker start-up) only starts the clock
     assert all(planner.observe(s, 2.0 + 0.5 * (s - 1)) is None for s in range(2, 10))
@@ -28,7 +28,9 @@ def test_the_plan_follows_the_step_time_then_stays_from_half_way_unless_it_would
     # ... but a machine that gets busy (1.5 s per step: 89.5 s) shrinks it, at the next check, to what is left
     busy = [planner.observe(s, 31.0 + 1.5 * (s - 40)) for s in range(41, 51)]
     assert busy[:-1] == [None] * 9 and busy[-1] == 50 + int((60 - 46.0) / 1.5) == 59
-    assert all(planner.observe(s, 46.0 + 0.1 * (s - 50)) is None for s in range(51, 59))  # never grows again
+    # ... and a machine that gets fast again (0.1 s per step: 59 steps would end at 46.9 s) grows it to what is left
+    assert all(planner.observe(s, 46.0 + 0.1 * (s - 50)) is None for s in range(51, 60))
+    assert planner.observe(60, 47.0) == 60 + int((60 - 47.0) / 0.1)
 
 
 def run_to_the_end(planner: StepPlanner, elapsed_at, longest: int = 100_000) -> tuple[int, float]:
@@ -46,6 +48,16 @@ def test_a_checkpoint_every_hundred_steps_does_not_end_the_run_early():
     # ten steps, a checkpoint among them looked like 0.2 s per step and cut the plan by hundreds of steps
     steps, seconds = run_to_the_end(StepPlanner(280.0, 0), lambda s: 0.14 * s + 0.6 * (s // 100))
     assert 0.97 * 280 <= seconds <= 280 * 1.03, (steps, seconds)
+
+
+def test_a_machine_that_gets_faster_after_the_plan_is_fixed_still_fills_its_budget():
+    # a five-minute run here: planned at 0.153 s per step by step 640, then the machine ran 0.12 s per step; the
+    # plan stayed at 1865 steps and training ended at 245 of its 287.5 s
+    def elapsed(step):
+        return 0.153 * min(step, 640) + 0.12 * max(0, step - 640)
+
+    steps, seconds = run_to_the_end(StepPlanner(287.5, 0), elapsed)
+    assert 0.97 * 287.5 <= seconds <= 287.5 * 1.03, (steps, seconds)
 
 
 def test_a_spent_budget_ends_the_run_at_once():

@@ -49,7 +49,7 @@ class StepPlan:
         total = self.planner.total = self.agree(total)
         if total != steps:
             self.apply(total)
-            emit(self.progress, "info", message=f"time budget: {total} steps in about {self.planner.budget_s / 60:g} "
+            emit(self.progress, "info", message=f"time budget: {total} steps in about {self.planner.budget_s / 60:.3g} "
                                                 f"min ({self.planner.per_step:.2f} s per step so far)")
         self.planned = True
 
