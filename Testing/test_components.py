@@ -38,3 +38,18 @@ def test_keep_largest_components_of_the_chosen_values_only():
     only_one = keep_largest_components(labels.copy(), [1])
     assert (only_one == 1).sum() == 216 and (only_one == 2).sum() == 16
     assert np.array_equal(keep_largest_components(labels.copy(), []), labels)
+
+
+def test_a_removed_piece_takes_the_label_around_it():
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[0:8, 0:8, 0:8] = 2  # the "spleen", touching the array's corner
+    labels[10:20, 10:20, 10:20] = 4  # the "left kidney", to the array's far edges
+    labels[14:16, 14:16, 14:16] = 2  # a spleen piece inside the kidney
+    labels[18:20, 0:2, 0:2] = 2  # and one in background, at the array's edge
+    labels[0:2, 18:20, 18:20] = 4  # a kidney piece in background
+    kept = keep_largest_components(labels.copy())
+    assert (kept[14:16, 14:16, 14:16] == 4).all()  # part of the kidney again, not a hole in it
+    assert (kept == 4).sum() == 1000 and (kept == 2).sum() == 512  # the background pieces are background
+    # only the chosen labels lose pieces
+    kept = keep_largest_components(labels.copy(), [4])
+    assert (kept == 2).sum() == 512 + 8 + 8 and (kept[0:2, 18:20, 18:20] == 0).all()

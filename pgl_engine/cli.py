@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--tta", action="store_true", help="average flipped predictions (axes the model trained with)")
     sg.add_argument("--largest-component", nargs="?", const="all", default="auto", choices=("auto", "all", "none"),
                     help="keep only the largest piece of: the labels that were one piece in every case the model "
-                         "learnt from (auto, the default), every label (all, or the option alone), none")
+                         "learnt from (auto, the default), every label (all, or the option alone), none; the "
+                         "other pieces take the label around them")
     sg.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     sg.add_argument("--overlap", type=float, default=0.5,
                     help="sliding-window overlap (default: 0.5)")

@@ -1,6 +1,7 @@
 """Connected components of label maps: which labels come in one piece, and keeping only each label's largest
 piece. Fine-tuning records the labels that are one piece in every labelled case; `pgl segment` then keeps only the
-largest piece of those (nnU-Net decides the same post-processing from its training data)."""
+largest piece of those (nnU-Net decides the same post-processing from its training data) and gives the voxels of
+the other pieces the label around them."""
 from __future__ import annotations
 
 import numpy as np
@@ -36,14 +37,42 @@ def one_piece_values(label_maps: list[np.ndarray], labelled: list[np.ndarray], v
 
 
 def keep_largest_components(labels: np.ndarray, values=None) -> np.ndarray:
-    """Per label (each of `values`, default all), keep only its largest 26-connected component; in place."""
+    """Per label (each of `values`, default all), keep only its largest 26-connected component; in place.
+
+    The voxels of a label's other pieces take the label that most of the voxels touching the piece have
+    (background for a piece in background): a piece of spleen predicted inside the left kidney becomes left
+    kidney, not a hole in it (nnU-Net sets them to background)."""
     present = [int(v) for v in np.unique(labels) if v != 0]
+    pieces = []  # (box around the piece and its neighbours, the piece's voxels in that box)
     for value in present if values is None else [v for v in present if v in set(values)]:
         mask = labels == value
-        box = ndimage.find_objects(mask.astype(np.uint8))[0]  # label only where the label is: large inputs stay fast
+        # label only around the label (large inputs stay fast), one voxel wider to see what touches its pieces
+        box = grown(ndimage.find_objects(mask.astype(np.uint8))[0], labels.shape)
         components, count = ndimage.label(mask[box], structure=_CONNECTIVITY)
         if count > 1:
-            sizes = np.bincount(components.ravel())
-            sizes[0] = 0
-            labels[box][mask[box] & (components != sizes.argmax())] = 0
+            keep = np.bincount(components.ravel())[1:].argmax() + 1
+            for index, piece in enumerate(ndimage.find_objects(components), start=1):
+                if index != keep:
+                    local = grown(piece, components.shape)
+                    around = tuple(slice(b.start + a.start, b.start + a.stop) for a, b in zip(local, box))
+                    pieces.append((around, components[local] == index))
+    removed = np.zeros(labels.shape, dtype=bool)
+    for around, piece in pieces:
+        removed[around] |= piece
+    fills = [surrounding_label(labels[around], piece, removed[around]) for around, piece in pieces]
+    for (around, piece), fill in zip(pieces, fills):
+        labels[around][piece] = fill
     return labels
+
+
+def grown(box: tuple[slice, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """`box` one voxel wider on every side, within an array of `shape`."""
+    return tuple(slice(max(0, b.start - 1), min(n, b.stop + 1)) for b, n in zip(box, shape))
+
+
+def surrounding_label(labels: np.ndarray, piece: np.ndarray, removed: np.ndarray) -> int:
+    """The most common label on the voxels touching `piece` (26-connected) that are not themselves removed pieces;
+    background where there are none."""
+    touching = ndimage.binary_dilation(piece, _CONNECTIVITY) & ~piece & ~removed
+    values = labels[touching]
+    return int(np.bincount(values).argmax()) if values.size else 0

@@ -67,7 +67,9 @@ def inference_config(meta: dict) -> dict:
         postprocessing.append({"_target_": "MapLabelValued", "keys": "pred", "orig_labels": list(range(len(values))),
                                "target_labels": values})
     one_piece = [int(v) for v in meta.get("one_piece_labels", [])]
-    if one_piece:  # `pgl segment`'s default: the largest piece of each label that was one piece in training
+    # `pgl segment`'s default: the largest piece of each label that was one piece in training (MONAI makes the other
+    # pieces background; `pgl segment` gives them the label around them)
+    if one_piece:
         postprocessing.append({"_target_": "KeepLargestConnectedComponentd", "keys": "pred", "applied_labels": one_piece,
                                "is_onehot": False, "independent": True, "connectivity": None})
     postprocessing.append({"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir",
