@@ -154,9 +154,10 @@ def choose(network: NetworkConfig | None, grid: Grid | None, training_s: float, 
 
 # wall-clock seconds kept aside when choosing: reading and preprocessing the labelled scans (the step plan later
 # uses the time really left), and the end of the run (last checkpoint, the model, measuring its segmentation speed:
-# 1.5-2 s on the 2-core CPU, where a 12 s reserve left 5-minute runs ending 11-14 s early)
+# 1.5-2 s on the 2-core CPU, where a 12 s reserve left 5-minute runs ending 11-14 s early; with 5 s a `pgl
+# finetune` process, whose start-up precedes the clock, took up to 302 s)
 PREPARE_GUESS_S = 20.0
-FINISH_RESERVE_S = 5.0
+FINISH_RESERVE_S = 8.0
 
 
 def given_grid(spacing, patch_size) -> Grid | None:
